@@ -1,0 +1,156 @@
+import { z } from "zod";
+
+// Parsed once at start-up. A wrong value stops the process with a message that names the
+// variable and the fix; secrets never get defaults and are never logged (see redactedConfig).
+
+const bool = z
+  .enum(["true", "false", "1", "0", "yes", "no"])
+  .transform((v) => v === "true" || v === "1" || v === "yes");
+
+const list = z
+  .string()
+  .transform((v) =>
+    v
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s.length > 0),
+  )
+  .pipe(z.array(z.string()).min(1, "must hold at least one non-empty value"));
+
+const intFrom = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const basicAuth = z
+  .string()
+  .regex(/^[^:]+:.+$/, "must be user:password")
+  .transform((v) => {
+    const i = v.indexOf(":");
+    return { user: v.slice(0, i), password: v.slice(i + 1) };
+  });
+
+export const envSchema = z.object({
+  PORT: intFrom(0, 65535).default(8080),
+  HOST: z.string().min(1).default("0.0.0.0"),
+  PUBLIC_URL: z
+    .url({ protocol: /^https?$/ })
+    .optional()
+    .describe("the sink destination URL exactly as configured at Twilio/KORE"),
+  TWILIO_AUTH_TOKEN: list.optional(),
+  KORE_WEBHOOK_SECRET: list.optional(),
+  BASIC_AUTH: basicAuth.optional(),
+  ALLOW_UNSIGNED: bool.default(false),
+  REDIS_URL: z.url({ protocol: /^rediss?$/ }).default("redis://127.0.0.1:6379"),
+  REDIS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_{}-]+$/, "letters, digits, _ - { } only")
+    .default("simmeter"),
+  DATABASE_PATH: z.string().min(1).default("./data/simmeter.db"),
+  BILLING_MODE: z.enum(["realtime", "ended-only"]).default("realtime"),
+  ATTRIBUTION: z.enum(["end", "prorate"]).default("end"),
+  RETENTION_DAYS: intFrom(35, 100_000).default(40),
+  MAX_BYTES_PER_SECOND: intFrom(1, Number.MAX_SAFE_INTEGER).default(250_000_000),
+  BODY_LIMIT_BYTES: intFrom(10 * 1024 * 1024, 1024 * 1024 * 1024).default(10 * 1024 * 1024),
+  BATCH_MAX_EVENTS: intFrom(1, 100_000).default(2000),
+  WORKER_LOCK_MS: intFrom(1000, 600_000).default(30_000),
+  WORKER_STALLED_INTERVAL_MS: intFrom(500, 600_000).default(30_000),
+  SHUTDOWN_TIMEOUT_MS: intFrom(100, 600_000).default(10_000),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  STRIPE_SECRET_KEY: z
+    .string()
+    .regex(/^(sk|rk)_(test|live)_/, "must be a Stripe secret or restricted key (sk_... or rk_...)")
+    .optional(),
+  STRIPE_API_BASE: z.url({ protocol: /^https?$/ }).optional(),
+  STRIPE_METER_EVENT_NAME: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{1,100}$/)
+    .default("supersim_data_bytes"),
+  STRIPE_TIMEOUT_MS: intFrom(100, 120_000).default(20_000),
+  REPORT_INTERVAL_SECONDS: intFrom(1, 86_400).default(300),
+  REPORT_CONCURRENCY: intFrom(1, 64).default(4),
+  LATE_USAGE_GRACE_SECONDS: intFrom(0, 30 * 86_400).default(3600),
+});
+
+export type Config = z.infer<typeof envSchema>;
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export type ConfigNeeds = {
+  /** the receiver needs a way to authenticate deliveries */
+  receiver?: boolean;
+  /** the reporter needs a Stripe key */
+  stripe?: boolean;
+};
+
+/** Parses the environment; throws ConfigError naming each bad variable and the fix. */
+export function loadConfig(
+  env: NodeJS.ProcessEnv = process.env,
+  needs: ConfigNeeds = {},
+): Config {
+  // Empty strings mean "unset": shells and .env files produce them for blank lines.
+  const cleaned: Record<string, string> = {};
+  for (const key of Object.keys(envSchema.shape)) {
+    const v = env[key];
+    if (v !== undefined && v !== "") cleaned[key] = v;
+  }
+  const parsed = envSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => {
+      const name = String(i.path[0] ?? "?");
+      const shown = isSecret(name) ? "(hidden)" : JSON.stringify(cleaned[name]);
+      return `  ${name}=${shown}: ${i.message}`;
+    });
+    throw new ConfigError(`invalid configuration:\n${lines.join("\n")}`);
+  }
+  const config = parsed.data;
+  if (needs.receiver) {
+    const hasSecret = Boolean(config.TWILIO_AUTH_TOKEN || config.KORE_WEBHOOK_SECRET);
+    if (!hasSecret && !config.ALLOW_UNSIGNED) {
+      throw new ConfigError(
+        "no way to authenticate deliveries: set TWILIO_AUTH_TOKEN (Twilio Event Streams) and/or " +
+          "KORE_WEBHOOK_SECRET (KORE Event Streams). For local development only, ALLOW_UNSIGNED=true " +
+          "accepts unsigned requests.",
+      );
+    }
+    if (config.TWILIO_AUTH_TOKEN && !config.PUBLIC_URL) {
+      throw new ConfigError(
+        "PUBLIC_URL is required with TWILIO_AUTH_TOKEN: set it to the sink destination URL exactly " +
+          "as configured at Twilio (e.g. https://billing.example.com/webhooks/event-streams); the " +
+          "signature covers it.",
+      );
+    }
+    if (config.KORE_WEBHOOK_SECRET && !config.PUBLIC_URL) {
+      throw new ConfigError(
+        "PUBLIC_URL is required with KORE_WEBHOOK_SECRET: set it to the callback URL configured at " +
+          "KORE; the kore-signature covers it.",
+      );
+    }
+  }
+  if (needs.stripe && !config.STRIPE_SECRET_KEY) {
+    throw new ConfigError(
+      "STRIPE_SECRET_KEY is required for reporting: set it to a Stripe secret key (sk_live_… or " +
+        "sk_test_…) with write access to Billing Meters.",
+    );
+  }
+  return config;
+}
+
+const SECRET_NAMES = new Set([
+  "TWILIO_AUTH_TOKEN",
+  "KORE_WEBHOOK_SECRET",
+  "BASIC_AUTH",
+  "STRIPE_SECRET_KEY",
+]);
+
+function isSecret(name: string): boolean {
+  return SECRET_NAMES.has(name);
+}
+
+/** The config with secrets replaced, safe to log. */
+export function redactedConfig(config: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(config)) {
+    out[k] = isSecret(k) && v !== undefined ? "(set)" : v;
+  }
+  return out;
+}

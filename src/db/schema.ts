@@ -1,0 +1,210 @@
+import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+
+// snake_case in SQL, camelCase in TS. Times are epoch milliseconds (integers); bytes are integers.
+
+/** Durable dedupe: one row per event_sid ever counted (the source of truth for exactly-once). */
+export const seenEvents = sqliteTable(
+  "seen_events",
+  {
+    eventSid: text("event_sid").primaryKey(),
+    eventTs: integer("event_ts").notNull(),
+    kind: text("kind").notNull(),
+    receivedAt: integer("received_at").notNull(),
+  },
+  (t) => [
+    // Serves retention pruning: DELETE ... WHERE event_ts < ?
+    index("seen_events_event_ts_idx").on(t.eventTs),
+  ],
+);
+
+/** SIMs seen in events, for mapping ICCIDs and fleets to usage. */
+export const sims = sqliteTable("sims", {
+  simSid: text("sim_sid").primaryKey(),
+  iccid: text("iccid").notNull(),
+  fleetSid: text("fleet_sid"),
+  accountSid: text("account_sid").notNull(),
+  firstSeenAt: integer("first_seen_at").notNull(),
+  lastEventAt: integer("last_event_at").notNull(),
+});
+
+/** One row per data session that produced a billing reading. */
+export const sessions = sqliteTable(
+  "sessions",
+  {
+    sessionSid: text("session_sid").primaryKey(),
+    simSid: text("sim_sid").notNull(),
+    startTime: integer("start_time"),
+    endTime: integer("end_time"),
+    totalBytes: integer("total_bytes").notNull().default(0),
+    windowSumBytes: integer("window_sum_bytes").notNull().default(0),
+    basis: text("basis", { enum: ["cumulative", "window"] }).notNull().default("cumulative"),
+    readingCount: integer("reading_count").notNull().default(0),
+    lastReadingAt: integer("last_reading_at").notNull(),
+    updatedAt: integer("updated_at").notNull(),
+  },
+  (t) => [
+    // Serves retention pruning of finished sessions.
+    index("sessions_last_reading_at_idx").on(t.lastReadingAt),
+  ],
+);
+
+/** The readings accounting needs: (t, cumulative) per billing event. */
+export const readings = sqliteTable(
+  "readings",
+  {
+    eventSid: text("event_sid").primaryKey(),
+    sessionSid: text("session_sid").notNull(),
+    t: integer("t").notNull(),
+    cumulative: integer("cumulative"),
+    windowBytes: integer("window_bytes"),
+    windowStart: integer("window_start"),
+    ended: integer("ended", { mode: "boolean" }).notNull(),
+  },
+  (t) => [
+    // Serves loading all readings of one session for re-attribution.
+    index("readings_session_idx").on(t.sessionSid),
+  ],
+);
+
+/** What each session currently contributes to each hour: lets a late reading correct buckets. */
+export const sessionBuckets = sqliteTable(
+  "session_buckets",
+  {
+    sessionSid: text("session_sid").notNull(),
+    hour: integer("hour").notNull(),
+    bytes: integer("bytes").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.sessionSid, t.hour] })],
+);
+
+/**
+ * Per SIM per hour usage: the read model for `usage` and the reporter (a sum over session_buckets,
+ * kept materialised so reads never scan sessions). `seq` orders changes so the reporter only looks
+ * at hours that changed since its last run.
+ */
+export const usageHourly = sqliteTable(
+  "usage_hourly",
+  {
+    simSid: text("sim_sid").notNull(),
+    hour: integer("hour").notNull(),
+    bytes: integer("bytes").notNull(),
+    seq: integer("seq").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.simSid, t.hour] }),
+    // Serves the reporter's "what changed since seq N" scan.
+    index("usage_hourly_seq_idx").on(t.seq),
+    // Serves usage queries by time range across SIMs.
+    index("usage_hourly_hour_idx").on(t.hour),
+  ],
+);
+
+/** Non-billing events per SIM per UTC day and type: makes rejection storms visible. */
+export const eventCounts = sqliteTable(
+  "event_counts",
+  {
+    simSid: text("sim_sid").notNull(),
+    day: integer("day").notNull(),
+    kind: text("kind").notNull(),
+    count: integer("count").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.simSid, t.day, t.kind] })],
+);
+
+/** Authenticated but unusable events, kept verbatim for inspection. */
+export const quarantine = sqliteTable(
+  "quarantine",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    receivedAt: integer("received_at").notNull(),
+    source: text("source").notNull(),
+    deliveryId: text("delivery_id").notNull(),
+    /** index of the event in its delivery; -1 for a body that could not be split into events */
+    position: integer("position").notNull(),
+    eventSid: text("event_sid"),
+    reason: text("reason").notNull(),
+    raw: text("raw").notNull(),
+  },
+  (t) => [
+    // A re-run job (crash, stall) must not quarantine the same event twice.
+    uniqueIndex("quarantine_delivery_pos_idx").on(t.deliveryId, t.position),
+  ],
+);
+
+/** Accounting anomalies (never crash the worker; visible to operators). */
+export const anomalies = sqliteTable(
+  "anomalies",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    sessionSid: text("session_sid").notNull(),
+    eventSid: text("event_sid").notNull(),
+    kind: text("kind").notNull(),
+    detail: text("detail").notNull(),
+    detectedAt: integer("detected_at").notNull(),
+  },
+  (t) => [
+    // One row per anomaly, however often the session is re-attributed.
+    uniqueIndex("anomalies_unique_idx").on(t.sessionSid, t.eventSid, t.kind),
+  ],
+);
+
+/** Small key/value state: change sequence, reporter watermark. */
+export const meta = sqliteTable("meta", {
+  key: text("key").primaryKey(),
+  value: integer("value").notNull(),
+});
+
+/** Who pays for a SIM, ICCID or fleet, from a point in time on. */
+export const assignments = sqliteTable(
+  "assignments",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    targetType: text("target_type", { enum: ["sim", "iccid", "fleet"] }).notNull(),
+    targetId: text("target_id").notNull(),
+    customerId: text("customer_id").notNull(),
+    effectiveFrom: integer("effective_from").notNull(),
+    createdAt: integer("created_at").notNull(),
+  },
+  (t) => [
+    // Serves resolving a target's assignment history in time order.
+    index("assignments_target_idx").on(t.targetType, t.targetId, t.effectiveFrom),
+  ],
+);
+
+/**
+ * The reporting outbox: one row per meter event, written before the Stripe call. Rows in state
+ * pending or sent count as reported, so a crash between the call and the commit re-sends the same
+ * identifier (which Stripe refuses as a duplicate) instead of a new amount.
+ */
+export const meterReports = sqliteTable(
+  "meter_reports",
+  {
+    identifier: text("identifier").primaryKey(),
+    customerId: text("customer_id").notNull(),
+    hour: integer("hour").notNull(),
+    seq: integer("seq").notNull(),
+    value: integer("value").notNull(),
+    timestamp: integer("timestamp").notNull(),
+    late: integer("late", { mode: "boolean" }).notNull(),
+    state: text("state", { enum: ["pending", "sent", "failed"] }).notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    lastError: text("last_error"),
+    createdAt: integer("created_at").notNull(),
+    sentAt: integer("sent_at"),
+  },
+  (t) => [
+    uniqueIndex("meter_reports_customer_hour_seq_idx").on(t.customerId, t.hour, t.seq),
+    // Serves the sender's scan for pending rows.
+    index("meter_reports_state_idx").on(t.state),
+  ],
+);
+
+export type SeenEvent = typeof seenEvents.$inferSelect;
+export type Sim = typeof sims.$inferSelect;
+export type Session = typeof sessions.$inferSelect;
+export type ReadingRow = typeof readings.$inferSelect;
+export type UsageHourly = typeof usageHourly.$inferSelect;
+export type QuarantineRow = typeof quarantine.$inferSelect;
+export type AnomalyRow = typeof anomalies.$inferSelect;
+export type Assignment = typeof assignments.$inferSelect;
+export type MeterReport = typeof meterReports.$inferSelect;
