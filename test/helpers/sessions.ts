@@ -35,7 +35,7 @@ export const sessionArb = (simSid: string, sessionSid: string) =>
         t += s.gap * 1000;
         total += s.bytes;
         return {
-          eventSid: `EZ${(sessionSid.slice(2, 18) + i.toString(16).padStart(16, "0")).slice(0, 32)}`,
+          eventSid: `EZ${sessionSid.slice(-16)}${i.toString(16).padStart(16, "0")}`,
           t,
           cumulative: total,
           window: s.bytes,

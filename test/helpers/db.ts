@@ -1,0 +1,35 @@
+import { type IngestSettings, ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
+import type { Delivery } from "../../src/ingest/job.ts";
+import { openDb } from "../../src/db/client.ts";
+
+export const defaultSettings: IngestSettings = {
+  billingMode: "realtime",
+  attribution: "end",
+  retentionDays: 100_000,
+  maxBytesPerSecond: 250_000_000,
+};
+
+/** A real SQLite database in memory, with the real migrations applied. */
+export function memoryIngest(settings: Partial<IngestSettings> = {}, now = () => Date.now()) {
+  const db = openDb(":memory:");
+  const stmts = prepareIngest(db);
+  const ctx = { db, stmts, settings: { ...defaultSettings, ...settings }, now };
+  let n = 0;
+  return {
+    db,
+    ctx,
+    ingest(events: unknown[], source: Delivery["source"] = "unsigned") {
+      n++;
+      return ingestDeliveries(ctx, {
+        v: 1,
+        deliveries: [{ id: `d${n}`, receivedAt: now(), source, events }],
+      });
+    },
+    usage(): Record<string, number> {
+      const rows = db.$client
+        .prepare("select sim_sid, hour, bytes from usage_hourly where bytes != 0 order by sim_sid, hour")
+        .all() as { sim_sid: string; hour: number; bytes: number }[];
+      return Object.fromEntries(rows.map((r) => [`${r.sim_sid}@${new Date(r.hour).toISOString()}`, r.bytes]));
+    },
+  };
+}

@@ -1,0 +1,146 @@
+import { readFileSync } from "node:fs";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
+import { memoryIngest } from "../helpers/db.ts";
+import { type GenSession, inOrderBuckets, perturbationArb, sessionArb, shuffle } from "../helpers/sessions.ts";
+
+const fixture = (name: string) => JSON.parse(readFileSync(new URL(`../../../shared/fixtures/${name}`, import.meta.url), "utf8"));
+const ACCOUNT = "ACe7ea554f7fc0fad65e689bb5899bb6c3";
+const simSid = (i: number) => `HS${i.toString(16).padStart(32, "0")}`;
+const sessionSid = (i: number) => `PI${i.toString(16).padStart(32, "a")}`;
+
+function eventsOf(s: GenSession, readings = s.readings) {
+  return readings.map((r) =>
+    buildCloudEvent({
+      eventSid: r.eventSid,
+      kind: r.ended ? "data-session.ended" : "data-session.updated",
+      accountSid: ACCOUNT,
+      simSid: s.simSid,
+      iccid: "89883070000005381783",
+      timestampMs: r.t,
+      sessionSid: s.sessionSid,
+      sessionStartMs: s.start,
+      ...(r.ended ? { sessionEndMs: r.t } : {}),
+      windowStartMs: r.windowStart ?? s.start,
+      windowEndMs: r.t,
+      windowDown: r.window ?? 0,
+      cumulativeDown: r.cumulative ?? 0,
+    }),
+  );
+}
+
+describe("ingest into SQLite", () => {
+  it("the fixtures are counted: the captured update and the constructed session events", () => {
+    const t = memoryIngest();
+    const all = [
+      ...fixture("constructed-attachment-accepted.json"),
+      ...fixture("constructed-data-session-started.json"),
+      ...fixture("twilio-data-session-updated.json"),
+      ...fixture("constructed-data-session-ended.json"),
+      ...fixture("constructed-attachment-rejected.json"),
+      ...fixture("constructed-data-session-failed.json"),
+      ...fixture("twilio-test-event.json"),
+    ];
+    const s = t.ingest(all);
+    expect(s).toMatchObject({ events: 7, counted: 6, quarantined: 0, testEvents: 1, nonBilling: 4, sessions: 1 });
+    expect(t.usage()).toEqual({ "HS2f71995b834d803ff5376799ba59bd1d@2022-12-14T13:00:00.000Z": 1536 });
+  });
+
+  it("a duplicate delivery is counted once", () => {
+    const t = memoryIngest();
+    const ended = fixture("constructed-data-session-ended.json");
+    t.ingest(ended);
+    const again = t.ingest(ended);
+    expect(again).toMatchObject({ counted: 0, duplicates: 1 });
+    expect(Object.values(t.usage())).toEqual([1536]);
+  });
+
+  it("a malformed event is quarantined and the valid one beside it is counted", () => {
+    const t = memoryIngest();
+    const ended = fixture("constructed-data-session-ended.json")[0];
+    const broken = structuredClone(ended);
+    broken.data.event_sid = "EZ00000000000000000000000000000bad";
+    broken.data.data_total = -5;
+    const s = t.ingest([broken, ended]);
+    expect(s).toMatchObject({ counted: 1, quarantined: 1 });
+    const q = t.db.$client.prepare("select reason, raw, event_sid from quarantine").all() as { reason: string; raw: string; event_sid: string }[];
+    expect(q).toHaveLength(1);
+    expect(q[0]?.reason).toMatch(/data_total/);
+    expect(JSON.parse(q[0]?.raw ?? "null").data.data_total).toBe(-5);
+  });
+
+  it("events older than the retention are refused with a reason, not counted", () => {
+    const t = memoryIngest({ retentionDays: 40 });
+    const s = t.ingest(fixture("constructed-data-session-ended.json"));
+    expect(s).toMatchObject({ counted: 0, quarantined: 1 });
+    const q = t.db.$client.prepare("select reason from quarantine").get() as { reason: string };
+    expect(q.reason).toMatch(/older than the 40-day retention/);
+  });
+
+  it("ended-only mode bills the ended event's cumulative total and counts updates as not billed", () => {
+    const t = memoryIngest({ billingMode: "ended-only" });
+    t.ingest(fixture("twilio-data-session-updated.json"));
+    t.ingest(fixture("constructed-data-session-ended.json"));
+    expect(Object.values(t.usage())).toEqual([1536]);
+    const counts = t.db.$client.prepare("select kind, count from event_counts").all();
+    expect(counts).toEqual([{ kind: "data-session.updated (not billed: ended-only)", count: 1 }]);
+  });
+
+  it("a late reading that moves bytes between hours corrects both buckets", () => {
+    const t = memoryIngest();
+    const s: GenSession = {
+      simSid: simSid(1),
+      sessionSid: sessionSid(1),
+      start: Date.parse("2026-11-27T12:30:00Z"),
+      readings: [
+        { eventSid: "EZ000000000000000000000000000000a1", t: Date.parse("2026-11-27T13:50:00Z"), cumulative: 3000, window: 3000, windowStart: null, ended: false },
+        { eventSid: "EZ000000000000000000000000000000a2", t: Date.parse("2026-11-27T14:10:00Z"), cumulative: 4000, window: 1000, windowStart: null, ended: true },
+      ],
+    };
+    const [update, ended] = eventsOf(s);
+    t.ingest([ended]);
+    expect(t.usage()).toEqual({ [`${simSid(1)}@2026-11-27T14:00:00.000Z`]: 4000 });
+    t.ingest([update]);
+    expect(t.usage()).toEqual({
+      [`${simSid(1)}@2026-11-27T13:00:00.000Z`]: 3000,
+      [`${simSid(1)}@2026-11-27T14:00:00.000Z`]: 1000,
+    });
+  });
+
+  it("for many sessions, any order, duplication, loss and batching yields the in-order per-SIM per-hour usage", () => {
+    const fleet = fc
+      .array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 6 })
+      .chain((sims) =>
+        fc.tuple(...sims.map((sim, i) => sessionArb(simSid(sim), sessionSid(i + 1)).chain((s) => perturbationArb(s.readings).map((p) => ({ s, p }))))),
+      );
+    fc.assert(
+      fc.property(fleet, fc.integer(), fc.integer({ min: 1, max: 20 }), (sessions, seed, batch) => {
+        const t = memoryIngest();
+        const delivered = shuffle(
+          sessions.flatMap(({ s, p }) => eventsOf(s, p.delivered)),
+          seed,
+        );
+        for (let i = 0; i < delivered.length; i += batch) t.ingest(delivered.slice(i, i + batch));
+        const expected: Record<string, number> = {};
+        for (const { s, p } of sessions) {
+          for (const [hour, bytes] of inOrderBuckets(p.survivors)) {
+            const key = `${s.simSid}@${new Date(hour).toISOString()}`;
+            expected[key] = (expected[key] ?? 0) + bytes;
+          }
+        }
+        for (const k of Object.keys(expected)) if (expected[k] === 0) delete expected[k];
+        expect(t.usage()).toEqual(expected);
+        const totals = t.db.$client.prepare("select session_sid, total_bytes from sessions").all() as { session_sid: string; total_bytes: number }[];
+        for (const { s } of sessions) {
+          const final = s.readings[s.readings.length - 1]?.cumulative;
+          expect(totals.find((x) => x.session_sid === s.sessionSid)?.total_bytes).toBe(final);
+          const buckets = t.db.$client.prepare("select coalesce(sum(bytes), 0) as b from session_buckets where session_sid = ?").get(s.sessionSid) as { b: number };
+          expect(buckets.b).toBe(final);
+        }
+        t.db.$client.close();
+      }),
+      { numRuns: 150 },
+    );
+  });
+});
