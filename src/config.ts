@@ -83,10 +83,7 @@ export type ConfigNeeds = {
 };
 
 /** Parses the environment; throws ConfigError naming each bad variable and the fix. */
-export function loadConfig(
-  env: NodeJS.ProcessEnv = process.env,
-  needs: ConfigNeeds = {},
-): Config {
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNeeds = {}): Config {
   // Empty strings mean "unset": shells and .env files produce them for blank lines.
   const cleaned: Record<string, string> = {};
   for (const key of Object.keys(envSchema.shape)) {

@@ -112,7 +112,8 @@ export function attributeSession(
           anomalies.push({
             kind: "mixed_schema",
             eventSid: r.eventSid,
-            detail: "reading without data_session_data_total in a session that has cumulative totals; ignored",
+            detail:
+              "reading without data_session_data_total in a session that has cumulative totals; ignored",
           });
         }
       }

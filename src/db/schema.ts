@@ -1,4 +1,11 @@
-import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
+import {
+  index,
+  integer,
+  primaryKey,
+  sqliteTable,
+  text,
+  uniqueIndex,
+} from "drizzle-orm/sqlite-core";
 
 // snake_case in SQL, camelCase in TS. Times are epoch milliseconds (integers); bytes are integers.
 
@@ -37,7 +44,9 @@ export const sessions = sqliteTable(
     endTime: integer("end_time"),
     totalBytes: integer("total_bytes").notNull().default(0),
     windowSumBytes: integer("window_sum_bytes").notNull().default(0),
-    basis: text("basis", { enum: ["cumulative", "window"] }).notNull().default("cumulative"),
+    basis: text("basis", { enum: ["cumulative", "window"] })
+      .notNull()
+      .default("cumulative"),
     readingCount: integer("reading_count").notNull().default(0),
     lastReadingAt: integer("last_reading_at").notNull(),
     updatedAt: integer("updated_at").notNull(),

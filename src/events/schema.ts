@@ -14,17 +14,21 @@ export const CONNECTION_KINDS = [
 ] as const;
 export type ConnectionKind = (typeof CONNECTION_KINDS)[number];
 
-export function isBillingKind(kind: ConnectionKind): kind is "data-session.updated" | "data-session.ended" {
+export function isBillingKind(
+  kind: ConnectionKind,
+): kind is "data-session.updated" | "data-session.ended" {
   return kind === "data-session.updated" || kind === "data-session.ended";
 }
 
 const strictSid = (prefix: string) =>
-  z.string().regex(new RegExp(`^${prefix}[0-9a-fA-F]{32}$`), `must be ${prefix} followed by 32 hex digits`);
+  z
+    .string()
+    .regex(new RegExp(`^${prefix}[0-9a-fA-F]{32}$`), `must be ${prefix} followed by 32 hex digits`);
 // event_sid and data_session_sid formats are only observed, not specified: accept any two-letter prefix.
-const tolerantSid = z.string().regex(/^[A-Z]{2}[0-9a-fA-F]{32}$/, "must be two capital letters and 32 hex digits");
-const isoTime = z
+const tolerantSid = z
   .string()
-  .refine((s) => !Number.isNaN(Date.parse(s)), "must be an ISO 8601 time");
+  .regex(/^[A-Z]{2}[0-9a-fA-F]{32}$/, "must be two capital letters and 32 hex digits");
+const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), "must be an ISO 8601 time");
 const bytes = z
   .number()
   .int("must be a whole number of bytes")
@@ -155,7 +159,11 @@ export function classifyCloudEvent(raw: unknown): Classified {
   const at = type.indexOf(KIND_MARKER);
   const kindText = at >= 0 ? type.slice(at + KIND_MARKER.length) : null;
   if (kindText === null || !(CONNECTION_KINDS as readonly string[]).includes(kindText)) {
-    return { kind: "invalid", reason: `unknown event type ${JSON.stringify(type.slice(0, 200))}`, eventSid: sidGuess };
+    return {
+      kind: "invalid",
+      reason: `unknown event type ${JSON.stringify(type.slice(0, 200))}`,
+      eventSid: sidGuess,
+    };
   }
   const kind = kindText as ConnectionKind;
   if (!dataObj) {
@@ -186,13 +194,20 @@ export function classifyCloudEvent(raw: unknown): Classified {
     const missing: string[] = [];
     if (!d.data_session_sid) missing.push("data_session_sid");
     if (readingMs === null) {
-      missing.push(kind === "data-session.ended" ? "data_session_end_time" : "data_session_update_end_time");
+      missing.push(
+        kind === "data-session.ended" ? "data_session_end_time" : "data_session_update_end_time",
+      );
     }
     const cumulative = d.data_session_data_total ?? null;
     const window = d.data_total ?? null;
-    if (cumulative === null && window === null) missing.push("data_session_data_total or data_total");
+    if (cumulative === null && window === null)
+      missing.push("data_session_data_total or data_total");
     if (missing.length > 0) {
-      return { kind: "invalid", reason: `${kind} without ${missing.join(", ")}`, eventSid: d.event_sid };
+      return {
+        kind: "invalid",
+        reason: `${kind} without ${missing.join(", ")}`,
+        eventSid: d.event_sid,
+      };
     }
   }
   return {

@@ -1,5 +1,10 @@
 import { and, eq, sql } from "drizzle-orm";
-import { type Attribution, attributeSession, diffBuckets, type Reading } from "../accounting/attribute.ts";
+import {
+  type Attribution,
+  attributeSession,
+  diffBuckets,
+  type Reading,
+} from "../accounting/attribute.ts";
 import { DAY_MS, dayStart } from "../accounting/buckets.ts";
 import type { Db } from "../db/client.ts";
 import {
@@ -45,7 +50,12 @@ export function prepareIngest(db: Db) {
   return {
     insertSeen: db
       .insert(seenEvents)
-      .values({ eventSid: p("eventSid"), eventTs: p("eventTs"), kind: p("kind"), receivedAt: p("receivedAt") })
+      .values({
+        eventSid: p("eventSid"),
+        eventTs: p("eventTs"),
+        kind: p("kind"),
+        receivedAt: p("receivedAt"),
+      })
       .onConflictDoNothing()
       .prepare(),
     upsertSim: db
@@ -230,7 +240,13 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
       const now = ctx.now();
       const oldest = now - settings.retentionDays * DAY_MS;
       const touched = new Map<string, SessionTouch>();
-      const quarantineOne = (d: Delivery, position: number, eventSid: string | null, reason: string, raw: string) => {
+      const quarantineOne = (
+        d: Delivery,
+        position: number,
+        eventSid: string | null,
+        reason: string,
+        raw: string,
+      ) => {
         stmts.quarantine.run({
           receivedAt: d.receivedAt,
           source: d.source,
@@ -245,7 +261,13 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
       for (const delivery of job.deliveries) {
         if (delivery.unparsable) {
           summary.events++;
-          quarantineOne(delivery, -1, null, delivery.unparsable.error, delivery.unparsable.raw.slice(0, MAX_RAW_CHARS));
+          quarantineOne(
+            delivery,
+            -1,
+            null,
+            delivery.unparsable.error,
+            delivery.unparsable.raw.slice(0, MAX_RAW_CHARS),
+          );
           continue;
         }
         const events = delivery.events ?? [];
@@ -339,7 +361,13 @@ function recordReading(stmts: IngestStatements, e: ConnectionEvent): void {
 }
 
 /** Recomputes one session's hour buckets from all its readings and applies the difference. */
-function reattribute(ctx: IngestContext, sessionSid: string, touch: SessionTouch, seq: number, now: number): void {
+function reattribute(
+  ctx: IngestContext,
+  sessionSid: string,
+  touch: SessionTouch,
+  seq: number,
+  now: number,
+): void {
   const { stmts, settings } = ctx;
   const existing = stmts.sessionRow.get({ sessionSid }) as
     | { startTime: number | null; simSid: string }
@@ -378,7 +406,13 @@ function reattribute(ctx: IngestContext, sessionSid: string, touch: SessionTouch
     stmts.addUsage.run({ simSid, hour, bytes: delta, seq });
   }
   for (const a of result.anomalies) {
-    stmts.insertAnomaly.run({ sessionSid, eventSid: a.eventSid, kind: a.kind, detail: a.detail, now });
+    stmts.insertAnomaly.run({
+      sessionSid,
+      eventSid: a.eventSid,
+      kind: a.kind,
+      detail: a.detail,
+      now,
+    });
   }
   let lastReadingAt = 0;
   let endTime: number | null = null;

@@ -29,7 +29,10 @@ export type EventSpec = {
 
 const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
 
-export function buildCloudEvent(spec: EventSpec, envelope: Envelope = "twilio"): Record<string, unknown> {
+export function buildCloudEvent(
+  spec: EventSpec,
+  envelope: Envelope = "twilio",
+): Record<string, unknown> {
   const prefix = envelope === "twilio" ? "com.twilio.iot" : "com.kore.iot";
   const type = `${prefix}.supersim.connection.${spec.kind}`;
   const version = spec.schemaVersion ?? 2;
@@ -54,7 +57,8 @@ export function buildCloudEvent(spec: EventSpec, envelope: Envelope = "twilio"):
   if (spec.sessionSid) data.data_session_sid = spec.sessionSid;
   if (spec.sessionStartMs !== undefined) data.data_session_start_time = iso(spec.sessionStartMs);
   if (spec.sessionEndMs !== undefined) data.data_session_end_time = iso(spec.sessionEndMs);
-  if (spec.windowStartMs !== undefined) data.data_session_update_start_time = iso(spec.windowStartMs);
+  if (spec.windowStartMs !== undefined)
+    data.data_session_update_start_time = iso(spec.windowStartMs);
   if (spec.windowEndMs !== undefined) data.data_session_update_end_time = iso(spec.windowEndMs);
   if (spec.windowDown !== undefined || spec.windowUp !== undefined) {
     const down = spec.windowDown ?? 0;
@@ -74,7 +78,8 @@ export function buildCloudEvent(spec: EventSpec, envelope: Envelope = "twilio"):
   return {
     specversion: "1.0",
     type,
-    source: envelope === "twilio" ? `/v1/SuperSim/ConnectionEvents/${spec.eventSid}` : "kore-events",
+    source:
+      envelope === "twilio" ? `/v1/SuperSim/ConnectionEvents/${spec.eventSid}` : "kore-events",
     id: spec.eventSid,
     dataschema:
       envelope === "twilio"

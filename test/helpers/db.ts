@@ -1,6 +1,6 @@
+import { openDb } from "../../src/db/client.ts";
 import { type IngestSettings, ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
 import type { Delivery } from "../../src/ingest/job.ts";
-import { openDb } from "../../src/db/client.ts";
 
 export const defaultSettings: IngestSettings = {
   billingMode: "realtime",
@@ -27,9 +27,13 @@ export function memoryIngest(settings: Partial<IngestSettings> = {}, now = () =>
     },
     usage(): Record<string, number> {
       const rows = db.$client
-        .prepare("select sim_sid, hour, bytes from usage_hourly where bytes != 0 order by sim_sid, hour")
+        .prepare(
+          "select sim_sid, hour, bytes from usage_hourly where bytes != 0 order by sim_sid, hour",
+        )
         .all() as { sim_sid: string; hour: number; bytes: number }[];
-      return Object.fromEntries(rows.map((r) => [`${r.sim_sid}@${new Date(r.hour).toISOString()}`, r.bytes]));
+      return Object.fromEntries(
+        rows.map((r) => [`${r.sim_sid}@${new Date(r.hour).toISOString()}`, r.bytes]),
+      );
     },
   };
 }

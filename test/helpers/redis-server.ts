@@ -65,9 +65,20 @@ export async function startRedis(): Promise<RedisHandle> {
     child = spawn(
       bin,
       [
-        "--port", String(port), "--bind", "127.0.0.1", "--dir", dir,
-        "--appendonly", "yes", "--appendfsync", "everysec",
-        "--maxmemory-policy", "noeviction", "--save", "",
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        dir,
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--maxmemory-policy",
+        "noeviction",
+        "--save",
+        "",
       ],
       { stdio: "ignore" },
     );

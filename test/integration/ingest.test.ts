@@ -3,9 +3,16 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { memoryIngest } from "../helpers/db.ts";
-import { type GenSession, inOrderBuckets, perturbationArb, sessionArb, shuffle } from "../helpers/sessions.ts";
+import {
+  type GenSession,
+  inOrderBuckets,
+  perturbationArb,
+  sessionArb,
+  shuffle,
+} from "../helpers/sessions.ts";
 
-const fixture = (name: string) => JSON.parse(readFileSync(new URL(`../../../shared/fixtures/${name}`, import.meta.url), "utf8"));
+const fixture = (name: string) =>
+  JSON.parse(readFileSync(new URL(`../../../shared/fixtures/${name}`, import.meta.url), "utf8"));
 const ACCOUNT = "ACe7ea554f7fc0fad65e689bb5899bb6c3";
 const simSid = (i: number) => `HS${i.toString(16).padStart(32, "0")}`;
 const sessionSid = (i: number) => `PI${i.toString(16).padStart(32, "a")}`;
@@ -43,8 +50,17 @@ describe("ingest into SQLite", () => {
       ...fixture("twilio-test-event.json"),
     ];
     const s = t.ingest(all);
-    expect(s).toMatchObject({ events: 7, counted: 6, quarantined: 0, testEvents: 1, nonBilling: 4, sessions: 1 });
-    expect(t.usage()).toEqual({ "HS2f71995b834d803ff5376799ba59bd1d@2022-12-14T13:00:00.000Z": 1536 });
+    expect(s).toMatchObject({
+      events: 7,
+      counted: 6,
+      quarantined: 0,
+      testEvents: 1,
+      nonBilling: 4,
+      sessions: 1,
+    });
+    expect(t.usage()).toEqual({
+      "HS2f71995b834d803ff5376799ba59bd1d@2022-12-14T13:00:00.000Z": 1536,
+    });
   });
 
   it("a duplicate delivery is counted once", () => {
@@ -64,7 +80,11 @@ describe("ingest into SQLite", () => {
     broken.data.data_total = -5;
     const s = t.ingest([broken, ended]);
     expect(s).toMatchObject({ counted: 1, quarantined: 1 });
-    const q = t.db.$client.prepare("select reason, raw, event_sid from quarantine").all() as { reason: string; raw: string; event_sid: string }[];
+    const q = t.db.$client.prepare("select reason, raw, event_sid from quarantine").all() as {
+      reason: string;
+      raw: string;
+      event_sid: string;
+    }[];
     expect(q).toHaveLength(1);
     expect(q[0]?.reason).toMatch(/data_total/);
     expect(JSON.parse(q[0]?.raw ?? "null").data.data_total).toBe(-5);
@@ -94,8 +114,22 @@ describe("ingest into SQLite", () => {
       sessionSid: sessionSid(1),
       start: Date.parse("2026-11-27T12:30:00Z"),
       readings: [
-        { eventSid: "EZ000000000000000000000000000000a1", t: Date.parse("2026-11-27T13:50:00Z"), cumulative: 3000, window: 3000, windowStart: null, ended: false },
-        { eventSid: "EZ000000000000000000000000000000a2", t: Date.parse("2026-11-27T14:10:00Z"), cumulative: 4000, window: 1000, windowStart: null, ended: true },
+        {
+          eventSid: "EZ000000000000000000000000000000a1",
+          t: Date.parse("2026-11-27T13:50:00Z"),
+          cumulative: 3000,
+          window: 3000,
+          windowStart: null,
+          ended: false,
+        },
+        {
+          eventSid: "EZ000000000000000000000000000000a2",
+          t: Date.parse("2026-11-27T14:10:00Z"),
+          cumulative: 4000,
+          window: 1000,
+          windowStart: null,
+          ended: true,
+        },
       ],
     };
     const [update, ended] = eventsOf(s);
@@ -112,7 +146,13 @@ describe("ingest into SQLite", () => {
     const fleet = fc
       .array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 6 })
       .chain((sims) =>
-        fc.tuple(...sims.map((sim, i) => sessionArb(simSid(sim), sessionSid(i + 1)).chain((s) => perturbationArb(s.readings).map((p) => ({ s, p }))))),
+        fc.tuple(
+          ...sims.map((sim, i) =>
+            sessionArb(simSid(sim), sessionSid(i + 1)).chain((s) =>
+              perturbationArb(s.readings).map((p) => ({ s, p })),
+            ),
+          ),
+        ),
       );
     fc.assert(
       fc.property(fleet, fc.integer(), fc.integer({ min: 1, max: 20 }), (sessions, seed, batch) => {
@@ -131,11 +171,17 @@ describe("ingest into SQLite", () => {
         }
         for (const k of Object.keys(expected)) if (expected[k] === 0) delete expected[k];
         expect(t.usage()).toEqual(expected);
-        const totals = t.db.$client.prepare("select session_sid, total_bytes from sessions").all() as { session_sid: string; total_bytes: number }[];
+        const totals = t.db.$client
+          .prepare("select session_sid, total_bytes from sessions")
+          .all() as { session_sid: string; total_bytes: number }[];
         for (const { s } of sessions) {
           const final = s.readings[s.readings.length - 1]?.cumulative;
           expect(totals.find((x) => x.session_sid === s.sessionSid)?.total_bytes).toBe(final);
-          const buckets = t.db.$client.prepare("select coalesce(sum(bytes), 0) as b from session_buckets where session_sid = ?").get(s.sessionSid) as { b: number };
+          const buckets = t.db.$client
+            .prepare(
+              "select coalesce(sum(bytes), 0) as b from session_buckets where session_sid = ?",
+            )
+            .get(s.sessionSid) as { b: number };
           expect(buckets.b).toBe(final);
         }
         t.db.$client.close();

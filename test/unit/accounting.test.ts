@@ -1,12 +1,23 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { attributeSession, diffBuckets, type Reading } from "../../src/accounting/attribute.ts";
-import { bucketOf, HOUR_MS, monthStart, nextMonthStart, prorate } from "../../src/accounting/buckets.ts";
+import {
+  bucketOf,
+  HOUR_MS,
+  monthStart,
+  nextMonthStart,
+  prorate,
+} from "../../src/accounting/buckets.ts";
 import { inOrderBuckets, perturbationArb, sessionArb } from "../helpers/sessions.ts";
 
 const H = (iso: string) => Date.parse(iso);
 const opts = { attribution: "end" as const, sessionStart: null, maxBytesPerSecond: 250_000_000 };
-const r = (eventSid: string, t: string, cumulative: number | null, extra: Partial<Reading> = {}): Reading => ({
+const r = (
+  eventSid: string,
+  t: string,
+  cumulative: number | null,
+  extra: Partial<Reading> = {},
+): Reading => ({
   eventSid,
   t: H(t),
   cumulative,
@@ -42,7 +53,9 @@ describe("hour buckets", () => {
     [5, "2026-11-27T13:10:00Z", "2026-11-27T13:10:00Z", { "13": 5 }],
   ])("prorating %i bytes over %s → %s splits by time share", (amount, from, to, expected) => {
     const got = prorate(amount, H(from), H(to));
-    const named = Object.fromEntries([...got].map(([b, v]) => [String(new Date(b).getUTCHours()), v]));
+    const named = Object.fromEntries(
+      [...got].map(([b, v]) => [String(new Date(b).getUTCHours()), v]),
+    );
     expect(named).toEqual(expected);
     expect(sum(got)).toBe(amount);
   });
@@ -74,20 +87,33 @@ describe("attributing a session's readings to hours", () => {
       ],
       opts,
     );
-    expect(Object.fromEntries(a.buckets)).toEqual({ [H("2026-11-27T13:00:00Z")]: 1500, [H("2026-11-27T14:00:00Z")]: 2500 });
+    expect(Object.fromEntries(a.buckets)).toEqual({
+      [H("2026-11-27T13:00:00Z")]: 1500,
+      [H("2026-11-27T14:00:00Z")]: 2500,
+    });
     expect(a.total).toBe(4000);
     expect(a.anomalies).toEqual([]);
   });
 
   it("a lost update is covered by the next reading", () => {
-    const a = attributeSession([r("EZ1", "2026-11-27T13:40:00Z", 1000), r("EZ3", "2026-11-27T14:10:00Z", 4000)], opts);
+    const a = attributeSession(
+      [r("EZ1", "2026-11-27T13:40:00Z", 1000), r("EZ3", "2026-11-27T14:10:00Z", 4000)],
+      opts,
+    );
     expect(sum(a.buckets)).toBe(4000);
   });
 
   it("a late reading moves bytes to an earlier hour and the later hour goes down", () => {
-    const before = attributeSession([r("EZ1", "2026-11-27T12:50:00Z", 100), r("EZ3", "2026-11-27T14:10:00Z", 4000)], opts);
+    const before = attributeSession(
+      [r("EZ1", "2026-11-27T12:50:00Z", 100), r("EZ3", "2026-11-27T14:10:00Z", 4000)],
+      opts,
+    );
     const after = attributeSession(
-      [r("EZ1", "2026-11-27T12:50:00Z", 100), r("EZ2", "2026-11-27T13:50:00Z", 3000), r("EZ3", "2026-11-27T14:10:00Z", 4000)],
+      [
+        r("EZ1", "2026-11-27T12:50:00Z", 100),
+        r("EZ2", "2026-11-27T13:50:00Z", 3000),
+        r("EZ3", "2026-11-27T14:10:00Z", 4000),
+      ],
       opts,
     );
     expect(Object.fromEntries(diffBuckets(before.buckets, after.buckets))).toEqual({
@@ -97,7 +123,10 @@ describe("attributing a session's readings to hours", () => {
   });
 
   it("a cumulative total that goes down is flagged and never billed negative", () => {
-    const a = attributeSession([r("EZ1", "2026-11-27T13:10:00Z", 5000), r("EZ2", "2026-11-27T13:20:00Z", 10)], opts);
+    const a = attributeSession(
+      [r("EZ1", "2026-11-27T13:10:00Z", 5000), r("EZ2", "2026-11-27T13:20:00Z", 10)],
+      opts,
+    );
     expect(a.total).toBe(5000);
     expect(a.anomalies.map((x) => x.kind)).toEqual(["cumulative_decrease"]);
   });
@@ -132,20 +161,26 @@ describe("attributing a session's readings to hours", () => {
       attribution: "prorate",
       sessionStart: H("2026-11-27T13:30:00Z"),
     });
-    expect(Object.fromEntries(a.buckets)).toEqual({ [H("2026-11-27T13:00:00Z")]: 1500, [H("2026-11-27T14:00:00Z")]: 1500 });
+    expect(Object.fromEntries(a.buckets)).toEqual({
+      [H("2026-11-27T13:00:00Z")]: 1500,
+      [H("2026-11-27T14:00:00Z")]: 1500,
+    });
   });
 });
 
 describe("accounting invariants (property-based)", () => {
-  const sessionAndPerturbation = sessionArb("HS00000000000000000000000000000001", "PI0000000000000000000000000000000a").chain((s) =>
-    perturbationArb(s.readings).map((p) => ({ s, p })),
-  );
+  const sessionAndPerturbation = sessionArb(
+    "HS00000000000000000000000000000001",
+    "PI0000000000000000000000000000000a",
+  ).chain((s) => perturbationArb(s.readings).map((p) => ({ s, p })));
 
   it("any permutation, duplication and loss of updated events gives the in-order per-hour usage", () => {
     fc.assert(
       fc.property(sessionAndPerturbation, ({ p }) => {
         const got = attributeSession(p.delivered, opts);
-        expect(Object.fromEntries(got.buckets)).toEqual(Object.fromEntries(inOrderBuckets(p.survivors)));
+        expect(Object.fromEntries(got.buckets)).toEqual(
+          Object.fromEntries(inOrderBuckets(p.survivors)),
+        );
       }),
       { numRuns: 500 },
     );
@@ -153,12 +188,20 @@ describe("accounting invariants (property-based)", () => {
 
   it("a session's buckets sum to its final data_session_data_total in both attribution modes", () => {
     fc.assert(
-      fc.property(sessionAndPerturbation, fc.constantFrom("end" as const, "prorate" as const), ({ s, p }, attribution) => {
-        const got = attributeSession(p.delivered, { ...opts, attribution, sessionStart: s.start });
-        const final = s.readings[s.readings.length - 1]?.cumulative;
-        expect(sum(got.buckets)).toBe(final);
-        expect(got.total).toBe(final);
-      }),
+      fc.property(
+        sessionAndPerturbation,
+        fc.constantFrom("end" as const, "prorate" as const),
+        ({ s, p }, attribution) => {
+          const got = attributeSession(p.delivered, {
+            ...opts,
+            attribution,
+            sessionStart: s.start,
+          });
+          const final = s.readings[s.readings.length - 1]?.cumulative;
+          expect(sum(got.buckets)).toBe(final);
+          expect(got.total).toBe(final);
+        },
+      ),
       { numRuns: 500 },
     );
   });

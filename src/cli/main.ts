@@ -1,0 +1,25 @@
+import { Command, CommanderError } from "commander";
+import { registerReadCommands } from "./read.ts";
+import { registerReplayCommand } from "./replay.ts";
+import { registerRunCommands } from "./run.ts";
+
+const program = new Command();
+program
+  .name("simmeter")
+  .description(
+    "Super SIM Connection Events → exactly-once per-SIM per-hour usage → Stripe Billing Meters",
+  )
+  .showHelpAfterError()
+  .exitOverride();
+
+registerRunCommands(program);
+registerReadCommands(program);
+registerReplayCommand(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) process.exit(err.exitCode);
+  process.stderr.write(`simmeter: ${(err as Error).message}\n`);
+  process.exit(1);
+}

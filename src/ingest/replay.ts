@@ -1,0 +1,164 @@
+import { randomUUID } from "node:crypto";
+import { createReadStream, statSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { createInterface } from "node:readline";
+import { type Queue, QueueEvents } from "bullmq";
+import type { Redis } from "ioredis";
+import { INGEST_JOB, INGEST_QUEUE, type IngestJobData } from "./job.ts";
+import { INGEST_JOB_OPTIONS } from "./queue.ts";
+
+export type ReplayProgress = {
+  bytesRead: number;
+  bytesTotal: number;
+  enqueued: number;
+  processed: number;
+  counted: number;
+  duplicates: number;
+  quarantined: number;
+  badLines: number;
+};
+
+export type ReplayOptions = {
+  queue: Queue<IngestJobData>;
+  eventsConnection: Redis;
+  prefix: string;
+  path: string;
+  eventsPerJob?: number;
+  /** jobs of this replay allowed in the queue at once: keeps Redis and this process flat */
+  maxJobsInFlight?: number;
+  onProgress?: (p: ReplayProgress) => void;
+};
+
+type JobResult = { counted: number; duplicates: number; quarantined: number };
+
+/** Reads CloudEvents (JSON array, or JSON lines) and pushes them through the ingest queue. */
+export async function replayFile(o: ReplayOptions): Promise<ReplayProgress> {
+  const eventsPerJob = o.eventsPerJob ?? 1000;
+  const maxInFlight = o.maxJobsInFlight ?? 16;
+  const bytesTotal = statSync(o.path).size;
+  const p: ReplayProgress = {
+    bytesRead: 0,
+    bytesTotal,
+    enqueued: 0,
+    processed: 0,
+    counted: 0,
+    duplicates: 0,
+    quarantined: 0,
+    badLines: 0,
+  };
+  const queueEvents = new QueueEvents(INGEST_QUEUE, {
+    connection: o.eventsConnection,
+    prefix: o.prefix,
+  });
+  await queueEvents.waitUntilReady();
+  const ours = new Map<string, number>();
+  const early = new Map<string, JobResult>();
+  let wake: (() => void) | null = null;
+  let failure: Error | null = null;
+  const settle = (jobId: string, r: JobResult) => {
+    const n = ours.get(jobId);
+    if (n === undefined) {
+      early.set(jobId, r);
+      return;
+    }
+    ours.delete(jobId);
+    p.processed += n;
+    p.counted += r.counted;
+    p.duplicates += r.duplicates;
+    p.quarantined += r.quarantined;
+    o.onProgress?.(p);
+    wake?.();
+  };
+  queueEvents.on("completed", ({ jobId, returnvalue }) => {
+    const r = (
+      typeof returnvalue === "string" ? JSON.parse(returnvalue) : returnvalue
+    ) as JobResult;
+    settle(jobId, r ?? { counted: 0, duplicates: 0, quarantined: 0 });
+  });
+  queueEvents.on("failed", ({ jobId, failedReason }) => {
+    if (ours.has(jobId)) {
+      // The job retries by itself; we only surface the reason.
+      failure = new Error(`ingest job ${jobId} failed: ${failedReason} (it will be retried)`);
+    }
+  });
+  const waitBelow = async (limit: number) => {
+    while (ours.size > limit) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, 1000);
+      });
+      wake = null;
+    }
+  };
+  let batch: unknown[] = [];
+  const flush = async () => {
+    if (batch.length === 0) return;
+    const events = batch;
+    batch = [];
+    await waitBelow(maxInFlight - 1);
+    const job = await o.queue.add(
+      INGEST_JOB,
+      {
+        v: 1,
+        deliveries: [{ id: randomUUID(), receivedAt: Date.now(), source: "replay", events }],
+      },
+      INGEST_JOB_OPTIONS,
+    );
+    const id = job.id as string;
+    ours.set(id, events.length);
+    p.enqueued += events.length;
+    const done = early.get(id);
+    if (done) {
+      early.delete(id);
+      settle(id, done);
+    }
+    o.onProgress?.(p);
+  };
+  try {
+    const first = await firstNonSpace(o.path);
+    if (first === "[") {
+      // A JSON array has to be parsed whole; JSON lines stream with flat memory.
+      const all = JSON.parse(await readFile(o.path, "utf8")) as unknown;
+      if (!Array.isArray(all)) throw new Error(`${o.path}: expected a JSON array of CloudEvents`);
+      p.bytesRead = bytesTotal;
+      for (const e of all) {
+        batch.push(e);
+        if (batch.length >= eventsPerJob) await flush();
+      }
+    } else {
+      const stream = createReadStream(o.path, { encoding: "utf8" });
+      const lines = createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY });
+      for await (const line of lines) {
+        p.bytesRead += Buffer.byteLength(line) + 1;
+        const text = line.trim();
+        if (text === "") continue;
+        try {
+          batch.push(JSON.parse(text));
+        } catch {
+          // Keep the broken line: it is quarantined like any unreadable event.
+          p.badLines++;
+          batch.push(text);
+        }
+        if (batch.length >= eventsPerJob) await flush();
+      }
+    }
+    await flush();
+    await waitBelow(0);
+    if (failure && p.processed < p.enqueued) throw failure;
+    return p;
+  } finally {
+    await queueEvents.close();
+  }
+}
+
+async function firstNonSpace(path: string): Promise<string> {
+  const stream = createReadStream(path, { encoding: "utf8", highWaterMark: 1024 });
+  for await (const chunk of stream) {
+    const m = /\S/.exec(chunk as string);
+    if (m) {
+      stream.destroy();
+      return m[0];
+    }
+  }
+  return "";
+}

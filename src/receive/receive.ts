@@ -1,0 +1,100 @@
+import { randomUUID } from "node:crypto";
+import type { Config } from "../config.ts";
+import { parseDeliveryBody } from "../events/schema.ts";
+import type { Delivery } from "../ingest/job.ts";
+import { type AuthInput, authenticate } from "./authenticate.ts";
+
+export type ReceiveOutcome =
+  /** 200: the delivery (or its quarantine record) is durably in Redis */
+  | {
+      kind: "accepted";
+      deliveryId: string;
+      events: number;
+      testIds: string[];
+      types: string[];
+      unparsable: boolean;
+    }
+  /** 200: only Event Streams test events; nothing to bill, nothing enqueued */
+  | { kind: "test"; testIds: string[] }
+  /** 401: no acceptable credentials */
+  | { kind: "unauthenticated"; reason: string }
+  /** 403: credentials present but invalid */
+  | { kind: "forbidden"; reason: string }
+  /** 503: Redis unavailable; the sender retries */
+  | { kind: "unavailable"; reason: string };
+
+export type ReceiveDeps = {
+  config: Pick<
+    Config,
+    "PUBLIC_URL" | "TWILIO_AUTH_TOKEN" | "KORE_WEBHOOK_SECRET" | "BASIC_AUTH" | "ALLOW_UNSIGNED"
+  >;
+  enqueue: (d: Delivery) => Promise<void>;
+  now: () => number;
+};
+
+const MARKER = "supersim.connection.";
+const TEST_TYPE = /eventstreams\.test[-.]event$/;
+
+function typeLabel(e: unknown): { label: string; testId?: string | null } {
+  if (e === null || typeof e !== "object") return { label: "invalid" };
+  const t = (e as { type?: unknown }).type;
+  if (typeof t !== "string") return { label: "invalid" };
+  if (TEST_TYPE.test(t)) {
+    let data = (e as { data?: unknown }).data;
+    if (typeof data === "string") {
+      try {
+        data = JSON.parse(data);
+      } catch {
+        data = null;
+      }
+    }
+    const id = data && typeof data === "object" ? (data as { test_id?: unknown }).test_id : null;
+    return { label: "test", testId: typeof id === "string" ? id : null };
+  }
+  const i = t.indexOf(MARKER);
+  return { label: i >= 0 ? t.slice(i + MARKER.length, i + MARKER.length + 40) : "other" };
+}
+
+/** The webhook: authenticate, split, enqueue, answer. Nothing else happens on this path. */
+export async function receiveDelivery(
+  input: AuthInput,
+  deps: ReceiveDeps,
+): Promise<ReceiveOutcome> {
+  const auth = authenticate(input, deps.config);
+  if (!auth.ok) {
+    return auth.status === 401
+      ? { kind: "unauthenticated", reason: auth.reason }
+      : { kind: "forbidden", reason: auth.reason };
+  }
+  const delivery: Delivery = { id: randomUUID(), receivedAt: deps.now(), source: auth.source };
+  const parsed = parseDeliveryBody(input.rawBody);
+  const testIds: string[] = [];
+  const types: string[] = [];
+  if (parsed.ok) {
+    const billable: unknown[] = [];
+    for (const e of parsed.events) {
+      const t = typeLabel(e);
+      types.push(t.label);
+      if (t.label === "test") testIds.push(t.testId ?? "(none)");
+      else billable.push(e);
+    }
+    if (billable.length === 0 && testIds.length > 0) return { kind: "test", testIds };
+    delivery.events = billable;
+  } else {
+    // Authenticated but unreadable: keep it (the sender never retries a 4xx) and answer 2xx.
+    delivery.unparsable = { raw: input.rawBody.toString("utf8"), error: parsed.error };
+  }
+  try {
+    await deps.enqueue(delivery);
+  } catch (err) {
+    return { kind: "unavailable", reason: (err as Error).message };
+  }
+  return {
+    kind: "accepted",
+    deliveryId: delivery.id,
+    events: delivery.events?.length ?? 0,
+    testIds,
+    types,
+    unparsable: Boolean(delivery.unparsable),
+  };
+}

@@ -1,0 +1,98 @@
+import type { Server } from "node:http";
+import { Gauge } from "prom-client";
+import type { Config } from "../config.ts";
+import type { Db } from "../db/client.ts";
+import { addDeliveries, createIngestQueue } from "../ingest/queue.ts";
+import type { Logger } from "../lib/logger.ts";
+import type { Metrics } from "../lib/metrics.ts";
+import { checkEvictionPolicy, createRedis } from "../lib/redis.ts";
+import type { Closer } from "../lib/shutdown.ts";
+import { createApp } from "../receive/app.ts";
+import { createGroupEnqueuer } from "../receive/enqueue.ts";
+import { mountUsageApi } from "../usage/api.ts";
+
+export type ServerHandle = { port: number; closers: Closer[] };
+
+/** Composition root of the receiver role: HTTP → group enqueuer → BullMQ. */
+export async function startServer(
+  config: Config,
+  db: Db,
+  logger: Logger,
+  metrics: Metrics,
+): Promise<ServerHandle> {
+  const redis = createRedis(config.REDIS_URL, "producer", logger);
+  const queue = createIngestQueue(redis, config.REDIS_PREFIX);
+  queue.on("error", (err) => logger.warn({ err: err.message }, "ingest queue error"));
+  const enqueuer = createGroupEnqueuer((data) => addDeliveries(queue, data), {
+    maxEvents: config.BATCH_MAX_EVENTS,
+    onBatch: (n) => metrics.enqueueBatch.observe(n),
+  });
+  redis.once("ready", () => void checkEvictionPolicy(redis, logger));
+
+  // Queue depth is read at scrape time so it is right whichever process runs the worker.
+  new Gauge({
+    name: "simmeter_queue_depth",
+    help: "Ingest jobs waiting, active, delayed or failed",
+    labelNames: ["state"] as const,
+    registers: [metrics.registry],
+    async collect() {
+      try {
+        const counts = await queue.getJobCounts("waiting", "active", "delayed", "failed");
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      } catch {
+        // Redis down: leave the last values; /readyz reports the outage.
+      }
+    },
+  });
+
+  const app = createApp({
+    config,
+    logger,
+    metrics,
+    enqueue: (d) => enqueuer.enqueue(d),
+    now: Date.now,
+    ready: async () => {
+      const checks: Record<string, string> = {};
+      try {
+        await redis.ping();
+        checks.redis = "ok";
+      } catch (err) {
+        checks.redis = (err as Error).message;
+      }
+      try {
+        db.$client.prepare("SELECT 1").get();
+        checks.database = "ok";
+      } catch (err) {
+        checks.database = (err as Error).message;
+      }
+      return { ok: checks.redis === "ok" && checks.database === "ok", checks };
+    },
+    mount: (a) => mountUsageApi(a, db),
+  });
+  const server: Server = await new Promise((resolve, reject) => {
+    const s = app.listen(config.PORT, config.HOST, (err?: Error) =>
+      err ? reject(err) : resolve(s),
+    );
+  });
+  // Event Streams waits 5 s; keep-alive sockets from the sender should outlive that.
+  server.keepAliveTimeout = 65_000;
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : config.PORT;
+  logger.info({ port, path: "/webhooks/event-streams" }, "receiver listening");
+  return {
+    port,
+    closers: [
+      {
+        name: "http",
+        close: () =>
+          new Promise<void>((resolve) => {
+            server.close(() => resolve());
+            server.closeIdleConnections();
+          }),
+      },
+      { name: "enqueuer", close: () => enqueuer.drain() },
+      { name: "queue", close: () => queue.close() },
+      { name: "redis-producer", close: () => void redis.disconnect() },
+    ],
+  };
+}

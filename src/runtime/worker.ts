@@ -1,0 +1,66 @@
+import type { Config } from "../config.ts";
+import type { Db } from "../db/client.ts";
+import { prepareIngest } from "../ingest/ingest.ts";
+import { pruneExpired } from "../ingest/prune.ts";
+import { createIngestWorker } from "../ingest/worker.ts";
+import type { Logger } from "../lib/logger.ts";
+import type { Metrics } from "../lib/metrics.ts";
+import { checkEvictionPolicy, createRedis } from "../lib/redis.ts";
+import type { Closer } from "../lib/shutdown.ts";
+
+export type WorkerHandle = { closers: Closer[] };
+
+const PRUNE_EVERY_MS = 3_600_000;
+
+/** Composition root of the worker role: BullMQ → ingest → SQLite (the only writer of usage). */
+export async function startWorker(
+  config: Config,
+  db: Db,
+  logger: Logger,
+  metrics: Metrics,
+): Promise<WorkerHandle> {
+  const redis = createRedis(config.REDIS_URL, "worker", logger);
+  redis.once("ready", () => void checkEvictionPolicy(redis, logger));
+  const ctx = {
+    db,
+    stmts: prepareIngest(db),
+    settings: {
+      billingMode: config.BILLING_MODE,
+      attribution: config.ATTRIBUTION,
+      retentionDays: config.RETENTION_DAYS,
+      maxBytesPerSecond: config.MAX_BYTES_PER_SECOND,
+    },
+    now: Date.now,
+  };
+  const worker = createIngestWorker({
+    connection: redis,
+    prefix: config.REDIS_PREFIX,
+    ctx,
+    logger,
+    metrics,
+    lockDurationMs: config.WORKER_LOCK_MS,
+    stalledIntervalMs: config.WORKER_STALLED_INTERVAL_MS,
+  });
+  const prune = () => {
+    try {
+      const r = pruneExpired(db, config.RETENTION_DAYS, Date.now());
+      if (r.seenEvents || r.sessions) logger.info(r, "pruned records past retention");
+    } catch (err) {
+      logger.error({ err: (err as Error).message }, "prune failed");
+    }
+  };
+  prune();
+  const pruneTimer = setInterval(prune, PRUNE_EVERY_MS);
+  pruneTimer.unref();
+  logger.info(
+    { mode: config.BILLING_MODE, attribution: config.ATTRIBUTION },
+    "ingest worker running",
+  );
+  return {
+    closers: [
+      { name: "prune-timer", close: () => clearInterval(pruneTimer) },
+      { name: "ingest-worker", close: () => worker.close() },
+      { name: "redis-worker", close: () => void redis.disconnect() },
+    ],
+  };
+}

@@ -1,0 +1,78 @@
+import { and, asc, desc, gte, lt, type SQL, sql } from "drizzle-orm";
+import { DAY_MS } from "../accounting/buckets.ts";
+import type { Db } from "../db/client.ts";
+import { anomalies, eventCounts, quarantine, usageHourly } from "../db/schema.ts";
+
+export type Granularity = "hour" | "day" | "month" | "total";
+
+export type UsageQuery = {
+  sims?: string[];
+  from?: number;
+  to?: number;
+  granularity: Granularity;
+};
+
+export type UsageRow = { simSid: string; period: string; bytes: number };
+
+/** Parses a --from/--to value: an ISO date or time, as UTC. */
+export function parseTime(value: string, name: string): number {
+  const v = /^\d{4}-\d{2}-\d{2}$/.test(value) ? `${value}T00:00:00Z` : value;
+  const t = Date.parse(v);
+  if (Number.isNaN(t))
+    throw new Error(
+      `${name} must be an ISO 8601 date or time (e.g. 2026-11-01 or 2026-11-01T13:00:00Z), got ${JSON.stringify(value)}`,
+    );
+  return t;
+}
+
+function periodExpr(g: Granularity): SQL<string> {
+  switch (g) {
+    case "hour":
+      return sql<string>`strftime('%Y-%m-%dT%H:00:00Z', ${usageHourly.hour} / 1000, 'unixepoch')`;
+    case "day":
+      return sql<string>`strftime('%Y-%m-%d', ${usageHourly.hour} / 1000, 'unixepoch')`;
+    case "month":
+      return sql<string>`strftime('%Y-%m', ${usageHourly.hour} / 1000, 'unixepoch')`;
+    case "total":
+      return sql<string>`'total'`;
+  }
+}
+
+/** Per SIM usage totals per hour, day, UTC month or in all, from the hourly read model. */
+export function queryUsage(db: Db, q: UsageQuery): UsageRow[] {
+  const where: SQL[] = [];
+  if (q.from !== undefined) where.push(gte(usageHourly.hour, q.from));
+  if (q.to !== undefined) where.push(lt(usageHourly.hour, q.to));
+  if (q.sims && q.sims.length > 0) where.push(sql`${usageHourly.simSid} in ${q.sims}`);
+  const period = periodExpr(q.granularity);
+  return db
+    .select({ simSid: usageHourly.simSid, period, bytes: sql<number>`sum(${usageHourly.bytes})` })
+    .from(usageHourly)
+    .where(where.length ? and(...where) : undefined)
+    .groupBy(usageHourly.simSid, period)
+    .having(sql`sum(${usageHourly.bytes}) != 0`)
+    .orderBy(asc(usageHourly.simSid), asc(period))
+    .all();
+}
+
+export function listQuarantine(db: Db, limit = 100) {
+  return db.select().from(quarantine).orderBy(desc(quarantine.id)).limit(limit).all();
+}
+
+export function countQuarantine(db: Db): number {
+  return db.select({ n: sql<number>`count(*)` }).from(quarantine).get()?.n ?? 0;
+}
+
+export function listAnomalies(db: Db, limit = 100) {
+  return db.select().from(anomalies).orderBy(desc(anomalies.id)).limit(limit).all();
+}
+
+export function listEventCounts(db: Db, sinceMs: number = Date.now() - 7 * DAY_MS) {
+  return db
+    .select()
+    .from(eventCounts)
+    .where(gte(eventCounts.day, sinceMs))
+    .orderBy(desc(eventCounts.count))
+    .limit(200)
+    .all();
+}
