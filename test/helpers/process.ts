@@ -1,0 +1,109 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import Database from "better-sqlite3";
+import { freePort } from "./redis-server.ts";
+
+const BIN = resolve(import.meta.dirname, "../../bin/simmeter.mjs");
+
+export type SimmeterProcess = {
+  url: string;
+  port: number;
+  env: Record<string, string>;
+  child: ChildProcess;
+  output: () => string;
+  /** SIGKILL: no shutdown code runs */
+  kill: () => Promise<void>;
+  /** SIGTERM and wait for a clean exit */
+  stop: () => Promise<number | null>;
+};
+
+export function tempDir(prefix = "simmeter-test-"): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 30_000, everyMs = 50): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+}
+
+/** Starts `simmeter <role>` as a real child process and waits until it is up. */
+export async function startSimmeter(
+  role: "start" | "serve" | "work",
+  env: Record<string, string>,
+): Promise<SimmeterProcess> {
+  const port = env.PORT ? Number(env.PORT) : await freePort();
+  // The worker announces itself at info level; that line is how we know it runs.
+  const fullEnv = { LOG_LEVEL: role === "work" ? "info" : "warn", HOST: "127.0.0.1", ...env, PORT: String(port) };
+  const child = spawn(process.execPath, [BIN, role], {
+    env: { ...process.env, ...fullEnv },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  child.stdout?.on("data", (d) => {
+    out += d;
+  });
+  child.stderr?.on("data", (d) => {
+    out += d;
+  });
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  const url = `http://127.0.0.1:${port}`;
+  if (role === "work") {
+    await waitFor(() => out.includes("ingest worker running") || child.exitCode !== null, "worker start", 30_000);
+  } else {
+    await waitFor(
+      async () => child.exitCode !== null || (await fetch(`${url}/healthz`)).ok,
+      `simmeter ${role} on ${url}`,
+      30_000,
+      100,
+    );
+  }
+  if (child.exitCode !== null) throw new Error(`simmeter ${role} exited (${child.exitCode}):\n${out}`);
+  return {
+    url,
+    port,
+    env: fullEnv,
+    child,
+    output: () => out,
+    kill: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGKILL");
+        await exited;
+      }
+    },
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill("SIGTERM");
+      return await exited;
+    },
+  };
+}
+
+/** Reads the service's SQLite file while the service runs (WAL allows a concurrent reader). */
+export function readDb<T>(path: string, sql: string, ...params: unknown[]): T[] {
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    return db.prepare(sql).all(...params) as T[];
+  } finally {
+    db.close();
+  }
+}
+
+export function usageOf(path: string): Record<string, number> {
+  const rows = readDb<{ sim_sid: string; hour: number; bytes: number }>(
+    path,
+    "select sim_sid, hour, bytes from usage_hourly where bytes != 0 order by sim_sid, hour",
+  );
+  return Object.fromEntries(rows.map((r) => [`${r.sim_sid}@${new Date(r.hour).toISOString()}`, r.bytes]));
+}
