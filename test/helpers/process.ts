@@ -23,7 +23,12 @@ export function tempDir(prefix = "simmeter-test-"): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 30_000, everyMs = 50): Promise<NonNullable<T>> {
+export async function waitFor<T>(
+  fn: () => T | Promise<T>,
+  what: string,
+  timeoutMs = 30_000,
+  everyMs = 50,
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -35,7 +40,9 @@ export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeout
     }
     await new Promise((r) => setTimeout(r, everyMs));
   }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`,
+  );
 }
 
 /** Starts `simmeter <role>` as a real child process and waits until it is up. */
@@ -45,7 +52,12 @@ export async function startSimmeter(
 ): Promise<SimmeterProcess> {
   const port = env.PORT ? Number(env.PORT) : await freePort();
   // The worker announces itself at info level; that line is how we know it runs.
-  const fullEnv = { LOG_LEVEL: role === "work" ? "info" : "warn", HOST: "127.0.0.1", ...env, PORT: String(port) };
+  const fullEnv = {
+    LOG_LEVEL: role === "work" ? "info" : "warn",
+    HOST: "127.0.0.1",
+    ...env,
+    PORT: String(port),
+  };
   const child = spawn(process.execPath, [BIN, role], {
     env: { ...process.env, ...fullEnv },
     stdio: ["ignore", "pipe", "pipe"],
@@ -60,7 +72,11 @@ export async function startSimmeter(
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
   const url = `http://127.0.0.1:${port}`;
   if (role === "work") {
-    await waitFor(() => out.includes("ingest worker running") || child.exitCode !== null, "worker start", 30_000);
+    await waitFor(
+      () => out.includes("ingest worker running") || child.exitCode !== null,
+      "worker start",
+      30_000,
+    );
   } else {
     await waitFor(
       async () => child.exitCode !== null || (await fetch(`${url}/healthz`)).ok,
@@ -69,7 +85,8 @@ export async function startSimmeter(
       100,
     );
   }
-  if (child.exitCode !== null) throw new Error(`simmeter ${role} exited (${child.exitCode}):\n${out}`);
+  if (child.exitCode !== null)
+    throw new Error(`simmeter ${role} exited (${child.exitCode}):\n${out}`);
   return {
     url,
     port,
@@ -105,5 +122,7 @@ export function usageOf(path: string): Record<string, number> {
     path,
     "select sim_sid, hour, bytes from usage_hourly where bytes != 0 order by sim_sid, hour",
   );
-  return Object.fromEntries(rows.map((r) => [`${r.sim_sid}@${new Date(r.hour).toISOString()}`, r.bytes]));
+  return Object.fromEntries(
+    rows.map((r) => [`${r.sim_sid}@${new Date(r.hour).toISOString()}`, r.bytes]),
+  );
 }

@@ -4,12 +4,21 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { signKore } from "../../src/receive/kore-signature.ts";
 import { signTwilio } from "../../src/receive/twilio-signature.ts";
-import { readDb, type SimmeterProcess, startSimmeter, tempDir, usageOf, waitFor } from "../helpers/process.ts";
+import {
+  readDb,
+  type SimmeterProcess,
+  startSimmeter,
+  tempDir,
+  usageOf,
+  waitFor,
+} from "../helpers/process.ts";
 
 const fixtures = new URL("../../../shared/fixtures/", import.meta.url);
 const raw = (name: string) => readFileSync(new URL(name, fixtures));
 const vectors = JSON.parse(raw("signature-vectors.json").toString("utf8"));
-const testEventVector = vectors.twilio.vectors.find((v: { id: string }) => v.id === "event-streams-test-event");
+const testEventVector = vectors.twilio.vectors.find(
+  (v: { id: string }) => v.id === "event-streams-test-event",
+);
 
 const TOKEN = "11111111111111111111111111111111";
 const PUBLIC_URL = "https://96e5-165-225-114-134.ngrok-free.app/webhook";
@@ -49,21 +58,35 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
   const postKore = (body: Buffer | string) =>
     fetch(`${app.url}${PATH}`, {
       method: "POST",
-      headers: { "content-type": "application/json", "kore-signature": signKore(KORE_SECRET, "POST", PUBLIC_URL, body) },
+      headers: {
+        "content-type": "application/json",
+        "kore-signature": signKore(KORE_SECRET, "POST", PUBLIC_URL, body),
+      },
       body,
     });
-  const counted = (sid: string) => readDb<{ n: number }>(dbPath, "select count(*) as n from seen_events where event_sid = ?", sid)[0]?.n ?? 0;
+  const counted = (sid: string) =>
+    readDb<{ n: number }>(
+      dbPath,
+      "select count(*) as n from seen_events where event_sid = ?",
+      sid,
+    )[0]?.n ?? 0;
   const waitCounted = (sid: string) => waitFor(() => counted(sid) === 1, `${sid} counted`);
 
   it("the published Event Streams test event verifies with its test vector and is acknowledged, not billed", async () => {
     const body = raw("twilio-test-event.json");
     const res = await fetch(`${app.url}${PATH}?bodySHA256=${testEventVector.bodySha256}`, {
       method: "POST",
-      headers: { "content-type": "application/json", "x-twilio-signature": testEventVector.signature },
+      headers: {
+        "content-type": "application/json",
+        "x-twilio-signature": testEventVector.signature,
+      },
       body,
     });
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ test: true, testIds: ["cae2f9e2-c277-4612-8ad3-93c1a7a3ef88"] });
+    expect(await res.json()).toEqual({
+      test: true,
+      testIds: ["cae2f9e2-c277-4612-8ad3-93c1a7a3ef88"],
+    });
   });
 
   it("the published test event with a trailing newline is refused (body hash mismatch)", async () => {
@@ -101,19 +124,30 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
     const tampered = good.replace('"apn":"super"', '"apn":"evil"');
     const cases = [
       { headers: { "x-twilio-signature": signed.signature }, body: tampered, status: 403 },
-      { headers: { "x-twilio-signature": "AAAAAAAAAAAAAAAAAAAAAAAAAAA=" }, body: good, status: 403 },
+      {
+        headers: { "x-twilio-signature": "AAAAAAAAAAAAAAAAAAAAAAAAAAA=" },
+        body: good,
+        status: 403,
+      },
       { headers: { "kore-signature": "0".repeat(64) }, body: good, status: 403 },
       { headers: { "kore-signature": "" }, body: good, status: 403 },
       { headers: {}, body: good, status: 401 },
     ];
     for (const c of cases) {
-      const res = await fetch(`${app.url}${PATH}${query}`, { method: "POST", headers: c.headers, body: c.body });
+      const res = await fetch(`${app.url}${PATH}${query}`, {
+        method: "POST",
+        headers: c.headers as Record<string, string>,
+        body: c.body,
+      });
       expect(res.status, JSON.stringify(c.headers)).toBe(c.status);
     }
     // A valid delivery afterwards proves the queue was flowing while the bad ones were refused.
     expect((await postKore(good)).status).toBe(200);
     await waitCounted(sid);
-    const q = readDb<{ n: number }>(dbPath, "select count(*) as n from quarantine where raw like '%evil%'")[0]?.n;
+    const q = readDb<{ n: number }>(
+      dbPath,
+      "select count(*) as n from quarantine where raw like '%evil%'",
+    )[0]?.n;
     expect(q).toBe(0);
   });
 
@@ -126,7 +160,12 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
     expect(res.status).toBe(200);
     await waitCounted(good.data.event_sid);
     const q = await waitFor(
-      () => readDb<{ reason: string; raw: string }>(dbPath, "select reason, raw from quarantine where event_sid = ?", bad.data.event_sid)[0],
+      () =>
+        readDb<{ reason: string; raw: string }>(
+          dbPath,
+          "select reason, raw from quarantine where event_sid = ?",
+          bad.data.event_sid,
+        )[0],
       "quarantine row",
     );
     expect(q.reason).toMatch(/sim_sid/);
@@ -143,9 +182,15 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
     await waitCounted(ev.data.event_sid);
     await waitFor(async () => {
       const m = await (await fetch(`${app.url}/metrics`)).text();
-      return /simmeter_ingested_events_total\{outcome="duplicate",kind="any"\} ([2-9]|\d\d)/.test(m);
+      return /simmeter_ingested_events_total\{outcome="duplicate",kind="any"\} ([2-9]|\d\d)/.test(
+        m,
+      );
     }, "duplicates processed");
-    const sessions = readDb<{ total_bytes: number }>(dbPath, "select total_bytes from sessions where session_sid = ?", ev.data.data_session_sid);
+    const sessions = readDb<{ total_bytes: number }>(
+      dbPath,
+      "select total_bytes from sessions where session_sid = ?",
+      ev.data.data_session_sid,
+    );
     expect(sessions).toEqual([{ total_bytes: 1536 }]);
     expect(usageOf(dbPath)[`${CAPTURED_SIM}@2022-12-14T13:00:00.000Z`]).toBe(1536 * 2);
   });
@@ -153,7 +198,10 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
   it("an authenticated body that is not JSON is acknowledged and quarantined verbatim", async () => {
     const res = await postTwilio("{not json");
     expect(res.status).toBe(200);
-    await waitFor(() => readDb(dbPath, "select 1 from quarantine where raw = '{not json'").length === 1, "raw body quarantined");
+    await waitFor(
+      () => readDb(dbPath, "select 1 from quarantine where raw = '{not json'").length === 1,
+      "raw body quarantined",
+    );
   });
 
   it("exposes health, readiness, Prometheus metrics and the usage API", async () => {
@@ -170,7 +218,8 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
     ]) {
       expect(metrics).toContain(name);
     }
-    const usage = await (await fetch(`${app.url}/api/usage?sim=${CAPTURED_SIM}&granularity=day`)).json();
+    const res = await fetch(`${app.url}/api/usage?sim=${CAPTURED_SIM}&granularity=day`);
+    const usage = (await res.json()) as { usage: { simSid: string; period: string }[] };
     expect(usage.usage[0]).toMatchObject({ simSid: CAPTURED_SIM, period: "2022-12-14" });
     expect((await fetch(`${app.url}/api/usage?granularity=week`)).status).toBe(400);
   });
