@@ -1,6 +1,8 @@
 import { Command, CommanderError } from "commander";
+import { registerCustomerCommands } from "./customers.ts";
 import { registerReadCommands } from "./read.ts";
 import { registerReplayCommand } from "./replay.ts";
+import { registerReportCommands } from "./report.ts";
 import { registerRunCommands } from "./run.ts";
 
 const program = new Command();
@@ -15,6 +17,8 @@ program
 registerRunCommands(program);
 registerReadCommands(program);
 registerReplayCommand(program);
+registerCustomerCommands(program);
+registerReportCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import { unmappedUsage } from "../customers/customers.ts";
 import {
   type Granularity,
   listAnomalies,
@@ -17,20 +18,39 @@ export function registerReadCommands(program: Command): void {
     .option("--from <time>", "from this UTC date/time (inclusive), e.g. 2026-11-01")
     .option("--to <time>", "to this UTC date/time (exclusive)")
     .option("--by <granularity>", "hour | day | month | total", "day")
+    .option("--unmapped", "only SIMs with usage that no customer assignment covers")
     .option("--json", "print JSON")
-    .action((o: { sim?: string[]; from?: string; to?: string; by: string; json?: boolean }) => {
-      if (!["hour", "day", "month", "total"].includes(o.by)) {
-        throw new Error("--by must be hour, day, month or total");
-      }
-      const { db } = cliContext({}, "warn");
-      const rows = queryUsage(db, {
-        granularity: o.by as Granularity,
-        ...(o.sim ? { sims: o.sim } : {}),
-        ...(o.from ? { from: parseTime(o.from, "--from") } : {}),
-        ...(o.to ? { to: parseTime(o.to, "--to") } : {}),
-      });
-      printJsonOrTable(Boolean(o.json), rows, "no usage recorded for this selection");
-    });
+    .action(
+      (o: {
+        sim?: string[];
+        from?: string;
+        to?: string;
+        by: string;
+        json?: boolean;
+        unmapped?: boolean;
+      }) => {
+        if (o.unmapped) {
+          const { db } = cliContext({}, "warn");
+          printJsonOrTable(
+            Boolean(o.json),
+            unmappedUsage(db),
+            "every SIM with usage is mapped to a customer",
+          );
+          return;
+        }
+        if (!["hour", "day", "month", "total"].includes(o.by)) {
+          throw new Error("--by must be hour, day, month or total");
+        }
+        const { db } = cliContext({}, "warn");
+        const rows = queryUsage(db, {
+          granularity: o.by as Granularity,
+          ...(o.sim ? { sims: o.sim } : {}),
+          ...(o.from ? { from: parseTime(o.from, "--from") } : {}),
+          ...(o.to ? { to: parseTime(o.to, "--to") } : {}),
+        });
+        printJsonOrTable(Boolean(o.json), rows, "no usage recorded for this selection");
+      },
+    );
 
   program
     .command("quarantine")

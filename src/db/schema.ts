@@ -217,3 +217,11 @@ export type QuarantineRow = typeof quarantine.$inferSelect;
 export type AnomalyRow = typeof anomalies.$inferSelect;
 export type Assignment = typeof assignments.$inferSelect;
 export type MeterReport = typeof meterReports.$inferSelect;
+
+/**
+ * Hours whose reported totals may differ from counted ones. Filled from usage changes and new
+ * assignments; an hour leaves only when every customer's difference for it has an outbox row.
+ */
+export const reportDirtyHours = sqliteTable("report_dirty_hours", {
+  hour: integer("hour").primaryKey(),
+});

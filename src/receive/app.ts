@@ -117,12 +117,10 @@ export function createApp(deps: AppDeps): express.Express {
       const status = err.status && err.status >= 400 && err.status < 500 ? err.status : 500;
       if (status >= 500) deps.logger.error({ err }, "request failed");
       else deps.logger.warn({ err: err.message, type: err.type }, "request refused");
-      res
-        .status(status)
-        .json({
-          error:
-            status === 413 ? `body larger than ${deps.config.BODY_LIMIT_BYTES} bytes` : err.message,
-        });
+      res.status(status).json({
+        error:
+          status === 413 ? `body larger than ${deps.config.BODY_LIMIT_BYTES} bytes` : err.message,
+      });
     },
   );
   return app;

@@ -7,6 +7,9 @@ import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import { checkEvictionPolicy, createRedis } from "../lib/redis.ts";
 import type { Closer } from "../lib/shutdown.ts";
+import type { ReporterSettings } from "../reporting/reporter.ts";
+import { startReportSchedule } from "../reporting/schedule.ts";
+import { createStripe } from "../reporting/stripe.ts";
 
 export type WorkerHandle = { closers: Closer[] };
 
@@ -52,15 +55,51 @@ export async function startWorker(
   prune();
   const pruneTimer = setInterval(prune, PRUNE_EVERY_MS);
   pruneTimer.unref();
+  const reportClosers: Closer[] = [];
+  if (config.STRIPE_SECRET_KEY) {
+    reportClosers.push(
+      ...(await startReportSchedule({
+        connection: redis,
+        prefix: config.REDIS_PREFIX,
+        intervalSeconds: config.REPORT_INTERVAL_SECONDS,
+        deps: {
+          db,
+          stripe: createStripe(config),
+          redis,
+          logger,
+          metrics,
+          settings: reporterSettings(config),
+        },
+      })),
+    );
+    logger.info(
+      { everySeconds: config.REPORT_INTERVAL_SECONDS, meter: config.STRIPE_METER_EVENT_NAME },
+      "reporting to Stripe",
+    );
+  } else {
+    logger.warn("STRIPE_SECRET_KEY is not set: usage is counted but not reported to Stripe");
+  }
   logger.info(
     { mode: config.BILLING_MODE, attribution: config.ATTRIBUTION },
     "ingest worker running",
   );
   return {
     closers: [
+      ...reportClosers,
       { name: "prune-timer", close: () => clearInterval(pruneTimer) },
       { name: "ingest-worker", close: () => worker.close() },
       { name: "redis-worker", close: () => void redis.disconnect() },
     ],
+  };
+}
+
+export function reporterSettings(config: Config): ReporterSettings {
+  return {
+    eventName: config.STRIPE_METER_EVENT_NAME,
+    graceSeconds: config.LATE_USAGE_GRACE_SECONDS,
+    concurrency: config.REPORT_CONCURRENCY,
+    timeoutMs: config.STRIPE_TIMEOUT_MS,
+    attemptsPerRun: 6,
+    redisPrefix: config.REDIS_PREFIX,
   };
 }

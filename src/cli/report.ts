@@ -1,0 +1,256 @@
+import type { Command } from "commander";
+import { HOUR_MS, hourStart } from "../accounting/buckets.ts";
+import { assignmentCustomers } from "../customers/customers.ts";
+import { createLogger } from "../lib/logger.ts";
+import { checkEvictionPolicy, createRedis, waitReady } from "../lib/redis.ts";
+import {
+  failedReports,
+  pendingReports,
+  planReports,
+  reportStatus,
+  retryFailed,
+} from "../reporting/outbox.ts";
+import { STRIPE_BACKDATE_MS } from "../reporting/plan.ts";
+import { hasDrift, reconcile } from "../reporting/reconcile.ts";
+import { runReport } from "../reporting/reporter.ts";
+import { createStripe } from "../reporting/stripe.ts";
+import { ensureMeter, findMeter, meterProblems } from "../reporting/stripe-setup.ts";
+import { reporterSettings } from "../runtime/worker.ts";
+import { parseTime } from "../usage/query.ts";
+import { cliContext, printJsonOrTable, table } from "./context.ts";
+
+const iso = (ms: number) => new Date(ms).toISOString();
+
+export function registerReportCommands(program: Command): void {
+  program
+    .command("report")
+    .description(
+      "report counted usage to Stripe now (what the service does every REPORT_INTERVAL_SECONDS)",
+    )
+    .option("--dry-run", "print what would be sent; send and write nothing")
+    .option("--status", "show the outbox: rows by state, and stopped rows with their reasons")
+    .option(
+      "--retry-failed",
+      "put stopped rows back in line (after fixing their cause), then report",
+    )
+    .option("--json", "print JSON")
+    .action(
+      async (o: { dryRun?: boolean; status?: boolean; retryFailed?: boolean; json?: boolean }) => {
+        if (o.status) {
+          const { db } = cliContext({}, "warn");
+          const failed = failedReports(db).map((r) => ({
+            identifier: r.identifier,
+            customer: r.customerId,
+            hour: iso(r.hour),
+            value: r.value,
+            reason: r.lastError,
+          }));
+          const pending = pendingReports(db);
+          if (o.json) {
+            process.stdout.write(
+              `${JSON.stringify({ states: reportStatus(db), failed, pending: pending.length }, null, 2)}\n`,
+            );
+          } else {
+            printJsonOrTable(false, reportStatus(db), "the outbox is empty");
+            if (failed.length > 0)
+              process.stdout.write(
+                `\nstopped rows (fix the cause, then simmeter report --retry-failed):\n${table(failed)}\n`,
+              );
+            if (pending.length > 0)
+              process.stdout.write(
+                `\n${pending.length} row(s) pending, oldest from ${iso(pending[0]?.createdAt ?? 0)}\n`,
+              );
+          }
+          if (failed.length > 0) process.exitCode = 1;
+          return;
+        }
+        if (o.dryRun) {
+          const { db, config } = cliContext({}, "warn");
+          const plan = planReports({
+            db,
+            now: Date.now(),
+            settings: { graceSeconds: config.LATE_USAGE_GRACE_SECONDS },
+            dryRun: true,
+          });
+          const rows = [
+            ...pendingReports(db).map((r) => ({ ...r, note: "pending" })),
+            ...plan.rows.map((r) => ({ ...r, note: "new" })),
+          ].map((r) => ({
+            identifier: r.identifier,
+            customer: r.customerId,
+            hour: iso(r.hour),
+            value: r.value,
+            timestamp: iso(r.timestamp * 1000),
+            late: r.late ? "late" : "",
+            note: r.note,
+          }));
+          printJsonOrTable(Boolean(o.json), rows, "nothing to report");
+          if (plan.unmappedBytes > 0)
+            process.stderr.write(
+              `${plan.unmappedBytes} bytes in these hours belong to unmapped SIMs (simmeter usage --unmapped)\n`,
+            );
+          return;
+        }
+        const { config, db } = cliContext({ stripe: true }, "warn");
+        const logger = createLogger("warn");
+        const redis = createRedis(config.REDIS_URL, "worker", logger);
+        try {
+          await waitReady(redis, 5000);
+          if (o.retryFailed)
+            process.stderr.write(`${retryFailed(db)} stopped row(s) put back in line\n`);
+          const s = await runReport({
+            db,
+            stripe: createStripe(config),
+            redis,
+            logger,
+            settings: reporterSettings(config),
+          });
+          process.stdout.write(
+            `${o.json ? JSON.stringify(s) : table([s as unknown as Record<string, unknown>])}\n`,
+          );
+          if (s.fatal || s.failed > 0 || s.stillPending > 0) process.exitCode = 1;
+        } finally {
+          redis.disconnect();
+          db.$client.close();
+        }
+      },
+    );
+
+  const stripeCmd = program.command("stripe").description("Stripe set-up");
+  stripeCmd
+    .command("setup")
+    .description(
+      "create the Billing Meter (sum of value, by stripe_customer_id) if missing; safe to run again",
+    )
+    .option("--reactivate", "reactivate the meter if it was deactivated")
+    .action(async (o: { reactivate?: boolean }) => {
+      const { config } = cliContext({ stripe: true }, "warn");
+      const r = await ensureMeter(createStripe(config), config.STRIPE_METER_EVENT_NAME, o);
+      process.stdout.write(`meter ${r.meter.id} (${r.meter.event_name}): ${r.action}\n`);
+      for (const p of r.problems) process.stderr.write(`problem: ${p}\n`);
+      if (r.problems.length > 0) process.exitCode = 1;
+    });
+
+  program
+    .command("doctor")
+    .description(
+      "check Redis, the database, the Stripe key, the meter, and that mapped customers exist in Stripe",
+    )
+    .action(async () => {
+      const { config, db } = cliContext({}, "warn");
+      const logger = createLogger("silent");
+      const checks: { check: string; result: string; detail: string }[] = [];
+      const add = (check: string, result: "ok" | "warn" | "fail", detail = "") =>
+        checks.push({ check, result, detail });
+      const redis = createRedis(config.REDIS_URL, "producer", logger);
+      try {
+        await waitReady(redis, 3000);
+        const policy = await checkEvictionPolicy(redis, logger);
+        add(
+          "redis",
+          policy === "noeviction" ? "ok" : "warn",
+          policy === "noeviction"
+            ? config.REDIS_URL
+            : `maxmemory-policy is ${policy}: set noeviction`,
+        );
+      } catch (err) {
+        add("redis", "fail", `${(err as Error).message} (REDIS_URL=${config.REDIS_URL})`);
+      } finally {
+        redis.disconnect();
+      }
+      add("database", "ok", config.DATABASE_PATH);
+      const failed = failedReports(db).length;
+      add(
+        "outbox",
+        failed ? "warn" : "ok",
+        failed
+          ? `${failed} stopped row(s): simmeter report --status`
+          : `${pendingReports(db).length} pending`,
+      );
+      if (!config.STRIPE_SECRET_KEY) {
+        add("stripe key", "fail", "STRIPE_SECRET_KEY is not set");
+      } else {
+        const stripe = createStripe(config);
+        try {
+          await stripe.balance.retrieve();
+          add(
+            "stripe key",
+            "ok",
+            config.STRIPE_SECRET_KEY.startsWith("sk_live_") ? "live mode" : "test mode",
+          );
+          const meter = await findMeter(stripe, config.STRIPE_METER_EVENT_NAME);
+          if (!meter)
+            add(
+              "meter",
+              "fail",
+              `no meter with event_name ${config.STRIPE_METER_EVENT_NAME}: run simmeter stripe setup`,
+            );
+          else {
+            const problems = meterProblems(meter, config.STRIPE_METER_EVENT_NAME);
+            add(
+              "meter",
+              problems.length ? "fail" : "ok",
+              problems.join("; ") || `${meter.id} active, sum of value by stripe_customer_id`,
+            );
+          }
+          const unknown: string[] = [];
+          for (const id of assignmentCustomers(db)) {
+            try {
+              const c = await stripe.customers.retrieve(id);
+              if ((c as { deleted?: boolean }).deleted) unknown.push(`${id} (deleted)`);
+            } catch {
+              unknown.push(id);
+            }
+          }
+          add(
+            "customers",
+            unknown.length ? "warn" : "ok",
+            unknown.length
+              ? `mapped but unknown to Stripe: ${unknown.join(", ")}`
+              : "every mapped customer exists",
+          );
+        } catch (err) {
+          add("stripe key", "fail", (err as Error).message);
+        }
+      }
+      db.$client.close();
+      process.stdout.write(`${table(checks)}\n`);
+      if (checks.some((c) => c.result === "fail")) process.exitCode = 1;
+    });
+
+  program
+    .command("reconcile")
+    .description(
+      "per customer: counted vs reported vs Stripe's meter summaries; exits 1 on any drift",
+    )
+    .option("--from <time>", "UTC start (default: 35 days ago)")
+    .option("--to <time>", "UTC end, exclusive (default: the end of the current hour)")
+    .option("--json", "print JSON")
+    .action(async (o: { from?: string; to?: string; json?: boolean }) => {
+      const { config, db } = cliContext({ stripe: true }, "warn");
+      const now = Date.now();
+      const from = hourStart(
+        o.from ? parseTime(o.from, "--from") : now - STRIPE_BACKDATE_MS + HOUR_MS,
+      );
+      const to = hourStart(o.to ? parseTime(o.to, "--to") + HOUR_MS - 1 : now + HOUR_MS);
+      const stripe = createStripe(config);
+      const meter = await findMeter(stripe, config.STRIPE_METER_EVENT_NAME);
+      if (!meter)
+        throw new Error(
+          `no meter with event_name ${config.STRIPE_METER_EVENT_NAME}: run simmeter stripe setup`,
+        );
+      const rows = await reconcile({ db, stripe, meterId: meter.id, from, to });
+      db.$client.close();
+      printJsonOrTable(
+        Boolean(o.json),
+        rows,
+        `nothing counted or reported between ${iso(from)} and ${iso(to)}`,
+      );
+      if (hasDrift(rows)) {
+        process.stderr.write(
+          "drift found: unreported = counted − reported to Stripe; stripeDrift = sent − Stripe's summary\n",
+        );
+        process.exitCode = 1;
+      }
+    });
+}

@@ -1,0 +1,176 @@
+import type { Redis } from "ioredis";
+import type Stripe from "stripe";
+import type { Db } from "../db/client.ts";
+import type { MeterReport } from "../db/schema.ts";
+import { withLease } from "../lib/lock.ts";
+import type { Logger } from "../lib/logger.ts";
+import type { Metrics } from "../lib/metrics.ts";
+import {
+  failedReports,
+  isPending,
+  markFailed,
+  markSent,
+  pendingReports,
+  planReports,
+  recordAttempt,
+} from "./outbox.ts";
+import { stampFor } from "./plan.ts";
+import { sendMeterEvent } from "./stripe.ts";
+
+export type ReporterSettings = {
+  eventName: string;
+  graceSeconds: number;
+  concurrency: number;
+  timeoutMs: number;
+  /** attempts per row within one run before it waits for the next run */
+  attemptsPerRun: number;
+  redisPrefix: string;
+};
+
+export type ReportSummary = {
+  planned: number;
+  sent: number;
+  duplicates: number;
+  failed: number;
+  stillPending: number;
+  lockedCustomers: number;
+  calls: number;
+  fatal: string | null;
+  heldBack: number;
+  unmappedBytes: number;
+};
+
+export type ReporterDeps = {
+  db: Db;
+  stripe: Stripe;
+  redis: Redis;
+  logger: Logger;
+  metrics?: Metrics;
+  settings: ReporterSettings;
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+};
+
+const realSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Exponential backoff with full jitter between 50% and 100%, capped. */
+export function backoffMs(attempt: number, baseMs = 250, capMs = 8000): number {
+  const exp = Math.min(capMs, baseMs * 2 ** attempt);
+  return Math.round(exp / 2 + Math.random() * (exp / 2));
+}
+
+/**
+ * One reporting pass: plan the outbox (durable intent), then send every pending row. One
+ * customer's rows go out one at a time under a Redis lease (Stripe allows one concurrent call per
+ * customer per meter, and the CLI may run beside the service); customers run in parallel up to
+ * the configured concurrency. A permanent error stops only its row; a bad key stops the run.
+ */
+export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
+  const now = deps.now ?? Date.now;
+  const sleep = deps.sleep ?? realSleep;
+  const { db, settings, logger } = deps;
+  const plan = planReports({ db, now: now(), settings: { graceSeconds: settings.graceSeconds } });
+  const summary: ReportSummary = {
+    planned: plan.rows.length,
+    sent: 0,
+    duplicates: 0,
+    failed: 0,
+    stillPending: 0,
+    lockedCustomers: 0,
+    calls: 0,
+    fatal: null,
+    heldBack: plan.heldBack.length,
+    unmappedBytes: plan.unmappedBytes,
+  };
+  const byCustomer = new Map<string, MeterReport[]>();
+  for (const row of pendingReports(db)) {
+    const list = byCustomer.get(row.customerId) ?? [];
+    list.push(row);
+    byCustomer.set(row.customerId, list);
+  }
+  const queue = [...byCustomer.entries()];
+  const sendCustomer = async (customerId: string, rows: MeterReport[]) => {
+    const lease = await withLease(
+      deps.redis,
+      `${settings.redisPrefix}:report-lease:${customerId}`,
+      Math.max(30_000, settings.timeoutMs * 3),
+      async () => {
+        for (let i = 0; i < rows.length; i++) {
+          if (summary.fatal) return;
+          const row = rows[i] as MeterReport;
+          // Another reporter may have sent it between our read and our lease.
+          if (!isPending(db, row.identifier)) continue;
+          const done = await sendRow(row);
+          if (!done) {
+            // Keep this customer's order; the rest waits for the next run.
+            summary.stillPending += rows.length - i;
+            return;
+          }
+        }
+      },
+    );
+    if (!lease.ok) {
+      summary.lockedCustomers++;
+      logger.info({ customerId }, "another reporter is sending for this customer; skipped");
+    }
+  };
+  const sendRow = async (row: MeterReport): Promise<boolean> => {
+    for (let attempt = 0; attempt < settings.attemptsPerRun; attempt++) {
+      // A row that waited past Stripe's window (or past its month) is restamped now, flagged late.
+      const stamp = stampFor(row.hour, now(), settings.graceSeconds);
+      const timestamp = stamp.late ? stamp.timestamp : row.timestamp;
+      summary.calls++;
+      const outcome = await sendMeterEvent(deps.stripe, settings.eventName, { ...row, timestamp });
+      deps.metrics?.reportCalls.inc({ outcome: outcome.kind });
+      switch (outcome.kind) {
+        case "sent":
+          markSent(db, row.identifier, now(), timestamp);
+          summary.sent++;
+          return true;
+        case "duplicate":
+          // Our identifier is deterministic: Stripe already holds this exact event.
+          markSent(db, row.identifier, now(), timestamp);
+          summary.duplicates++;
+          return true;
+        case "permanent":
+          markFailed(db, row.identifier, outcome.reason);
+          summary.failed++;
+          logger.error(
+            { identifier: row.identifier, customerId: row.customerId, reason: outcome.reason },
+            "meter event refused; row stopped (simmeter report --status)",
+          );
+          return true;
+        case "fatal":
+          recordAttempt(db, row.identifier, outcome.reason);
+          summary.fatal = outcome.reason;
+          return false;
+        case "retry": {
+          recordAttempt(db, row.identifier, outcome.reason);
+          row.attempts++;
+          // After a timeout the first call may still be running at Stripe; wait it out so the
+          // retry is not a second concurrent call for this customer.
+          const wait = outcome.timedOut
+            ? Math.max(backoffMs(attempt), 2 * settings.timeoutMs)
+            : backoffMs(attempt);
+          logger.warn(
+            { identifier: row.identifier, reason: outcome.reason, waitMs: wait },
+            "meter event not confirmed; retrying",
+          );
+          await sleep(wait);
+          break;
+        }
+        default: {
+          const never: never = outcome;
+          throw new Error(`unhandled ${JSON.stringify(never)}`);
+        }
+      }
+    }
+    return false;
+  };
+  const workers = Array.from({ length: Math.min(settings.concurrency, queue.length) }, async () => {
+    for (let next = queue.shift(); next; next = queue.shift()) await sendCustomer(next[0], next[1]);
+  });
+  await Promise.all(workers);
+  deps.metrics?.reportFailedRows.set(failedReports(db).length);
+  return summary;
+}

@@ -1,0 +1,98 @@
+import Stripe from "stripe";
+import type { Config } from "../config.ts";
+import type { MeterReport } from "../db/schema.ts";
+
+/** stripe-node pointed at STRIPE_API_BASE (a local emulator in tests), retries done by us. */
+export function createStripe(
+  config: Pick<Config, "STRIPE_SECRET_KEY" | "STRIPE_API_BASE" | "STRIPE_TIMEOUT_MS">,
+): Stripe {
+  if (!config.STRIPE_SECRET_KEY) throw new Error("STRIPE_SECRET_KEY is not set");
+  const base = config.STRIPE_API_BASE ? new URL(config.STRIPE_API_BASE) : null;
+  return new Stripe(config.STRIPE_SECRET_KEY, {
+    // Our own retries use a fresh Idempotency-Key per attempt: Stripe replays a stored 500 for a
+    // reused key, and the SDK's retries reuse it. The identifier is what dedupes the event.
+    maxNetworkRetries: 0,
+    timeout: config.STRIPE_TIMEOUT_MS,
+    telemetry: false,
+    appInfo: { name: "simmeter", url: "https://github.com/simmeter/simmeter" },
+    ...(base
+      ? {
+          host: base.hostname,
+          port: Number(base.port || (base.protocol === "https:" ? 443 : 80)),
+          protocol: base.protocol === "https:" ? "https" : "http",
+        }
+      : {}),
+  });
+}
+
+export type SendOutcome =
+  | { kind: "sent" }
+  /** Stripe already has an event with our identifier: an earlier attempt got through */
+  | { kind: "duplicate" }
+  /** 429, 5xx, timeout or connection error: try again later, with backoff */
+  | { kind: "retry"; reason: string; timedOut: boolean }
+  /** the row can never succeed as it is (unknown customer, inactive meter, bad timestamp) */
+  | { kind: "permanent"; reason: string }
+  /** nothing can succeed (bad key): stop the whole run */
+  | { kind: "fatal"; reason: string };
+
+export function classifyStripeError(err: unknown): SendOutcome {
+  if (!(err instanceof Stripe.errors.StripeError)) {
+    return { kind: "retry", reason: (err as Error)?.message ?? String(err), timedOut: false };
+  }
+  const msg = `${err.type}${err.statusCode ? ` ${err.statusCode}` : ""}: ${err.message}`;
+  if (
+    err instanceof Stripe.errors.StripeInvalidRequestError &&
+    /already exists/i.test(err.message)
+  ) {
+    return { kind: "duplicate" };
+  }
+  if (err instanceof Stripe.errors.StripeConnectionError) {
+    return { kind: "retry", reason: msg, timedOut: /timeout/i.test(err.message) };
+  }
+  if (
+    err instanceof Stripe.errors.StripeRateLimitError ||
+    err instanceof Stripe.errors.StripeAPIError
+  ) {
+    return { kind: "retry", reason: msg, timedOut: false };
+  }
+  if (
+    (err.statusCode ?? 0) >= 500 ||
+    err.statusCode === 409 ||
+    err instanceof Stripe.errors.StripeIdempotencyError
+  ) {
+    return { kind: "retry", reason: msg, timedOut: false };
+  }
+  if (
+    err instanceof Stripe.errors.StripeAuthenticationError ||
+    err instanceof Stripe.errors.StripePermissionError
+  ) {
+    return {
+      kind: "fatal",
+      reason: `${msg} (check STRIPE_SECRET_KEY: it needs write access to Billing Meters)`,
+    };
+  }
+  return { kind: "permanent", reason: msg };
+}
+
+export async function sendMeterEvent(
+  stripe: Stripe,
+  eventName: string,
+  row: Pick<MeterReport, "identifier" | "customerId" | "value" | "timestamp" | "attempts">,
+): Promise<SendOutcome> {
+  try {
+    await stripe.billing.meterEvents.create(
+      {
+        event_name: eventName,
+        identifier: row.identifier,
+        timestamp: row.timestamp,
+        payload: { stripe_customer_id: row.customerId, value: String(row.value) },
+      },
+      // One key per attempt (attempts is persisted): a reused key would replay a stored 500.
+      { idempotencyKey: `${row.identifier}:a${row.attempts}` },
+    );
+    return { kind: "sent" };
+  } catch (err) {
+    return classifyStripeError(err);
+  }
+}
