@@ -3,6 +3,7 @@ import { registerCustomerCommands } from "./customers.ts";
 import { registerReadCommands } from "./read.ts";
 import { registerReplayCommand } from "./replay.ts";
 import { registerReportCommands } from "./report.ts";
+import { registerSimulateCommand } from "./simulate.ts";
 import { registerRunCommands } from "./run.ts";
 
 const program = new Command();
@@ -19,6 +20,7 @@ registerReadCommands(program);
 registerReplayCommand(program);
 registerCustomerCommands(program);
 registerReportCommands(program);
+registerSimulateCommand(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -12,7 +12,7 @@ import {
 } from "../reporting/outbox.ts";
 import { STRIPE_BACKDATE_MS } from "../reporting/plan.ts";
 import { hasDrift, reconcile } from "../reporting/reconcile.ts";
-import { runReport } from "../reporting/reporter.ts";
+import { LEASE_TTL_MS, runReport } from "../reporting/reporter.ts";
 import { createStripe } from "../reporting/stripe.ts";
 import { ensureMeter, findMeter, meterProblems } from "../reporting/stripe-setup.ts";
 import { reporterSettings } from "../runtime/worker.ts";
@@ -103,12 +103,20 @@ export function registerReportCommands(program: Command): void {
             stripe: createStripe(config),
             redis,
             logger,
-            settings: reporterSettings(config),
+            // A reporter that died holds its customers' leases for up to LEASE_TTL_MS: wait them out.
+            settings: { ...reporterSettings(config), waitForLeaseMs: 2 * LEASE_TTL_MS },
           });
           process.stdout.write(
             `${o.json ? JSON.stringify(s) : table([s as unknown as Record<string, unknown>])}\n`,
           );
-          if (s.fatal || s.failed > 0 || s.stillPending > 0) process.exitCode = 1;
+          if (s.fatal) process.stderr.write(`stopped: ${s.fatal}\n`);
+          if (s.lockedCustomers > 0) {
+            process.stderr.write(
+              `${s.lockedCustomers} customer(s) are being reported by another process\n`,
+            );
+          }
+          if (s.fatal || s.failed > 0 || s.stillPending > 0 || s.lockedCustomers > 0)
+            process.exitCode = 1;
         } finally {
           redis.disconnect();
           db.$client.close();

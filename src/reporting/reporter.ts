@@ -25,7 +25,15 @@ export type ReporterSettings = {
   /** attempts per row within one run before it waits for the next run */
   attemptsPerRun: number;
   redisPrefix: string;
+  /** how long to wait for another reporter's lease on a customer (the CLI waits; the scheduler skips) */
+  waitForLeaseMs?: number;
 };
+
+/**
+ * Short and renewed while held: a reporter that died (SIGKILL, power loss) blocks its customers
+ * for at most this long.
+ */
+export const LEASE_TTL_MS = 10_000;
 
 export type ReportSummary = {
   planned: number;
@@ -90,11 +98,10 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
   }
   const queue = [...byCustomer.entries()];
   const sendCustomer = async (customerId: string, rows: MeterReport[]) => {
-    const lease = await withLease(
-      deps.redis,
-      `${settings.redisPrefix}:report-lease:${customerId}`,
-      Math.max(30_000, settings.timeoutMs * 3),
-      async () => {
+    const key = `${settings.redisPrefix}:report-lease:${customerId}`;
+    const deadline = Date.now() + (settings.waitForLeaseMs ?? 0);
+    const attempt = () =>
+      withLease(deps.redis, key, LEASE_TTL_MS, async () => {
         for (let i = 0; i < rows.length; i++) {
           if (summary.fatal) return;
           const row = rows[i] as MeterReport;
@@ -107,8 +114,12 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
             return;
           }
         }
-      },
-    );
+      });
+    let lease = await attempt();
+    while (!lease.ok && Date.now() < deadline) {
+      await sleep(500);
+      lease = await attempt();
+    }
     if (!lease.ok) {
       summary.lockedCustomers++;
       logger.info({ customerId }, "another reporter is sending for this customer; skipped");

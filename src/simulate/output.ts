@@ -33,10 +33,19 @@ export async function writeEventsJsonl(
     onProgress?.(p);
   };
   try {
-    for await (const e of events) {
-      chunk += `${JSON.stringify(e)}\n`;
-      p.events++;
-      if (chunk.length >= 65_536) await flush();
+    if (Symbol.iterator in events) {
+      // A plain loop: for-await would add a promise round-trip per event to a sync generator.
+      for (const e of events) {
+        chunk += `${JSON.stringify(e)}\n`;
+        p.events++;
+        if (chunk.length >= 65_536) await flush();
+      }
+    } else {
+      for await (const e of events) {
+        chunk += `${JSON.stringify(e)}\n`;
+        p.events++;
+        if (chunk.length >= 65_536) await flush();
+      }
     }
     await flush();
     stream.end();

@@ -126,3 +126,27 @@ export function usageOf(path: string): Record<string, number> {
     rows.map((r) => [`${r.sim_sid}@${new Date(r.hour).toISOString()}`, r.bytes]),
   );
 }
+
+/**
+ * Runs `simmeter ARGS` to completion without blocking this process (spawnSync would freeze any
+ * server the test itself hosts, such as the Stripe emulator).
+ */
+export async function runCli(
+  args: string[],
+  env: Record<string, string | undefined>,
+  timeoutMs = 60_000,
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.on("data", (d) => {
+    stdout += d;
+  });
+  child.stderr?.on("data", (d) => {
+    stderr += d;
+  });
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const status = await new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  clearTimeout(timer);
+  return { status, stdout, stderr };
+}
