@@ -3,8 +3,8 @@ import { registerCustomerCommands } from "./customers.ts";
 import { registerReadCommands } from "./read.ts";
 import { registerReplayCommand } from "./replay.ts";
 import { registerReportCommands } from "./report.ts";
-import { registerSimulateCommand } from "./simulate.ts";
 import { registerRunCommands } from "./run.ts";
+import { registerSimulateCommand } from "./simulate.ts";
 
 const program = new Command();
 program

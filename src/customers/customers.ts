@@ -2,6 +2,7 @@ import { parse } from "csv-parse/sync";
 import { asc } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { type Assignment, assignments, sims, usageHourly } from "../db/schema.ts";
+import { parseUtcTime } from "../lib/time.ts";
 import { type AssignmentLike, effectiveHour, resolveCustomer, type TargetType } from "./resolve.ts";
 
 export class InputError extends Error {
@@ -78,19 +79,30 @@ export function importCustomersCsv({
   csv: string;
   now: number;
 }): ImportResult {
-  let records: string[][];
+  let parsed: { record: string[]; info: { lines: number }; raw: string }[];
   try {
-    records = parse(csv, {
+    parsed = parse(csv, {
       skip_empty_lines: true,
       trim: true,
+      bom: true, // spreadsheet "CSV UTF-8" exports start with a byte order mark
       relax_column_count: false,
-    }) as string[][];
+      info: true,
+      raw: true,
+    }) as unknown as typeof parsed;
   } catch (err) {
     return {
       imported: 0,
       errors: [{ line: (err as { lines?: number }).lines ?? 0, message: (err as Error).message }],
     };
   }
+  // csv-parse reports the line a record ends on; operators need the line it starts on.
+  const startLine = (p: (typeof parsed)[number]) =>
+    p.info.lines -
+    (p.raw
+      .replace(/^[\r\n]+/, "")
+      .replace(/\r?\n$/, "")
+      .match(/\n/g)?.length ?? 0);
+  const records = parsed.map((p) => p.record);
   const header = (records[0] ?? []).map((h) => h.toLowerCase());
   const targets = header.filter((h) => h in TARGET_COLUMNS);
   const errors: { line: number; message: string }[] = [];
@@ -102,7 +114,7 @@ export function importCustomersCsv({
       imported: 0,
       errors: [
         {
-          line: 1,
+          line: parsed[0] ? startLine(parsed[0]) : 1,
           message: `header must hold exactly one of sim_sid, sim_iccid, fleet_sid, plus stripe_customer_id (optional effective_from); got ${JSON.stringify(header.join(","))}`,
         },
       ],
@@ -113,18 +125,25 @@ export function importCustomersCsv({
   const effCol = header.indexOf("effective_from");
   const targetType = TARGET_COLUMNS[targets[0] as string] as TargetType;
   const rows: AssignInput[] = [];
-  records.slice(1).forEach((rec, i) => {
-    const line = i + 2;
-    const eff = effCol >= 0 && rec[effCol] ? Date.parse(rec[effCol] as string) : undefined;
+  parsed.slice(1).forEach((p) => {
+    const rec = p.record;
+    const line = startLine(p);
+    let eff: number | undefined;
+    let badTime: string | null = null;
+    if (effCol >= 0 && rec[effCol]) {
+      try {
+        eff = parseUtcTime(rec[effCol] as string, "effective_from");
+      } catch (err) {
+        badTime = (err as Error).message;
+      }
+    }
     const input: AssignInput = {
       targetType,
       targetId: rec[targetCol] ?? "",
       customerId: rec[customerCol] ?? "",
       ...(eff !== undefined ? { effectiveFrom: eff } : {}),
     };
-    const problem = Number.isNaN(eff)
-      ? `effective_from ${JSON.stringify(rec[effCol])} is not an ISO 8601 time`
-      : validateAssignment(input);
+    const problem = badTime ?? validateAssignment(input);
     if (problem) errors.push({ line, message: problem });
     else rows.push(input);
   });

@@ -2,6 +2,7 @@ import { and, asc, desc, gte, lt, type SQL, sql } from "drizzle-orm";
 import { DAY_MS } from "../accounting/buckets.ts";
 import type { Db } from "../db/client.ts";
 import { anomalies, eventCounts, quarantine, usageHourly } from "../db/schema.ts";
+import { parseUtcTime } from "../lib/time.ts";
 
 export type Granularity = "hour" | "day" | "month" | "total";
 
@@ -14,16 +15,8 @@ export type UsageQuery = {
 
 export type UsageRow = { simSid: string; period: string; bytes: number };
 
-/** Parses a --from/--to value: an ISO date or time, as UTC. */
-export function parseTime(value: string, name: string): number {
-  const v = /^\d{4}-\d{2}-\d{2}$/.test(value) ? `${value}T00:00:00Z` : value;
-  const t = Date.parse(v);
-  if (Number.isNaN(t))
-    throw new Error(
-      `${name} must be an ISO 8601 date or time (e.g. 2026-11-01 or 2026-11-01T13:00:00Z), got ${JSON.stringify(value)}`,
-    );
-  return t;
-}
+/** --from/--to values: UTC dates or times. */
+export const parseTime = parseUtcTime;
 
 function periodExpr(g: Granularity): SQL<string> {
   switch (g) {
