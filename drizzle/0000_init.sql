@@ -61,16 +61,20 @@ CREATE TABLE `quarantine` (
 --> statement-breakpoint
 CREATE UNIQUE INDEX `quarantine_delivery_pos_idx` ON `quarantine` (`delivery_id`,`position`);--> statement-breakpoint
 CREATE TABLE `readings` (
-	`event_sid` text PRIMARY KEY NOT NULL,
 	`session_sid` text NOT NULL,
 	`t` integer NOT NULL,
+	`event_sid` text NOT NULL,
 	`cumulative` integer,
 	`window_bytes` integer,
 	`window_start` integer,
-	`ended` integer NOT NULL
+	`ended` integer NOT NULL,
+	PRIMARY KEY(`session_sid`, `t`, `event_sid`)
 );
 --> statement-breakpoint
-CREATE INDEX `readings_session_idx` ON `readings` (`session_sid`);--> statement-breakpoint
+CREATE TABLE `report_dirty_hours` (
+	`hour` integer PRIMARY KEY NOT NULL
+);
+--> statement-breakpoint
 CREATE TABLE `seen_events` (
 	`event_sid` text PRIMARY KEY NOT NULL,
 	`event_ts` integer NOT NULL,
@@ -79,13 +83,6 @@ CREATE TABLE `seen_events` (
 );
 --> statement-breakpoint
 CREATE INDEX `seen_events_event_ts_idx` ON `seen_events` (`event_ts`);--> statement-breakpoint
-CREATE TABLE `session_buckets` (
-	`session_sid` text NOT NULL,
-	`hour` integer NOT NULL,
-	`bytes` integer NOT NULL,
-	PRIMARY KEY(`session_sid`, `hour`)
-);
---> statement-breakpoint
 CREATE TABLE `sessions` (
 	`session_sid` text PRIMARY KEY NOT NULL,
 	`sim_sid` text NOT NULL,
@@ -95,6 +92,7 @@ CREATE TABLE `sessions` (
 	`window_sum_bytes` integer DEFAULT 0 NOT NULL,
 	`basis` text DEFAULT 'cumulative' NOT NULL,
 	`reading_count` integer DEFAULT 0 NOT NULL,
+	`buckets` text DEFAULT '{}' NOT NULL,
 	`last_reading_at` integer NOT NULL,
 	`updated_at` integer NOT NULL
 );
@@ -110,12 +108,8 @@ CREATE TABLE `sims` (
 );
 --> statement-breakpoint
 CREATE TABLE `usage_hourly` (
-	`sim_sid` text NOT NULL,
 	`hour` integer NOT NULL,
+	`sim_sid` text NOT NULL,
 	`bytes` integer NOT NULL,
-	`seq` integer NOT NULL,
-	PRIMARY KEY(`sim_sid`, `hour`)
+	PRIMARY KEY(`hour`, `sim_sid`)
 );
---> statement-breakpoint
-CREATE INDEX `usage_hourly_seq_idx` ON `usage_hourly` (`seq`);--> statement-breakpoint
-CREATE INDEX `usage_hourly_hour_idx` ON `usage_hourly` (`hour`);

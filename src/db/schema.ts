@@ -48,6 +48,12 @@ export const sessions = sqliteTable(
       .notNull()
       .default("cumulative"),
     readingCount: integer("reading_count").notNull().default(0),
+    /**
+     * JSON {hourStartMs: bytes}: what this session contributes to each hour, so a late reading can
+     * correct exactly the hours it changes. Kept in the session row (one page write per event
+     * instead of a second table's).
+     */
+    buckets: text("buckets").notNull().default("{}"),
     lastReadingAt: integer("last_reading_at").notNull(),
     updatedAt: integer("updated_at").notNull(),
   },
@@ -57,55 +63,38 @@ export const sessions = sqliteTable(
   ],
 );
 
-/** The readings accounting needs: (t, cumulative) per billing event. */
+/** The readings accounting needs: (t, cumulative) per billing event, clustered by session. */
 export const readings = sqliteTable(
   "readings",
   {
-    eventSid: text("event_sid").primaryKey(),
     sessionSid: text("session_sid").notNull(),
     t: integer("t").notNull(),
+    eventSid: text("event_sid").notNull(),
     cumulative: integer("cumulative"),
     windowBytes: integer("window_bytes"),
     windowStart: integer("window_start"),
     ended: integer("ended", { mode: "boolean" }).notNull(),
   },
   (t) => [
-    // Serves loading all readings of one session for re-attribution.
-    index("readings_session_idx").on(t.sessionSid),
+    // Serves loading one session's readings for re-attribution, in time order, with no second
+    // index to maintain (event_sid is already unique through seen_events).
+    primaryKey({ columns: [t.sessionSid, t.t, t.eventSid] }),
   ],
 );
 
-/** What each session currently contributes to each hour: lets a late reading correct buckets. */
-export const sessionBuckets = sqliteTable(
-  "session_buckets",
-  {
-    sessionSid: text("session_sid").notNull(),
-    hour: integer("hour").notNull(),
-    bytes: integer("bytes").notNull(),
-  },
-  (t) => [primaryKey({ columns: [t.sessionSid, t.hour] })],
-);
-
 /**
- * Per SIM per hour usage: the read model for `usage` and the reporter (a sum over session_buckets,
- * kept materialised so reads never scan sessions). `seq` orders changes so the reporter only looks
- * at hours that changed since its last run.
+ * Per SIM per hour usage: the read model for `usage` and the reporter (the sum of the sessions'
+ * buckets, kept materialised so reads never scan sessions). Keyed hour first: ingest writes the
+ * current hours, so inserts stay on a few pages, and the reporter reads one hour at a time.
  */
 export const usageHourly = sqliteTable(
   "usage_hourly",
   {
-    simSid: text("sim_sid").notNull(),
     hour: integer("hour").notNull(),
+    simSid: text("sim_sid").notNull(),
     bytes: integer("bytes").notNull(),
-    seq: integer("seq").notNull(),
   },
-  (t) => [
-    primaryKey({ columns: [t.simSid, t.hour] }),
-    // Serves the reporter's "what changed since seq N" scan.
-    index("usage_hourly_seq_idx").on(t.seq),
-    // Serves usage queries by time range across SIMs.
-    index("usage_hourly_hour_idx").on(t.hour),
-  ],
+  (t) => [primaryKey({ columns: [t.hour, t.simSid] })],
 );
 
 /** Non-billing events per SIM per UTC day and type: makes rejection storms visible. */
@@ -219,8 +208,9 @@ export type Assignment = typeof assignments.$inferSelect;
 export type MeterReport = typeof meterReports.$inferSelect;
 
 /**
- * Hours whose reported totals may differ from counted ones. Filled from usage changes and new
- * assignments; an hour leaves only when every customer's difference for it has an outbox row.
+ * Hours whose reported totals may differ from counted ones. Ingest adds every hour it changes and
+ * the reporter adds the hours of SIMs whose assignment changed; an hour leaves only when every
+ * customer's difference for it has an outbox row.
  */
 export const reportDirtyHours = sqliteTable("report_dirty_hours", {
   hour: integer("hour").primaryKey(),

@@ -1,20 +1,21 @@
 import { and, eq, sql } from "drizzle-orm";
 import {
+  type Anomaly,
   type Attribution,
   attributeSession,
   diffBuckets,
   type Reading,
 } from "../accounting/attribute.ts";
 import { DAY_MS, dayStart } from "../accounting/buckets.ts";
+import { extendSession, type SessionState } from "../accounting/extend.ts";
 import type { Db } from "../db/client.ts";
 import {
   anomalies,
   eventCounts,
-  meta,
   quarantine,
   readings,
+  reportDirtyHours,
   seenEvents,
-  sessionBuckets,
   sessions,
   sims,
   usageHourly,
@@ -133,6 +134,7 @@ export function prepareIngest(db: Db) {
         basis: p("basis"),
         readingCount: p("readingCount"),
         lastReadingAt: p("lastReadingAt"),
+        buckets: p("buckets"),
         updatedAt: p("now"),
       })
       .onConflictDoUpdate({
@@ -144,37 +146,24 @@ export function prepareIngest(db: Db) {
           windowSumBytes: sql`excluded.window_sum_bytes`,
           basis: sql`excluded.basis`,
           readingCount: sql`excluded.reading_count`,
+          buckets: sql`excluded.buckets`,
           lastReadingAt: sql`excluded.last_reading_at`,
           updatedAt: sql`excluded.updated_at`,
         },
       })
       .prepare(),
-    sessionBuckets: db
-      .select({ hour: sessionBuckets.hour, bytes: sessionBuckets.bytes })
-      .from(sessionBuckets)
-      .where(eq(sessionBuckets.sessionSid, p("sessionSid")))
-      .prepare(),
-    setSessionBucket: db
-      .insert(sessionBuckets)
-      .values({ sessionSid: p("sessionSid"), hour: p("hour"), bytes: p("bytes") })
-      .onConflictDoUpdate({
-        target: [sessionBuckets.sessionSid, sessionBuckets.hour],
-        set: { bytes: sql`excluded.bytes` },
-      })
-      .prepare(),
-    deleteSessionBucket: db
-      .delete(sessionBuckets)
-      .where(
-        and(eq(sessionBuckets.sessionSid, p("sessionSid")), eq(sessionBuckets.hour, p("hour"))),
-      )
-      .prepare(),
     addUsage: db
       .insert(usageHourly)
-      .values({ simSid: p("simSid"), hour: p("hour"), bytes: p("bytes"), seq: p("seq") })
+      .values({ hour: p("hour"), simSid: p("simSid"), bytes: p("bytes") })
       .onConflictDoUpdate({
-        target: [usageHourly.simSid, usageHourly.hour],
-        set: { bytes: sql`${usageHourly.bytes} + excluded.bytes`, seq: sql`excluded.seq` },
+        target: [usageHourly.hour, usageHourly.simSid],
+        set: { bytes: sql`${usageHourly.bytes} + excluded.bytes` },
       })
+      .prepare(),
+    markDirty: db
+      .insert(reportDirtyHours)
+      .values({ hour: p("hour") })
+      .onConflictDoNothing()
       .prepare(),
     insertAnomaly: db
       .insert(anomalies)
@@ -187,12 +176,8 @@ export function prepareIngest(db: Db) {
       })
       .onConflictDoNothing()
       .prepare(),
-    nextSeq: db
-      .insert(meta)
-      .values({ key: "usage_seq", value: 1 })
-      .onConflictDoUpdate({ target: meta.key, set: { value: sql`${meta.value} + 1` } })
-      .returning({ value: meta.value })
-      .prepare(),
+    /** simSid → what was last written for it (see ingestDeliveries) */
+    simsWritten: new Map<string, string>(),
   };
 }
 
@@ -205,7 +190,7 @@ export type IngestContext = {
   now: () => number;
 };
 
-type SessionTouch = { simSid: string; startMs: number | null };
+type SessionTouch = { simSid: string; startMs: number | null; readings: Reading[] };
 
 function rawOf(value: unknown): string {
   let s: string;
@@ -235,11 +220,14 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
     lagsMs: [],
     byKind: {},
   };
+  // SIM rows written by this transaction enter the cache only once it commits.
+  let written: [string, string][] = [];
   db.transaction(
     () => {
       const now = ctx.now();
       const oldest = now - settings.retentionDays * DAY_MS;
       const touched = new Map<string, SessionTouch>();
+      written = [];
       const quarantineOne = (
         d: Delivery,
         position: number,
@@ -307,21 +295,32 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
           summary.counted++;
           summary.byKind[e.kind] = (summary.byKind[e.kind] ?? 0) + 1;
           summary.lagsMs.push(now - e.timestampMs);
-          stmts.upsertSim.run({
-            simSid: e.simSid,
-            iccid: e.iccid,
-            fleetSid: e.fleetSid,
-            accountSid: e.accountSid,
-            now,
-            eventTs: e.timestampMs,
-          });
-          if (isBilled(e, settings)) {
-            recordReading(stmts, e);
-            const prev = touched.get(e.sessionSid as string);
-            touched.set(e.sessionSid as string, {
+          // One write per SIM per day and change, not per event: a page write saved on the hot path.
+          const simKey = `${e.iccid}|${e.fleetSid}|${dayStart(e.timestampMs)}`;
+          if (stmts.simsWritten.get(e.simSid) !== simKey) {
+            stmts.upsertSim.run({
               simSid: e.simSid,
-              startMs: prev?.startMs ?? e.sessionStartMs,
+              iccid: e.iccid,
+              fleetSid: e.fleetSid,
+              accountSid: e.accountSid,
+              now,
+              eventTs: e.timestampMs,
             });
+            written.push([e.simSid, simKey]);
+          }
+          if (isBilled(e, settings)) {
+            const reading = recordReading(stmts, e);
+            const touch = touched.get(e.sessionSid as string);
+            if (touch) {
+              touch.readings.push(reading);
+              touch.startMs ??= e.sessionStartMs;
+            } else {
+              touched.set(e.sessionSid as string, {
+                simSid: e.simSid,
+                startMs: e.sessionStartMs,
+                readings: [reading],
+              });
+            }
           } else {
             summary.nonBilling++;
             stmts.countEvent.run({
@@ -333,13 +332,16 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
         }
       }
       if (touched.size > 0) {
-        const seq = (stmts.nextSeq.get() as { value: number }).value;
-        for (const [sessionSid, t] of touched) reattribute(ctx, sessionSid, t, seq, now);
+        const changed = new Set<number>();
+        for (const [sessionSid, t] of touched) applySession(ctx, sessionSid, t, changed, now);
+        for (const hour of changed) stmts.markDirty.run({ hour });
         summary.sessions = touched.size;
       }
     },
     { behavior: "immediate" },
   );
+  for (const [sim, key] of written) stmts.simsWritten.set(sim, key);
+  if (stmts.simsWritten.size > 1_000_000) stmts.simsWritten.clear();
   return summary;
 }
 
@@ -348,64 +350,121 @@ function isBilled(e: ConnectionEvent, settings: IngestSettings): boolean {
   return e.kind === "data-session.updated" && settings.billingMode === "realtime";
 }
 
-function recordReading(stmts: IngestStatements, e: ConnectionEvent): void {
-  stmts.insertReading.run({
+function recordReading(stmts: IngestStatements, e: ConnectionEvent): Reading {
+  const reading: Reading = {
     eventSid: e.eventSid,
-    sessionSid: e.sessionSid,
-    t: e.readingMs,
+    t: e.readingMs as number,
     cumulative: e.cumulativeTotal,
-    windowBytes: e.windowTotal,
+    window: e.windowTotal,
     windowStart: e.windowStartMs,
-    ended: e.kind === "data-session.ended" ? 1 : 0,
+    ended: e.kind === "data-session.ended",
+  };
+  stmts.insertReading.run({
+    eventSid: reading.eventSid,
+    sessionSid: e.sessionSid,
+    t: reading.t,
+    cumulative: reading.cumulative,
+    windowBytes: reading.window,
+    windowStart: reading.windowStart,
+    ended: reading.ended ? 1 : 0,
   });
+  return reading;
 }
 
-/** Recomputes one session's hour buckets from all its readings and applies the difference. */
-function reattribute(
+type SessionRow = {
+  simSid: string;
+  startTime: number | null;
+  endTime: number | null;
+  totalBytes: number;
+  windowSumBytes: number;
+  basis: "cumulative" | "window";
+  readingCount: number;
+  lastReadingAt: number;
+  buckets: string;
+};
+
+const parseBuckets = (json: string | undefined): Map<number, number> =>
+  new Map(
+    Object.entries(JSON.parse(json ?? "{}") as Record<string, number>).map(([k, v]) => [
+      Number(k),
+      v,
+    ]),
+  );
+
+const bucketsJson = (m: ReadonlyMap<number, number>): string => {
+  const o: Record<string, number> = {};
+  for (const [k, v] of m) if (v !== 0) o[String(k)] = v;
+  return JSON.stringify(o);
+};
+
+/** Appends in-order readings in O(1) when it can; re-attributes the whole session otherwise. */
+function applySession(
   ctx: IngestContext,
   sessionSid: string,
   touch: SessionTouch,
-  seq: number,
+  changed: Set<number>,
   now: number,
 ): void {
   const { stmts, settings } = ctx;
-  const existing = stmts.sessionRow.get({ sessionSid }) as
-    | { startTime: number | null; simSid: string }
-    | undefined;
+  const existing = stmts.sessionRow.get({ sessionSid }) as SessionRow | undefined;
   const simSid = existing?.simSid ?? touch.simSid;
   const startTime = existing?.startTime ?? touch.startMs;
-  const rows = stmts.sessionReadings.all({ sessionSid }) as {
-    eventSid: string;
-    t: number;
-    cumulative: number | null;
-    windowBytes: number | null;
-    windowStart: number | null;
-    ended: boolean;
-  }[];
-  const list: Reading[] = rows.map((r) => ({
-    eventSid: r.eventSid,
-    t: r.t,
-    cumulative: r.cumulative,
-    window: r.windowBytes,
-    windowStart: r.windowStart,
-    ended: Boolean(r.ended),
-  }));
-  const result = attributeSession(list, {
-    attribution: settings.attribution,
-    sessionStart: startTime,
-    maxBytesPerSecond: settings.maxBytesPerSecond,
-  });
-  const previous = new Map<number, number>();
-  for (const b of stmts.sessionBuckets.all({ sessionSid }) as { hour: number; bytes: number }[]) {
-    previous.set(b.hour, b.bytes);
+  const previous = parseBuckets(existing?.buckets);
+  // The readings of this job are already in the table; the state is from before them.
+  const ext =
+    settings.attribution === "end"
+      ? extendSession(
+          {
+            total: existing?.totalBytes ?? 0,
+            lastReadingAt: existing && existing.readingCount > 0 ? existing.lastReadingAt : null,
+            endTime: existing?.endTime ?? null,
+            windowSum: existing?.windowSumBytes ?? 0,
+            readingCount: existing?.readingCount ?? 0,
+            basis: existing?.basis ?? "cumulative",
+            startTime,
+          },
+          touch.readings,
+          settings.maxBytesPerSecond,
+        )
+      : null;
+  let state: SessionState;
+  let deltas: Map<number, number>;
+  let buckets: Map<number, number>;
+  let found: Anomaly[];
+  if (ext) {
+    ({ state, deltas } = ext);
+    found = ext.anomalies;
+    buckets = previous;
+    for (const [hour, d] of deltas) buckets.set(hour, (buckets.get(hour) ?? 0) + d);
+  } else {
+    const all = (stmts.sessionReadings.all({ sessionSid }) as ReadingRowLike[]).map(toReading);
+    const result = attributeSession(all, {
+      attribution: settings.attribution,
+      sessionStart: startTime,
+      maxBytesPerSecond: settings.maxBytesPerSecond,
+    });
+    buckets = result.buckets;
+    deltas = diffBuckets(previous, result.buckets);
+    found = result.anomalies;
+    state = {
+      total: result.total,
+      windowSum: result.windowSum,
+      basis: result.basis,
+      readingCount: all.length,
+      lastReadingAt: all.reduce<number | null>((m, r) => (m === null || r.t > m ? r.t : m), null),
+      endTime: all.reduce<number | null>(
+        (m, r) => (r.ended && (m === null || r.t < m) ? r.t : m),
+        null,
+      ),
+      startTime,
+    };
   }
-  for (const [hour, delta] of diffBuckets(previous, result.buckets)) {
-    const next = result.buckets.get(hour);
-    if (next === undefined) stmts.deleteSessionBucket.run({ sessionSid, hour });
-    else stmts.setSessionBucket.run({ sessionSid, hour, bytes: next });
-    stmts.addUsage.run({ simSid, hour, bytes: delta, seq });
+  for (const [hour, delta] of deltas) {
+    if (delta === 0) continue;
+    stmts.addUsage.run({ hour, simSid, bytes: delta });
+    changed.add(hour);
   }
-  for (const a of result.anomalies) {
+  for (const a of found) {
     stmts.insertAnomaly.run({
       sessionSid,
       eventSid: a.eventSid,
@@ -414,22 +473,35 @@ function reattribute(
       now,
     });
   }
-  let lastReadingAt = 0;
-  let endTime: number | null = null;
-  for (const r of list) {
-    if (r.t > lastReadingAt) lastReadingAt = r.t;
-    if (r.ended) endTime = endTime === null ? r.t : Math.min(endTime, r.t);
-  }
   stmts.upsertSession.run({
     sessionSid,
     simSid,
     startTime,
-    endTime,
-    totalBytes: result.total,
-    windowSumBytes: result.windowSum,
-    basis: result.basis,
-    readingCount: list.length,
-    lastReadingAt,
+    endTime: state.endTime,
+    totalBytes: state.total,
+    windowSumBytes: state.windowSum,
+    basis: state.basis,
+    readingCount: state.readingCount,
+    lastReadingAt: state.lastReadingAt ?? 0,
+    buckets: bucketsJson(buckets),
     now,
   });
 }
+
+type ReadingRowLike = {
+  eventSid: string;
+  t: number;
+  cumulative: number | null;
+  windowBytes: number | null;
+  windowStart: number | null;
+  ended: boolean;
+};
+
+const toReading = (r: ReadingRowLike): Reading => ({
+  eventSid: r.eventSid,
+  t: r.t,
+  cumulative: r.cumulative,
+  window: r.windowBytes,
+  windowStart: r.windowStart,
+  ended: Boolean(r.ended),
+});

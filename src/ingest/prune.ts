@@ -23,7 +23,6 @@ export function pruneExpired(db: Db, retentionDays: number, now: number): PruneR
       const readings = c
         .prepare(`DELETE FROM readings WHERE session_sid IN (${old})`)
         .run(cutoff).changes;
-      c.prepare(`DELETE FROM session_buckets WHERE session_sid IN (${old})`).run(cutoff);
       const sessions = c
         .prepare("DELETE FROM sessions WHERE last_reading_at < ?")
         .run(cutoff).changes;

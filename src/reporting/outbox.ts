@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, sql } from "drizzle-orm";
+import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
 import { customerResolver } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
 import {
@@ -46,7 +46,6 @@ export function planReports({
   dryRun?: boolean;
 }): PlanResult {
   const run = () => {
-    const usageMark = getMeta(db, "report_usage_seq");
     const assignMark = getMeta(db, "report_assignment_id");
     const resolver = customerResolver(db);
     const dirty = new Set<number>(
@@ -56,33 +55,26 @@ export function planReports({
         .all()
         .map((r) => r.hour),
     );
-    const maxSeq =
-      db
-        .select({ v: sql<number>`coalesce(max(${usageHourly.seq}), 0)` })
-        .from(usageHourly)
-        .get()?.v ?? 0;
-    for (const r of db
-      .selectDistinct({ hour: usageHourly.hour })
-      .from(usageHourly)
-      .where(gt(usageHourly.seq, usageMark))
-      .all()) {
-      dirty.add(r.hour);
-    }
     const newAssignments = db
       .select()
       .from(assignments)
       .where(gt(assignments.id, assignMark))
       .all();
     let maxAssign = assignMark;
-    const hoursOfSim = db
-      .selectDistinct({ hour: usageHourly.hour })
-      .from(usageHourly)
-      .where(eq(usageHourly.simSid, sql.placeholder("simSid")))
-      .prepare();
+    const moved = new Set<string>();
     for (const a of newAssignments) {
       maxAssign = Math.max(maxAssign, a.id);
-      for (const simSid of resolver.simsFor(a))
-        for (const r of hoursOfSim.all({ simSid })) dirty.add(r.hour);
+      for (const simSid of resolver.simsFor(a)) moved.add(simSid);
+    }
+    if (moved.size > 0) {
+      // One pass over usage for all re-assigned SIMs (usage is keyed by hour, not by SIM).
+      for (const r of db
+        .selectDistinct({ hour: usageHourly.hour })
+        .from(usageHourly)
+        .where(inArray(usageHourly.simSid, [...moved]))
+        .all()) {
+        dirty.add(r.hour);
+      }
     }
     const usageAt = db
       .select({ simSid: usageHourly.simSid, bytes: usageHourly.bytes })
@@ -142,7 +134,6 @@ export function planReports({
       }
     }
     if (!dryRun) {
-      setMeta(db, "report_usage_seq", maxSeq);
       setMeta(db, "report_assignment_id", maxAssign);
     }
     return result;

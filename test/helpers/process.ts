@@ -136,7 +136,10 @@ export async function runCli(
   env: Record<string, string | undefined>,
   timeoutMs = 60_000,
 ): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stdout = "";
   let stderr = "";
   child.stdout?.on("data", (d) => {
@@ -146,7 +149,9 @@ export async function runCli(
     stderr += d;
   });
   const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  const status = await new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const status = await new Promise<number | null>((resolve) =>
+    child.once("exit", (code) => resolve(code)),
+  );
   clearTimeout(timer);
   return { status, stdout, stderr };
 }

@@ -177,12 +177,11 @@ describe("ingest into SQLite", () => {
         for (const { s } of sessions) {
           const final = s.readings[s.readings.length - 1]?.cumulative;
           expect(totals.find((x) => x.session_sid === s.sessionSid)?.total_bytes).toBe(final);
-          const buckets = t.db.$client
-            .prepare(
-              "select coalesce(sum(bytes), 0) as b from session_buckets where session_sid = ?",
-            )
-            .get(s.sessionSid) as { b: number };
-          expect(buckets.b).toBe(final);
+          const row = t.db.$client
+            .prepare("select buckets from sessions where session_sid = ?")
+            .get(s.sessionSid) as { buckets: string };
+          const parts = Object.values(JSON.parse(row.buckets) as Record<string, number>);
+          expect(parts.reduce((a, b) => a + b, 0)).toBe(final);
         }
         t.db.$client.close();
       }),

@@ -96,7 +96,9 @@ describe("the reporter process", () => {
       expect(emu.totalsByCustomer(EVENT_NAME).get("cus_crash")).toBe(3000);
       expect(new Set(emu.events().map((e) => e.identifier)).size).toBe(3);
       expect(emu.stats().idempotentReplays + emu.stats().duplicateIdentifiers).toBe(1);
-      expect(readDb<{ state: string }>(dbPath, "select state from meter_reports").map((r) => r.state)).toEqual(["sent", "sent", "sent"]);
+      expect(
+        readDb<{ state: string }>(dbPath, "select state from meter_reports").map((r) => r.state),
+      ).toEqual(["sent", "sent", "sent"]);
 
       const reconcileOk = await runCli(["reconcile"], env);
       expect(reconcileOk.status, reconcileOk.stdout + reconcileOk.stderr).toBe(0);

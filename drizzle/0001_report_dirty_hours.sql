@@ -1,3 +1,0 @@
-CREATE TABLE `report_dirty_hours` (
-	`hour` integer PRIMARY KEY NOT NULL
-);
