@@ -32,12 +32,18 @@ export async function closeAll(
   return clean;
 }
 
+/**
+ * Calls handler once on the first SIGINT or SIGTERM. A supervisor often follows a terminal's Ctrl-C
+ * with its own SIGTERM, so further signals are ignored; only a second SIGINT (a person pressing
+ * Ctrl-C again) forces an immediate exit.
+ */
 export function onSignals(handler: (signal: string) => void): void {
   let called = false;
   for (const s of ["SIGINT", "SIGTERM"] as const) {
     process.on(s, () => {
       if (called) {
-        process.exit(1);
+        if (s === "SIGINT") process.exit(130);
+        return;
       }
       called = true;
       handler(s);

@@ -88,6 +88,9 @@ export async function startServer(
           new Promise<void>((resolve) => {
             server.close(() => resolve());
             server.closeIdleConnections();
+            // A busy sender keeps keep-alive sockets open forever; after a short grace, close them
+            // (it retries whatever got no answer) so the workers still get their share of the deadline.
+            setTimeout(() => server.closeAllConnections(), 2000).unref();
           }),
       },
       { name: "enqueuer", close: () => enqueuer.drain() },
