@@ -14,7 +14,8 @@ const empty = (startTime: number): SessionState => ({
   basis: "cumulative",
   startTime,
 });
-const sortedKinds = (a: { kind: string; eventSid: string }[]) => a.map((x) => `${x.kind}:${x.eventSid}`).sort();
+const sortedKinds = (a: { kind: string; eventSid: string }[]) =>
+  a.map((x) => `${x.kind}:${x.eventSid}`).sort();
 
 describe("extending a session with in-order readings", () => {
   it("gives exactly what re-attributing the whole session gives, for any split into arriving groups", () => {
@@ -50,7 +51,11 @@ describe("extending a session with in-order readings", () => {
           state = ext.state;
           i += n;
         }
-        const full = attributeSession(readings, { attribution: "end", sessionStart: s.start, maxBytesPerSecond: MAX_RATE });
+        const full = attributeSession(readings, {
+          attribution: "end",
+          sessionStart: s.start,
+          maxBytesPerSecond: MAX_RATE,
+        });
         for (const [b, v] of [...buckets]) if (v === 0) buckets.delete(b);
         expect(Object.fromEntries(buckets)).toEqual(Object.fromEntries(full.buckets));
         expect(state.total).toBe(full.total);
@@ -64,18 +69,32 @@ describe("extending a session with in-order readings", () => {
   it.each([
     ["a reading older than the latest known one", [{ t: 50 }], 100, "cumulative"],
     ["a reading at the same time as the latest known one", [{ t: 100 }], 100, "cumulative"],
-    ["a schema v1 reading without a cumulative total", [{ t: 200, cumulative: null }], 100, "cumulative"],
+    [
+      "a schema v1 reading without a cumulative total",
+      [{ t: 200, cumulative: null }],
+      100,
+      "cumulative",
+    ],
     ["a session counted from window totals", [{ t: 200 }], 100, "window"],
-  ] as const)("refuses %s (the caller re-attributes the whole session)", (_name, incoming, last, basis) => {
-    const state: SessionState = { ...empty(0), readingCount: 1, lastReadingAt: last, total: 10, basis };
-    const readings = incoming.map((r, i) => ({
-      eventSid: `EZ${i}`,
-      t: r.t,
-      cumulative: "cumulative" in r ? r.cumulative : 20,
-      window: null,
-      windowStart: null,
-      ended: false,
-    }));
-    expect(extendSession(state, readings, MAX_RATE)).toBeNull();
-  });
+  ] as const)(
+    "refuses %s (the caller re-attributes the whole session)",
+    (_name, incoming, last, basis) => {
+      const state: SessionState = {
+        ...empty(0),
+        readingCount: 1,
+        lastReadingAt: last,
+        total: 10,
+        basis,
+      };
+      const readings = incoming.map((r, i) => ({
+        eventSid: `EZ${i}`,
+        t: r.t,
+        cumulative: "cumulative" in r ? r.cumulative : 20,
+        window: null,
+        windowStart: null,
+        ended: false,
+      }));
+      expect(extendSession(state, readings, MAX_RATE)).toBeNull();
+    },
+  );
 });
