@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Config } from "../config.ts";
-import { parseDeliveryBody } from "../events/schema.ts";
+import { CONNECTION_KINDS, parseDeliveryBody } from "../events/schema.ts";
 import type { Delivery } from "../ingest/job.ts";
 import { type AuthInput, authenticate } from "./authenticate.ts";
 
@@ -51,8 +51,10 @@ function typeLabel(e: unknown): { label: string; testId?: string | null } {
     const id = data && typeof data === "object" ? (data as { test_id?: unknown }).test_id : null;
     return { label: "test", testId: typeof id === "string" ? id : null };
   }
+  // Labels come from a fixed set: a sender-chosen type must not grow the metrics registry.
   const i = t.indexOf(MARKER);
-  return { label: i >= 0 ? t.slice(i + MARKER.length, i + MARKER.length + 40) : "other" };
+  const kind = i >= 0 ? t.slice(i + MARKER.length) : "";
+  return { label: (CONNECTION_KINDS as readonly string[]).includes(kind) ? kind : "other" };
 }
 
 /** The webhook: authenticate, split, enqueue, answer. Nothing else happens on this path. */
