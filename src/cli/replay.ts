@@ -70,7 +70,6 @@ export function registerReplayCommand(program: Command): void {
           counted: result.counted,
           duplicates: result.duplicates,
           quarantined: result.quarantined,
-          unreadableLines: result.badLines,
           seconds: Math.round(secs * 10) / 10,
           eventsPerSecond: Math.round(result.enqueued / Math.max(secs, 0.001)),
         };

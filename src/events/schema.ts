@@ -28,7 +28,12 @@ const strictSid = (prefix: string) =>
 const tolerantSid = z
   .string()
   .regex(/^[A-Z]{2}[0-9a-fA-F]{32}$/, "must be two capital letters and 32 hex digits");
-const isoTime = z.string().refine((s) => !Number.isNaN(Date.parse(s)), "must be an ISO 8601 time");
+// Date.parse alone accepts "12" or "0" (read in the server's zone); require a real ISO 8601 time
+// with Z or an offset, as the captured events carry.
+const isoTime = z.iso.datetime({
+  offset: true,
+  error: "must be an ISO 8601 UTC time with Z or an offset",
+});
 const bytes = z
   .number()
   .int("must be a whole number of bytes")

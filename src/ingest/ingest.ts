@@ -20,7 +20,12 @@ import {
   sims,
   usageHourly,
 } from "../db/schema.ts";
-import { type ConnectionEvent, classifyCloudEvent, isBillingKind } from "../events/schema.ts";
+import {
+  type ConnectionEvent,
+  classifyCloudEvent,
+  isBillingKind,
+  parseDeliveryBody,
+} from "../events/schema.ts";
 import type { Delivery, IngestJobData } from "./job.ts";
 
 export type IngestSettings = {
@@ -192,14 +197,51 @@ export type IngestContext = {
 
 type SessionTouch = { simSid: string; startMs: number | null; readings: Reading[] };
 
-function rawOf(value: unknown): string {
-  let s: string;
-  try {
-    s = JSON.stringify(value) ?? String(value);
-  } catch {
-    s = String(value);
+type Expanded =
+  | { position: number; value: unknown }
+  | { position: number; error: string; raw: string };
+
+/**
+ * The events of one delivery with their positions in what arrived. A body that is not JSON is one
+ * item at position -1; a replayed line that is not JSON is an item at its own position.
+ */
+function* expandDelivery(d: Delivery): Generator<Expanded> {
+  if (d.body !== undefined) {
+    const parsed = parseDeliveryBody(d.body);
+    if (!parsed.ok) {
+      yield { position: -1, error: parsed.error, raw: d.body.slice(0, MAX_RAW_CHARS) };
+      return;
+    }
+    for (let i = 0; i < parsed.events.length; i++) yield { position: i, value: parsed.events[i] };
+    return;
   }
-  return s.length > MAX_RAW_CHARS ? `${s.slice(0, MAX_RAW_CHARS)}…(truncated)` : s;
+  if (d.lines !== undefined) {
+    for (let i = 0; i < d.lines.length; i++) {
+      const line = d.lines[i] as string;
+      try {
+        yield { position: i, value: JSON.parse(line) };
+      } catch (e) {
+        yield {
+          position: i,
+          error: `line is not valid JSON: ${(e as Error).message}`,
+          raw: line.slice(0, MAX_RAW_CHARS),
+        };
+      }
+    }
+    return;
+  }
+  const events = d.events ?? [];
+  for (let i = 0; i < events.length; i++) yield { position: i, value: events[i] };
+}
+
+/** The event as JSON text, or null when it cannot be re-serialised (e.g. nested thousands deep). */
+function rawOf(value: unknown): string | null {
+  try {
+    const s = JSON.stringify(value) ?? String(value);
+    return s.length > MAX_RAW_CHARS ? `${s.slice(0, MAX_RAW_CHARS)}…(truncated)` : s;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -247,28 +289,24 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
         summary.quarantined++;
       };
       for (const delivery of job.deliveries) {
-        if (delivery.unparsable) {
+        for (const item of expandDelivery(delivery)) {
           summary.events++;
-          quarantineOne(
-            delivery,
-            -1,
-            null,
-            delivery.unparsable.error,
-            delivery.unparsable.raw.slice(0, MAX_RAW_CHARS),
-          );
-          continue;
-        }
-        const events = delivery.events ?? [];
-        for (let position = 0; position < events.length; position++) {
-          summary.events++;
-          const raw = events[position];
+          const position = item.position;
+          if ("error" in item) {
+            quarantineOne(delivery, position, null, item.error, item.raw);
+            continue;
+          }
+          const raw = item.value;
           const c = classifyCloudEvent(raw);
           if (c.kind === "test") {
             summary.testEvents++;
             continue;
           }
           if (c.kind === "invalid") {
-            quarantineOne(delivery, position, c.eventSid, c.reason, rawOf(raw));
+            const text =
+              rawOf(raw) ??
+              `(event not re-serialisable; its whole delivery:) ${(delivery.body ?? "").slice(0, MAX_RAW_CHARS)}`;
+            quarantineOne(delivery, position, c.eventSid, c.reason, text);
             continue;
           }
           const e = c.event;
@@ -278,7 +316,7 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
               position,
               e.eventSid,
               `event time ${new Date(e.timestampMs).toISOString()} is older than the ${settings.retentionDays}-day retention: its dedupe record may be pruned, so counting it could double-bill; raise RETENTION_DAYS to replay old archives`,
-              rawOf(raw),
+              rawOf(raw) ?? "(event not re-serialisable)",
             );
             continue;
           }

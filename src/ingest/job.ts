@@ -1,6 +1,10 @@
 // The one job type the receiver enqueues: a group of deliveries, written to Redis in one atomic
 // add. Concurrent requests share a job (group commit), so the queue costs one job per flush, not
 // one per event or per request.
+//
+// Deliveries travel as the text that arrived, not as parsed values: the worker validates exactly
+// what the sender sent. (Re-serialising parsed JSON turns 1e400 into null and throws on deeply
+// nested input, which would bill invalid events or refuse a delivery.)
 
 export type DeliverySource = "twilio" | "kore" | "unsigned" | "replay";
 
@@ -9,19 +13,15 @@ export type Delivery = {
   id: string;
   receivedAt: number;
   source: DeliverySource;
-  /** the CloudEvents of the body, unvalidated (the worker validates and quarantines) */
+  /** a webhook body: a JSON array of CloudEvents or one CloudEvent */
+  body?: string;
+  /** one CloudEvent per entry, as text (simmeter replay of JSON lines) */
+  lines?: string[];
+  /** already-parsed CloudEvents (programmatic callers: tests, benchmarks) */
   events?: unknown[];
-  /** an authenticated body that could not be split into events, kept for quarantine */
-  unparsable?: { raw: string; error: string };
 };
 
 export type IngestJobData = { v: 1; deliveries: Delivery[] };
 
 export const INGEST_QUEUE = "ingest";
 export const INGEST_JOB = "deliveries";
-
-export function countEvents(data: IngestJobData): number {
-  let n = 0;
-  for (const d of data.deliveries) n += d.events?.length ?? 1;
-  return n;
-}

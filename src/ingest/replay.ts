@@ -15,7 +15,6 @@ export type ReplayProgress = {
   counted: number;
   duplicates: number;
   quarantined: number;
-  badLines: number;
 };
 
 export type ReplayOptions = {
@@ -44,7 +43,6 @@ export async function replayFile(o: ReplayOptions): Promise<ReplayProgress> {
     counted: 0,
     duplicates: 0,
     quarantined: 0,
-    badLines: 0,
   };
   const queueEvents = new QueueEvents(INGEST_QUEUE, {
     connection: o.eventsConnection,
@@ -90,23 +88,24 @@ export async function replayFile(o: ReplayOptions): Promise<ReplayProgress> {
       wake = null;
     }
   };
-  let batch: unknown[] = [];
+  // Events travel as text so the worker validates exactly what the file holds.
+  let batch: string[] = [];
   const flush = async () => {
     if (batch.length === 0) return;
-    const events = batch;
+    const lines = batch;
     batch = [];
     await waitBelow(maxInFlight - 1);
     const job = await o.queue.add(
       INGEST_JOB,
       {
         v: 1,
-        deliveries: [{ id: randomUUID(), receivedAt: Date.now(), source: "replay", events }],
+        deliveries: [{ id: randomUUID(), receivedAt: Date.now(), source: "replay", lines }],
       },
       INGEST_JOB_OPTIONS,
     );
     const id = job.id as string;
-    ours.set(id, events.length);
-    p.enqueued += events.length;
+    ours.set(id, lines.length);
+    p.enqueued += lines.length;
     const done = early.get(id);
     if (done) {
       early.delete(id);
@@ -122,7 +121,7 @@ export async function replayFile(o: ReplayOptions): Promise<ReplayProgress> {
       if (!Array.isArray(all)) throw new Error(`${o.path}: expected a JSON array of CloudEvents`);
       p.bytesRead = bytesTotal;
       for (const e of all) {
-        batch.push(e);
+        batch.push(JSON.stringify(e));
         if (batch.length >= eventsPerJob) await flush();
       }
     } else {
@@ -132,13 +131,8 @@ export async function replayFile(o: ReplayOptions): Promise<ReplayProgress> {
         p.bytesRead += Buffer.byteLength(line) + 1;
         const text = line.trim();
         if (text === "") continue;
-        try {
-          batch.push(JSON.parse(text));
-        } catch {
-          // Keep the broken line: it is quarantined like any unreadable event.
-          p.badLines++;
-          batch.push(text);
-        }
+        // A broken line is quarantined by the worker like any unreadable event.
+        batch.push(text);
         if (batch.length >= eventsPerJob) await flush();
       }
     }

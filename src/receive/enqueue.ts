@@ -8,7 +8,8 @@ type Waiter = {
 };
 
 export type GroupEnqueuer = {
-  enqueue: (delivery: Delivery) => Promise<void>;
+  /** `events` weighs the delivery against maxEvents (a job should stay a few MB at most) */
+  enqueue: (delivery: Delivery, events: number) => Promise<void>;
   /** resolves when every accepted delivery has been written or failed */
   drain: () => Promise<void>;
 };
@@ -73,9 +74,9 @@ export function createGroupEnqueuer(
   };
 
   return {
-    enqueue(delivery) {
+    enqueue(delivery, weight) {
       return new Promise<void>((resolve, reject) => {
-        const events = delivery.events?.length ?? 1;
+        const events = Math.max(1, weight);
         waiting.push({ delivery, events, resolve, reject });
         waitingEvents += events;
         pump();

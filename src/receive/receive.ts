@@ -28,7 +28,7 @@ export type ReceiveDeps = {
     Config,
     "PUBLIC_URL" | "TWILIO_AUTH_TOKEN" | "KORE_WEBHOOK_SECRET" | "BASIC_AUTH" | "ALLOW_UNSIGNED"
   >;
-  enqueue: (d: Delivery) => Promise<void>;
+  enqueue: (d: Delivery, events: number) => Promise<void>;
   now: () => number;
 };
 
@@ -69,34 +69,38 @@ export async function receiveDelivery(
       : { kind: "forbidden", reason: auth.reason };
   }
   const delivery: Delivery = { id: randomUUID(), receivedAt: deps.now(), source: auth.source };
-  const parsed = parseDeliveryBody(input.rawBody);
   const testIds: string[] = [];
   const types: string[] = [];
+  let events = 0;
+  let unparsable = false;
+  const text = input.rawBody.toString("utf8");
+  const parsed = parseDeliveryBody(text);
   if (parsed.ok) {
-    const billable: unknown[] = [];
     for (const e of parsed.events) {
       const t = typeLabel(e);
       types.push(t.label);
       if (t.label === "test") testIds.push(t.testId ?? "(none)");
-      else billable.push(e);
+      else events++;
     }
-    if (billable.length === 0 && testIds.length > 0) return { kind: "test", testIds };
-    delivery.events = billable;
+    if (events === 0 && testIds.length > 0) return { kind: "test", testIds };
   } else {
     // Authenticated but unreadable: keep it (the sender never retries a 4xx) and answer 2xx.
-    delivery.unparsable = { raw: input.rawBody.toString("utf8"), error: parsed.error };
+    unparsable = true;
   }
+  // The worker parses the text that arrived: re-serialising parsed values would turn 1e400 into
+  // null and throw on deep nesting.
+  delivery.body = text;
   try {
-    await deps.enqueue(delivery);
+    await deps.enqueue(delivery, events);
   } catch (err) {
     return { kind: "unavailable", reason: (err as Error).message };
   }
   return {
     kind: "accepted",
     deliveryId: delivery.id,
-    events: delivery.events?.length ?? 0,
+    events,
     testIds,
     types,
-    unparsable: Boolean(delivery.unparsable),
+    unparsable,
   };
 }

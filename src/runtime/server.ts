@@ -49,7 +49,7 @@ export async function startServer(
     config,
     logger,
     metrics,
-    enqueue: (d) => enqueuer.enqueue(d),
+    enqueue: (d, n) => enqueuer.enqueue(d, n),
     now: Date.now,
     ready: async () => {
       const checks: Record<string, string> = {};

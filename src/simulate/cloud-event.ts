@@ -1,7 +1,7 @@
 import type { ConnectionKind } from "../events/schema.ts";
 
 // Builds Super SIM Connection Events in the Twilio or KORE envelope, shaped like the captured
-// event in shared/fixtures (keys absent rather than null where the capture omits them).
+// event in test/fixtures (keys absent rather than null where the capture omits them).
 
 export type Envelope = "twilio" | "kore";
 

@@ -12,7 +12,7 @@ import {
 } from "../helpers/sessions.ts";
 
 const fixture = (name: string) =>
-  JSON.parse(readFileSync(new URL(`../../../shared/fixtures/${name}`, import.meta.url), "utf8"));
+  JSON.parse(readFileSync(new URL(`../fixtures/${name}`, import.meta.url), "utf8"));
 const ACCOUNT = "ACe7ea554f7fc0fad65e689bb5899bb6c3";
 const simSid = (i: number) => `HS${i.toString(16).padStart(32, "0")}`;
 const sessionSid = (i: number) => `PI${i.toString(16).padStart(32, "a")}`;

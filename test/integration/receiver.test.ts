@@ -13,7 +13,7 @@ import {
   waitFor,
 } from "../helpers/process.ts";
 
-const fixtures = new URL("../../../shared/fixtures/", import.meta.url);
+const fixtures = new URL("../fixtures/", import.meta.url);
 const raw = (name: string) => readFileSync(new URL(name, fixtures));
 const vectors = JSON.parse(raw("signature-vectors.json").toString("utf8"));
 const testEventVector = vectors.twilio.vectors.find(

@@ -11,7 +11,7 @@ import {
   verifyTwilioSignature,
 } from "../../src/receive/twilio-signature.ts";
 
-const fixtures = new URL("../../../shared/fixtures/", import.meta.url);
+const fixtures = new URL("../fixtures/", import.meta.url);
 
 type TwilioVector = {
   id: string;
