@@ -1,0 +1,27 @@
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { runCli, tempDir } from "../helpers/process.ts";
+
+describe("starting the service", () => {
+  it("refuses to start a receiver with no secret and no ALLOW_UNSIGNED, naming the variables", async () => {
+    const r = await runCli(["serve"], {
+      DATABASE_PATH: join(tempDir(), "s.db"),
+      TWILIO_AUTH_TOKEN: "",
+      KORE_WEBHOOK_SECRET: "",
+      ALLOW_UNSIGNED: "",
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/TWILIO_AUTH_TOKEN/);
+    expect(r.stderr).toMatch(/KORE_WEBHOOK_SECRET/);
+  });
+
+  it("refuses a bad value with a message naming the variable", async () => {
+    const r = await runCli(["start"], {
+      DATABASE_PATH: join(tempDir(), "s.db"),
+      ALLOW_UNSIGNED: "true",
+      BILLING_MODE: "hourly",
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/BILLING_MODE="hourly"/);
+  });
+});

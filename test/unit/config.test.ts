@@ -1,0 +1,86 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig, redactedConfig } from "../../src/config.ts";
+
+describe("configuration from the environment", () => {
+  it("has sane defaults for everything that is not a secret", () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({
+      PORT: 8080,
+      REDIS_URL: "redis://127.0.0.1:6379",
+      DATABASE_PATH: "./data/simmeter.db",
+      BILLING_MODE: "realtime",
+      ATTRIBUTION: "end",
+      ALLOW_UNSIGNED: false,
+      RETENTION_DAYS: 40,
+      REPORT_INTERVAL_SECONDS: 300,
+      STRIPE_METER_EVENT_NAME: "supersim_data_bytes",
+      LATE_USAGE_GRACE_SECONDS: 3600,
+    });
+    expect(c.TWILIO_AUTH_TOKEN).toBeUndefined();
+  });
+
+  it.each([
+    ["PORT", "eighty"],
+    ["BILLING_MODE", "monthly"],
+    ["ATTRIBUTION", "start"],
+    ["REDIS_URL", "http://localhost:6379"],
+    ["RETENTION_DAYS", "7"],
+    ["ALLOW_UNSIGNED", "maybe"],
+    ["STRIPE_SECRET_KEY", "pk_test_123"],
+    ["PUBLIC_URL", "ftp://example.com/hook"],
+  ])("a bad %s stops start-up with a message naming it", (name, value) => {
+    expect(() => loadConfig({ [name]: value })).toThrowError(new RegExp(`${name}=`));
+  });
+
+  it("never prints a secret in an error or in the logged config", () => {
+    let message = "";
+    try {
+      loadConfig({ STRIPE_SECRET_KEY: "pk_live_supersecret" });
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toContain("STRIPE_SECRET_KEY=(hidden)");
+    expect(message).not.toContain("supersecret");
+    const c = loadConfig(
+      { TWILIO_AUTH_TOKEN: "tok1,tok2", PUBLIC_URL: "https://x.example/h" },
+      { receiver: true },
+    );
+    expect(JSON.stringify(redactedConfig(c))).not.toContain("tok1");
+  });
+
+  it("accepts several comma-separated tokens for a rotation", () => {
+    const c = loadConfig(
+      {
+        TWILIO_AUTH_TOKEN: " old , new ",
+        KORE_WEBHOOK_SECRET: "k1,k2",
+        PUBLIC_URL: "https://x.example/h",
+      },
+      { receiver: true },
+    );
+    expect(c.TWILIO_AUTH_TOKEN).toEqual(["old", "new"]);
+    expect(c.KORE_WEBHOOK_SECRET).toEqual(["k1", "k2"]);
+  });
+
+  it.each([
+    [{}, /TWILIO_AUTH_TOKEN.*KORE_WEBHOOK_SECRET.*ALLOW_UNSIGNED/s],
+    [{ TWILIO_AUTH_TOKEN: "t" }, /PUBLIC_URL is required with TWILIO_AUTH_TOKEN/],
+    [{ KORE_WEBHOOK_SECRET: "k" }, /PUBLIC_URL is required with KORE_WEBHOOK_SECRET/],
+  ])(
+    "the receiver refuses to start without a way to authenticate deliveries (%j)",
+    (env, message) => {
+      expect(() => loadConfig(env, { receiver: true })).toThrow(ConfigError);
+      expect(() => loadConfig(env, { receiver: true })).toThrowError(message);
+    },
+  );
+
+  it("ALLOW_UNSIGNED=true lets a development receiver start without secrets", () => {
+    expect(loadConfig({ ALLOW_UNSIGNED: "true" }, { receiver: true }).ALLOW_UNSIGNED).toBe(true);
+  });
+
+  it("empty values count as unset (blank lines in .env files)", () => {
+    expect(loadConfig({ PORT: "", BILLING_MODE: "" })).toMatchObject({
+      PORT: 8080,
+      BILLING_MODE: "realtime",
+    });
+  });
+});
