@@ -18,7 +18,8 @@ import { createStripe } from "../src/reporting/stripe.ts";
 import { ensureMeter } from "../src/reporting/stripe-setup.ts";
 import { simulateFleet } from "../src/simulate/fleet.ts";
 import { writeEventsJsonl } from "../src/simulate/output.ts";
-import { freePort, startRedis } from "../test/helpers/redis-server.ts";
+import { freePort, startRedis } from "./lib/redis-server.ts";
+import { waitFor } from "./lib/wait.ts";
 import { startStripeEmulator } from "./stripe-emulator.ts";
 
 const { values: args } = parseArgs({
@@ -40,39 +41,20 @@ mkdirSync(WORK, { recursive: true });
 
 type Proc = { child: ChildProcess; port: number; stop: () => Promise<void> };
 
-function peakRssMb(pid: number | undefined): number {
+/** A memory figure of a live process from /proc, in MB: VmHWM is the peak, VmRSS the current. */
+function procMb(pid: number | undefined, field: "VmHWM" | "VmRSS"): number {
   if (!pid) return 0;
   try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(
+      readFileSync(`/proc/${pid}/status`, "utf8"),
+    );
     return m?.[1] ? Math.round(Number(m[1]) / 1024) : 0;
   } catch {
     return 0;
   }
 }
-
-function rssMb(pid: number | undefined): number {
-  if (!pid) return 0;
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-    return m?.[1] ? Math.round(Number(m[1]) / 1024) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-async function waitUntil(
-  fn: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 300_000,
-  everyMs = 50,
-): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await fn()) return;
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+const peakRssMb = (pid: number | undefined) => procMb(pid, "VmHWM");
+const rssMb = (pid: number | undefined) => procMb(pid, "VmRSS");
 
 async function spawnSimmeter(role: "serve" | "work", env: Record<string, string>): Promise<Proc> {
   const port = env.PORT ? Number(env.PORT) : await freePort();
@@ -91,7 +73,7 @@ async function spawnSimmeter(role: "serve" | "work", env: Record<string, string>
     err += d;
   });
   if (role === "serve") {
-    await waitUntil(
+    await waitFor(
       async () => {
         try {
           return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
@@ -104,7 +86,7 @@ async function spawnSimmeter(role: "serve" | "work", env: Record<string, string>
       100,
     );
   } else {
-    await waitUntil(() => err.includes("ingest worker running"), "simmeter work", 30_000, 50);
+    await waitFor(() => err.includes("ingest worker running"), "simmeter work", 30_000, 50);
   }
   return {
     child,
@@ -128,7 +110,7 @@ async function spawnYardstick(): Promise<Proc> {
       stdio: ["ignore", "pipe", "inherit"],
     },
   );
-  await waitUntil(
+  await waitFor(
     async () => {
       try {
         return (await fetch(`http://127.0.0.1:${port}/`)).status === 404;
@@ -262,7 +244,7 @@ async function endToEnd(
   const c = await cannon(serve.port, bodies, { connections });
   const acked = Date.now();
   let counted = 0;
-  await waitUntil(
+  await waitFor(
     () => {
       const d = reader();
       try {

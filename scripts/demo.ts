@@ -16,6 +16,8 @@ import { importCustomersCsv } from "../src/customers/customers.ts";
 import { openDb } from "../src/db/client.ts";
 import { simulateFleet } from "../src/simulate/fleet.ts";
 import { type SendProgress, sendDeliveries, writeCustomersCsv } from "../src/simulate/output.ts";
+import { freePort } from "./lib/redis-server.ts";
+import { waitFor } from "./lib/wait.ts";
 import { type StripeEmulator, startStripeEmulator } from "./stripe-emulator.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -149,21 +151,6 @@ process.on("exit", () => {
   for (const c of children) if (alive(c)) c.kill("SIGKILL");
 });
 
-async function freePort(): Promise<number> {
-  return await new Promise((resolvePort, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      srv.close(() => {
-        if (addr && typeof addr === "object") resolvePort(addr.port);
-        else reject(new Error("could not find a free port"));
-      });
-    });
-  });
-}
-
 async function canConnect(host: string, port: number): Promise<boolean> {
   return await new Promise<boolean>((r) => {
     const s = net.connect(port, host);
@@ -178,20 +165,6 @@ async function canConnect(host: string, port: number): Promise<boolean> {
     });
     s.once("error", () => r(false));
   });
-}
-
-async function until(
-  check: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs: number,
-  everyMs = 100,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await sleep(everyMs);
-  }
-  throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
 }
 
 /** Runs `simmeter ARGS` without blocking this process: the Stripe emulator lives in it. */
@@ -274,7 +247,7 @@ async function startRedis(): Promise<Redis> {
     ),
   );
   closeSync(logFd);
-  await until(
+  await waitFor(
     async () => {
       if (!alive(child))
         throw new Error(
@@ -506,7 +479,7 @@ async function main(): Promise<number> {
     );
     closeSync(logFd);
     const svc = service;
-    await until(
+    await waitFor(
       async () => {
         if (!alive(svc))
           throw new Error(
@@ -596,7 +569,7 @@ async function main(): Promise<number> {
     const count = (s: Database.Statement) => (s.get() as { n: number }).n;
     let lastSeen = -1;
     let lastChange = Date.now();
-    await until(
+    await waitFor(
       async () => {
         const seen = count(seenStmt);
         const quarantined = count(quarantineStmt);
@@ -630,7 +603,7 @@ async function main(): Promise<number> {
     enter("settling");
     let lastTotal = -1;
     let stableSince = Date.now();
-    await until(
+    await waitFor(
       () => {
         const total = emulatorTotal(emu as StripeEmulator);
         if (total !== lastTotal) {

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { type RedisHandle, startRedis } from "../../scripts/lib/redis-server.ts";
 import { signTwilio } from "../../src/receive/twilio-signature.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { Rng, simulateFleet } from "../../src/simulate/fleet.ts";
@@ -14,7 +15,6 @@ import {
   tempDir,
   usageOf,
 } from "../helpers/process.ts";
-import { type RedisHandle, startRedis } from "../helpers/redis-server.ts";
 import { memoryOf, truthRecord, waitDrained } from "./drill-helpers.ts";
 import {
   HOSTILE_SID_PREFIX,

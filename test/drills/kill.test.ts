@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { describe, expect, inject, it } from "vitest";
+import { freePort } from "../../scripts/lib/redis-server.ts";
 import { INGEST_QUEUE } from "../../src/ingest/job.ts";
 import { simulateFleet } from "../../src/simulate/fleet.ts";
 import { type SendProgress, type SendResult, sendDeliveries } from "../../src/simulate/output.ts";
@@ -13,7 +14,6 @@ import {
   tempDir,
   usageOf,
 } from "../helpers/process.ts";
-import { freePort } from "../helpers/redis-server.ts";
 import { memoryOf, queueDepth, truthRecord, waitDrained } from "./drill-helpers.ts";
 
 const TOKEN = "kill-drill-token-0123456789abcdef";

@@ -1,5 +1,5 @@
 import type { TestProject } from "vitest/node";
-import { startRedis } from "./redis-server.ts";
+import { startRedis } from "../../scripts/lib/redis-server.ts";
 
 // One private redis-server for the whole run, on a free port, stopped at the end.
 // Tests isolate themselves with a unique BullMQ prefix; tests that need to stop

@@ -3,7 +3,10 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import Database from "better-sqlite3";
-import { freePort } from "./redis-server.ts";
+import { freePort } from "../../scripts/lib/redis-server.ts";
+import { waitFor } from "../../scripts/lib/wait.ts";
+
+export { waitFor };
 
 const BIN = resolve(import.meta.dirname, "../../bin/simmeter.mjs");
 
@@ -21,28 +24,6 @@ export type SimmeterProcess = {
 
 export function tempDir(prefix = "simmeter-test-"): string {
   return mkdtempSync(join(tmpdir(), prefix));
-}
-
-export async function waitFor<T>(
-  fn: () => T | Promise<T>,
-  what: string,
-  timeoutMs = 30_000,
-  everyMs = 50,
-): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v) return v as NonNullable<T>;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  throw new Error(
-    `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`,
-  );
 }
 
 /** Starts `simmeter <role>` as a real child process and waits until it is up. */

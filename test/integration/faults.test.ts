@@ -3,11 +3,11 @@ import { join } from "node:path";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
+import { type RedisHandle, startRedis } from "../../scripts/lib/redis-server.ts";
 import { INGEST_JOB, INGEST_QUEUE } from "../../src/ingest/job.ts";
 import { INGEST_JOB_OPTIONS } from "../../src/ingest/queue.ts";
 import { fleet, sortKeys } from "../helpers/fleet.ts";
 import { startSimmeter, tempDir, usageOf, waitFor } from "../helpers/process.ts";
-import { type RedisHandle, startRedis } from "../helpers/redis-server.ts";
 
 describe("fault drills", () => {
   const redisServers: RedisHandle[] = [];
