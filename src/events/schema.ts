@@ -122,6 +122,34 @@ export type Classified =
 const TEST_TYPE = /eventstreams\.test[-.]event$/;
 const KIND_MARKER = "supersim.connection.";
 
+/**
+ * What a CloudEvent type string names: an Event Streams test event (Twilio or KORE), one of the
+ * seven connection kinds (matched on the `supersim.connection.<kind>` suffix, so both prefixes
+ * work), or something else. Cheap: no schema validation.
+ */
+export function kindOfType(type: string): "test" | ConnectionKind | null {
+  if (TEST_TYPE.test(type)) return "test";
+  const at = type.indexOf(KIND_MARKER);
+  const kind = at >= 0 ? type.slice(at + KIND_MARKER.length) : "";
+  return (CONNECTION_KINDS as readonly string[]).includes(kind) ? (kind as ConnectionKind) : null;
+}
+
+/** `data` as an object, parsing it when a sender JSON-encoded it as a string; null otherwise. */
+export function dataObject(data: unknown): Record<string, unknown> | null | "unparsable" {
+  let d = data;
+  if (typeof d === "string") {
+    // Older Twilio examples carry data as a JSON-encoded string.
+    try {
+      d = JSON.parse(d);
+    } catch {
+      return "unparsable";
+    }
+  }
+  return d !== null && typeof d === "object" && !Array.isArray(d)
+    ? (d as Record<string, unknown>)
+    : null;
+}
+
 function ms(s: string | null | undefined): number | null {
   if (s === null || s === undefined) return null;
   return Date.parse(s);
@@ -140,37 +168,27 @@ export function classifyCloudEvent(raw: unknown): Classified {
   }
   const ce = raw as Record<string, unknown>;
   const type = ce.type;
-  let data: unknown = ce.data;
-  if (typeof data === "string") {
-    // Older Twilio examples carry data as a JSON-encoded string.
-    try {
-      data = JSON.parse(data);
-    } catch {
-      return { kind: "invalid", reason: "data is a string that is not valid JSON", eventSid: null };
-    }
+  const dataObj = dataObject(ce.data);
+  if (dataObj === "unparsable") {
+    return { kind: "invalid", reason: "data is a string that is not valid JSON", eventSid: null };
   }
-  const dataObj =
-    data !== null && typeof data === "object" && !Array.isArray(data)
-      ? (data as Record<string, unknown>)
-      : null;
   const sidGuess = typeof dataObj?.event_sid === "string" ? dataObj.event_sid.slice(0, 64) : null;
   if (typeof type !== "string" || type.length === 0) {
     return { kind: "invalid", reason: "CloudEvent type is missing", eventSid: sidGuess };
   }
-  if (TEST_TYPE.test(type)) {
+  const kindOrTest = kindOfType(type);
+  if (kindOrTest === "test") {
     const testId = typeof dataObj?.test_id === "string" ? dataObj.test_id : null;
     return { kind: "test", testId, type };
   }
-  const at = type.indexOf(KIND_MARKER);
-  const kindText = at >= 0 ? type.slice(at + KIND_MARKER.length) : null;
-  if (kindText === null || !(CONNECTION_KINDS as readonly string[]).includes(kindText)) {
+  if (kindOrTest === null) {
     return {
       kind: "invalid",
       reason: `unknown event type ${JSON.stringify(type.slice(0, 200))}`,
       eventSid: sidGuess,
     };
   }
-  const kind = kindText as ConnectionKind;
+  const kind = kindOrTest;
   if (!dataObj) {
     return { kind: "invalid", reason: "data is missing or not an object", eventSid: null };
   }

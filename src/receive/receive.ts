@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { Config } from "../config.ts";
-import { CONNECTION_KINDS, parseDeliveryBody } from "../events/schema.ts";
+import { dataObject, kindOfType, parseDeliveryBody } from "../events/schema.ts";
 import type { Delivery } from "../ingest/job.ts";
 import { type AuthInput, authenticate } from "./authenticate.ts";
 
@@ -32,29 +32,16 @@ export type ReceiveDeps = {
   now: () => number;
 };
 
-const MARKER = "supersim.connection.";
-const TEST_TYPE = /eventstreams\.test[-.]event$/;
-
 function typeLabel(e: unknown): { label: string; testId?: string | null } {
   if (e === null || typeof e !== "object") return { label: "invalid" };
   const t = (e as { type?: unknown }).type;
   if (typeof t !== "string") return { label: "invalid" };
-  if (TEST_TYPE.test(t)) {
-    let data = (e as { data?: unknown }).data;
-    if (typeof data === "string") {
-      try {
-        data = JSON.parse(data);
-      } catch {
-        data = null;
-      }
-    }
-    const id = data && typeof data === "object" ? (data as { test_id?: unknown }).test_id : null;
-    return { label: "test", testId: typeof id === "string" ? id : null };
-  }
   // Labels come from a fixed set: a sender-chosen type must not grow the metrics registry.
-  const i = t.indexOf(MARKER);
-  const kind = i >= 0 ? t.slice(i + MARKER.length) : "";
-  return { label: (CONNECTION_KINDS as readonly string[]).includes(kind) ? kind : "other" };
+  const kind = kindOfType(t);
+  if (kind !== "test") return { label: kind ?? "other" };
+  const data = dataObject((e as { data?: unknown }).data);
+  const id = data && data !== "unparsable" ? data.test_id : null;
+  return { label: "test", testId: typeof id === "string" ? id : null };
 }
 
 /** The webhook: authenticate, split, enqueue, answer. Nothing else happens on this path. */
