@@ -118,7 +118,6 @@ function showProgress(line: string): void {
 }
 
 const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------
 // Child processes. Every child runs in its own process group (detached) so that Ctrl-C reaches

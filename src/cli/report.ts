@@ -1,6 +1,8 @@
 import type { Command } from "commander";
+import type Stripe from "stripe";
 import { HOUR_MS, hourStart } from "../accounting/buckets.ts";
 import { assignmentCustomers } from "../customers/customers.ts";
+import type { Db } from "../db/client.ts";
 import { createLogger } from "../lib/logger.ts";
 import { checkEvictionPolicy, createRedis, waitReady } from "../lib/redis.ts";
 import {
@@ -179,47 +181,7 @@ export function registerReportCommands(program: Command): void {
         add("stripe key", "fail", "STRIPE_SECRET_KEY is not set");
       } else {
         const stripe = createStripe(config);
-        try {
-          await stripe.balance.retrieve();
-          add(
-            "stripe key",
-            "ok",
-            config.STRIPE_SECRET_KEY.startsWith("sk_live_") ? "live mode" : "test mode",
-          );
-          const meter = await findMeter(stripe, config.STRIPE_METER_EVENT_NAME);
-          if (!meter)
-            add(
-              "meter",
-              "fail",
-              `no meter with event_name ${config.STRIPE_METER_EVENT_NAME}: run simmeter stripe setup`,
-            );
-          else {
-            const problems = meterProblems(meter, config.STRIPE_METER_EVENT_NAME);
-            add(
-              "meter",
-              problems.length ? "fail" : "ok",
-              problems.join("; ") || `${meter.id} active, sum of value by stripe_customer_id`,
-            );
-          }
-          const unknown: string[] = [];
-          for (const id of assignmentCustomers(db)) {
-            try {
-              const c = await stripe.customers.retrieve(id);
-              if ((c as { deleted?: boolean }).deleted) unknown.push(`${id} (deleted)`);
-            } catch {
-              unknown.push(id);
-            }
-          }
-          add(
-            "customers",
-            unknown.length ? "warn" : "ok",
-            unknown.length
-              ? `mapped but unknown to Stripe: ${unknown.join(", ")}`
-              : "every mapped customer exists",
-          );
-        } catch (err) {
-          add("stripe key", "fail", (err as Error).message);
-        }
+        await doctorStripe(stripe, config, db, add);
       }
       db.$client.close();
       process.stdout.write(`${table(checks)}\n`);
@@ -261,4 +223,62 @@ export function registerReportCommands(program: Command): void {
         process.exitCode = 1;
       }
     });
+}
+
+type Add = (check: string, result: "ok" | "warn" | "fail", detail?: string) => void;
+
+/** The Stripe half of doctor: each check reports for itself, so one failure names its own cause. */
+async function doctorStripe(
+  stripe: Stripe,
+  config: { STRIPE_SECRET_KEY?: string | undefined; STRIPE_METER_EVENT_NAME: string },
+  db: Db,
+  add: Add,
+): Promise<void> {
+  try {
+    await stripe.balance.retrieve();
+    add(
+      "stripe key",
+      "ok",
+      config.STRIPE_SECRET_KEY?.startsWith("sk_live_") ? "live mode" : "test mode",
+    );
+  } catch (err) {
+    add("stripe key", "fail", (err as Error).message);
+    return;
+  }
+  try {
+    const meter = await findMeter(stripe, config.STRIPE_METER_EVENT_NAME);
+    if (!meter) {
+      add(
+        "meter",
+        "fail",
+        `no meter with event_name ${config.STRIPE_METER_EVENT_NAME}: run simmeter stripe setup`,
+      );
+    } else {
+      const problems = meterProblems(meter, config.STRIPE_METER_EVENT_NAME);
+      add(
+        "meter",
+        problems.length ? "fail" : "ok",
+        problems.join("; ") || `${meter.id} active, sum of value by stripe_customer_id`,
+      );
+    }
+  } catch (err) {
+    add("meter", "fail", `could not list meters: ${(err as Error).message}`);
+  }
+  const unknown: string[] = [];
+  const unchecked: string[] = [];
+  for (const id of assignmentCustomers(db)) {
+    try {
+      const c = await stripe.customers.retrieve(id);
+      if ((c as { deleted?: boolean }).deleted) unknown.push(`${id} (deleted)`);
+    } catch (err) {
+      // Only "no such customer" means unknown; a 429 or a network error says nothing about it.
+      if ((err as { code?: string }).code === "resource_missing") unknown.push(id);
+      else unchecked.push(`${id} (${(err as Error).message})`);
+    }
+  }
+  if (unknown.length > 0)
+    add("customers", "warn", `mapped but unknown to Stripe: ${unknown.join(", ")}`);
+  if (unchecked.length > 0) add("customers", "warn", `could not check: ${unchecked.join(", ")}`);
+  if (unknown.length === 0 && unchecked.length === 0)
+    add("customers", "ok", "every mapped customer exists");
 }

@@ -1,0 +1,435 @@
+import { randomUUID } from "node:crypto";
+import { existsSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import type Stripe from "stripe";
+import { afterEach, describe, expect, inject, it } from "vitest";
+import {
+  type StripeEmulator,
+  type StripeEmulatorOptions,
+  startStripeEmulator,
+} from "../../scripts/stripe-emulator.ts";
+import { HOUR_MS, hourStart } from "../../src/accounting/buckets.ts";
+import { assignCustomer } from "../../src/customers/customers.ts";
+import { openDb } from "../../src/db/client.ts";
+import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
+import { createStripe } from "../../src/reporting/stripe.ts";
+import { findMeter } from "../../src/reporting/stripe-setup.ts";
+import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
+import { defaultSettings } from "../helpers/db.ts";
+import { runCli, tempDir } from "../helpers/process.ts";
+
+// `simmeter stripe setup`, `doctor` and `report` as real child processes, each test against its
+// own SQLite file and its own in-process Stripe emulator (runCli does not block this process, so
+// the emulator keeps answering while the CLI runs), with the shared test Redis under a fresh prefix.
+
+const EVENT_NAME = "supersim_data_bytes";
+const ACCOUNT = "ACe7ea554f7fc0fad65e689bb5899bb6c3";
+const SIM_A = `HS${"a".repeat(32)}`;
+const SIM_B = `HS${"b".repeat(32)}`;
+const ICCID_A = "89883070000005381783";
+const ICCID_B = "89883070000005381791";
+const MINUTE = 60_000;
+
+type Workspace = {
+  dbPath: string;
+  emu: StripeEmulator;
+  stripe: Stripe;
+  env: Record<string, string | undefined>;
+  cli: (args: string[], extraEnv?: Record<string, string | undefined>) => ReturnType<typeof runCli>;
+};
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function workspace(emulator: StripeEmulatorOptions = {}): Promise<Workspace> {
+  const dir = tempDir("simmeter-stripe-cli-");
+  const emu = await startStripeEmulator(emulator);
+  cleanups.push(async () => {
+    await emu.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const dbPath = join(dir, "simmeter.db");
+  const env = {
+    DATABASE_PATH: dbPath,
+    STRIPE_SECRET_KEY: emu.apiKey,
+    STRIPE_API_BASE: emu.url,
+    REDIS_URL: inject("redisUrl"),
+    REDIS_PREFIX: `cli${randomUUID().slice(0, 8)}`,
+    LOG_LEVEL: "warn",
+    STRIPE_TIMEOUT_MS: "5000",
+  };
+  const stripe = createStripe({
+    STRIPE_SECRET_KEY: emu.apiKey,
+    STRIPE_API_BASE: emu.url,
+    STRIPE_TIMEOUT_MS: 5000,
+  });
+  return {
+    dbPath,
+    emu,
+    stripe,
+    env,
+    cli: (args, extraEnv = {}) => runCli(args, { ...env, ...extraEnv }),
+  };
+}
+
+/** An hour bucket that ended a while ago by the real clock (the CLI reads the real clock). */
+const pastHour = (hoursAgo: number) => hourStart(Date.now()) - hoursAgo * HOUR_MS;
+const hex32 = (n: number) => n.toString(16).padStart(32, "0");
+
+/** One data session inside `hour`: an update at +10 min, the end at +20 min, `bytes` in total. */
+function sessionEvents(sim: string, iccid: string, n: number, hour: number, bytes: number) {
+  const start = hour + 5 * MINUTE;
+  const readings: [number, number][] = [
+    [hour + 10 * MINUTE, Math.floor(bytes / 3)],
+    [hour + 20 * MINUTE, bytes],
+  ];
+  return readings.map(([t, cumulative], i) =>
+    buildCloudEvent({
+      eventSid: `EZ${hex32(n * 16 + i)}`,
+      kind: i === readings.length - 1 ? "data-session.ended" : "data-session.updated",
+      accountSid: ACCOUNT,
+      simSid: sim,
+      iccid,
+      timestampMs: t,
+      sessionSid: `PI${hex32(n)}`,
+      sessionStartMs: start,
+      windowStartMs: start,
+      windowEndMs: t,
+      windowDown: 0,
+      cumulativeDown: cumulative,
+      ...(i === readings.length - 1 ? { sessionEndMs: t } : {}),
+    }),
+  );
+}
+
+/** Writes counted usage and SIM → customer assignments into the workspace's database file. */
+function seed(
+  dbPath: string,
+  o: {
+    events?: unknown[];
+    assign?: { sim: string; customer: string }[];
+  },
+): void {
+  const db = openDb(dbPath);
+  try {
+    if (o.events) {
+      const ctx = { db, stmts: prepareIngest(db), settings: defaultSettings, now: Date.now };
+      const s = ingestDeliveries(ctx, {
+        v: 1,
+        deliveries: [{ id: "seed", receivedAt: Date.now(), source: "replay", events: o.events }],
+      });
+      expect(s.quarantined).toBe(0);
+      expect(s.counted).toBe(o.events.length);
+    }
+    for (const a of o.assign ?? []) {
+      assignCustomer({
+        db,
+        now: Date.now(),
+        input: {
+          targetType: "sim",
+          targetId: a.sim,
+          customerId: a.customer,
+          effectiveFrom: pastHour(48),
+        },
+      });
+    }
+  } finally {
+    db.$client.close();
+  }
+}
+
+/** Parses the CLI's aligned table (two or more spaces between columns) into rows of cells. */
+function tableRows(text: string, firstHeader: string): string[][] {
+  const lines = text.split("\n");
+  const head = lines.findIndex((l) => l.startsWith(firstHeader));
+  if (head < 0) throw new Error(`no table with a ${firstHeader} column in:\n${text}`);
+  const rows: string[][] = [];
+  for (const l of lines.slice(head + 2)) {
+    if (l.trim() === "") break;
+    rows.push(l.trim().split(/\s{2,}/));
+  }
+  return rows;
+}
+
+/** doctor's table by check name, in the order printed. */
+function doctorChecks(stdout: string): Record<string, { result: string; detail: string }> {
+  const out: Record<string, { result: string; detail: string }> = {};
+  for (const [check = "", result = "", detail = ""] of tableRows(stdout, "check"))
+    out[check] = { result, detail };
+  return out;
+}
+
+describe("simmeter stripe setup (CLI)", () => {
+  it("creates the meter on the first run, says it exists on the second, and exits 0 both times", async () => {
+    const w = await workspace();
+    const first = await w.cli(["stripe", "setup"]);
+    expect(first.stderr).toBe("");
+    expect(first.status).toBe(0);
+    const created = /^meter (mtr_\S+) \(supersim_data_bytes\): created\n$/.exec(first.stdout);
+    expect(created, first.stdout).not.toBeNull();
+
+    const second = await w.cli(["stripe", "setup"]);
+    expect(second.stderr).toBe("");
+    expect(second.status).toBe(0);
+    expect(second.stdout).toBe(`meter ${created?.[1]} (${EVENT_NAME}): exists\n`);
+
+    const meters = await w.stripe.billing.meters.list({ limit: 100 });
+    expect(meters.data.map((m) => m.id)).toEqual([created?.[1]]);
+    expect(meters.data[0]).toMatchObject({
+      event_name: EVENT_NAME,
+      status: "active",
+      default_aggregation: { formula: "sum" },
+      customer_mapping: { event_payload_key: "stripe_customer_id" },
+      value_settings: { event_payload_key: "value" },
+    });
+  });
+
+  it("reports a meter deactivated in Stripe as inactive and exits non-zero; --reactivate reactivates it", async () => {
+    const w = await workspace();
+    expect((await w.cli(["stripe", "setup"])).status).toBe(0);
+    const meter = await findMeter(w.stripe, EVENT_NAME);
+    if (!meter) throw new Error("stripe setup created no meter");
+    await w.stripe.billing.meters.deactivate(meter.id);
+
+    const inactive = await w.cli(["stripe", "setup"]);
+    expect(inactive.status).not.toBe(0);
+    expect(inactive.stdout).toBe(`meter ${meter.id} (${EVENT_NAME}): inactive\n`);
+    expect(inactive.stderr).toContain(`problem: meter ${meter.id} is inactive`);
+    expect(inactive.stderr).toContain("simmeter stripe setup --reactivate");
+    expect((await w.stripe.billing.meters.retrieve(meter.id)).status).toBe("inactive");
+
+    const reactivated = await w.cli(["stripe", "setup", "--reactivate"]);
+    expect(reactivated.stderr).toBe("");
+    expect(reactivated.status).toBe(0);
+    expect(reactivated.stdout).toBe(`meter ${meter.id} (${EVENT_NAME}): reactivated\n`);
+    expect((await w.stripe.billing.meters.retrieve(meter.id)).status).toBe("active");
+
+    const again = await w.cli(["stripe", "setup"]);
+    expect(again.status).toBe(0);
+    expect(again.stdout).toBe(`meter ${meter.id} (${EVENT_NAME}): exists\n`);
+    expect((await w.stripe.billing.meters.list({ limit: 100 })).data).toHaveLength(1);
+  });
+});
+
+describe("simmeter doctor (CLI)", () => {
+  it("exits 1 and names simmeter stripe setup as the fix when the meter is missing", async () => {
+    const w = await workspace();
+    const r = await w.cli(["doctor"]);
+    expect(r.status).toBe(1);
+    const checks = doctorChecks(r.stdout);
+    expect(checks.meter?.result).toBe("fail");
+    expect(checks.meter?.detail).toContain("simmeter stripe setup");
+    expect(checks["stripe key"]?.result).toBe("ok");
+    expect(checks.redis?.result).toBe("ok");
+  });
+
+  it("after stripe setup, exits 0 with every check ok when every mapped customer exists in Stripe", async () => {
+    const w = await workspace();
+    w.emu.addCustomer("cus_alpha");
+    w.emu.addCustomer("cus_beta");
+    seed(w.dbPath, {
+      assign: [
+        { sim: SIM_A, customer: "cus_alpha" },
+        { sim: SIM_B, customer: "cus_beta" },
+      ],
+    });
+    expect((await w.cli(["stripe", "setup"])).status).toBe(0);
+
+    const r = await w.cli(["doctor"]);
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    const checks = doctorChecks(r.stdout);
+    expect(Object.keys(checks)).toEqual([
+      "redis",
+      "database",
+      "outbox",
+      "stripe key",
+      "meter",
+      "customers",
+    ]);
+    for (const [name, c] of Object.entries(checks)) expect(c.result, name).toBe("ok");
+    expect(checks.customers?.detail).toBe("every mapped customer exists");
+    expect(checks["stripe key"]?.detail).toBe("test mode");
+  });
+
+  it("warns, naming the customer, when a mapped customer is unknown to Stripe, and still exits 0", async () => {
+    const w = await workspace();
+    w.emu.addCustomer("cus_alpha");
+    seed(w.dbPath, {
+      assign: [
+        { sim: SIM_A, customer: "cus_alpha" },
+        { sim: SIM_B, customer: "cus_ghost" },
+      ],
+    });
+    expect((await w.cli(["stripe", "setup"])).status).toBe(0);
+
+    const r = await w.cli(["doctor"]);
+    // doctor sets a non-zero exit code only for "fail" checks; an unknown customer is a "warn".
+    expect(r.status).toBe(0);
+    const checks = doctorChecks(r.stdout);
+    expect(checks.customers?.result).toBe("warn");
+    expect(checks.customers?.detail).toBe("mapped but unknown to Stripe: cus_ghost");
+    expect(checks.meter?.result).toBe("ok");
+  });
+
+  it("exits 1 with Stripe's message about the key when STRIPE_SECRET_KEY is wrong", async () => {
+    const w = await workspace();
+    expect((await w.cli(["stripe", "setup"])).status).toBe(0);
+    const r = await w.cli(["doctor"], { STRIPE_SECRET_KEY: "sk_test_wrong" });
+    expect(r.status).toBe(1);
+    const checks = doctorChecks(r.stdout);
+    expect(checks["stripe key"]?.result).toBe("fail");
+    expect(checks["stripe key"]?.detail).toContain("Invalid API Key provided");
+    expect(checks.meter).toBeUndefined();
+    expect(checks.redis?.result).toBe("ok");
+  });
+});
+
+describe("simmeter report (CLI)", () => {
+  it("--dry-run prints the rows it would send and sends and writes nothing; a real report then sends exactly those rows", async () => {
+    const w = await workspace({ acceptAnyCustomer: true });
+    const h1 = pastHour(3);
+    const h2 = pastHour(2);
+    seed(w.dbPath, {
+      events: [
+        ...sessionEvents(SIM_A, ICCID_A, 1, h1, 4200),
+        ...sessionEvents(SIM_A, ICCID_A, 2, h2, 1000),
+        ...sessionEvents(SIM_B, ICCID_B, 3, h2, 777),
+      ],
+      assign: [
+        { sim: SIM_A, customer: "cus_alpha" },
+        { sim: SIM_B, customer: "cus_beta" },
+      ],
+    });
+    expect((await w.cli(["stripe", "setup"])).status).toBe(0);
+
+    const expected = [
+      { identifier: `v1:cus_alpha:${h1 / 1000}:0`, customer: "cus_alpha", value: 4200 },
+      { identifier: `v1:cus_alpha:${h2 / 1000}:0`, customer: "cus_alpha", value: 1000 },
+      { identifier: `v1:cus_beta:${h2 / 1000}:0`, customer: "cus_beta", value: 777 },
+    ];
+    const dry = await w.cli(["report", "--dry-run"]);
+    expect(dry.stderr).toBe("");
+    expect(dry.status).toBe(0);
+    const rows = tableRows(dry.stdout, "identifier");
+    expect(
+      rows.map(([identifier, customer, , value]) => ({ identifier, customer, value })),
+    ).toEqual(expected.map((e) => ({ ...e, value: String(e.value) })));
+    for (const row of rows) expect(row.at(-1)).toBe("new");
+
+    const dryJson = await w.cli(["report", "--dry-run", "--json"]);
+    expect(dryJson.status).toBe(0);
+    expect(
+      (JSON.parse(dryJson.stdout) as { identifier: string; hour: string; note: string }[]).map(
+        (r) => [r.identifier, r.hour, r.note],
+      ),
+    ).toEqual([
+      [expected[0]?.identifier, new Date(h1).toISOString(), "new"],
+      [expected[1]?.identifier, new Date(h2).toISOString(), "new"],
+      [expected[2]?.identifier, new Date(h2).toISOString(), "new"],
+    ]);
+
+    expect(w.emu.events()).toEqual([]);
+    expect(w.emu.stats().meterEventCalls).toBe(0);
+    const status = await w.cli(["report", "--status", "--json"]);
+    expect(status.status).toBe(0);
+    expect(JSON.parse(status.stdout)).toEqual({ states: [], failed: [], pending: 0 });
+
+    const real = await w.cli(["report", "--json"]);
+    expect(real.stderr).toBe("");
+    expect(real.status).toBe(0);
+    expect(JSON.parse(real.stdout)).toMatchObject({ planned: 3, sent: 3, failed: 0 });
+    expect(
+      w.emu
+        .events()
+        .map((e) => ({ identifier: e.identifier, customer: e.customer, value: e.value }))
+        .sort((a, b) => (a.identifier < b.identifier ? -1 : 1)),
+    ).toEqual(expected);
+
+    const after = await w.cli(["report", "--dry-run"]);
+    expect(after.status).toBe(0);
+    expect(after.stdout).toBe("nothing to report\n");
+  });
+
+  it("--status after a permanent failure (customer unknown to Stripe) exits 1 and lists the stopped row with its reason", async () => {
+    const w = await workspace();
+    const hour = pastHour(2);
+    seed(w.dbPath, {
+      events: sessionEvents(SIM_A, ICCID_A, 1, hour, 5000),
+      assign: [{ sim: SIM_A, customer: "cus_ghost" }],
+    });
+    expect((await w.cli(["stripe", "setup"])).status).toBe(0);
+
+    const report = await w.cli(["report", "--json"]);
+    expect(report.status).toBe(1);
+    expect(JSON.parse(report.stdout)).toMatchObject({ planned: 1, sent: 0, failed: 1 });
+    expect(w.emu.events()).toEqual([]);
+
+    const identifier = `v1:cus_ghost:${hour / 1000}:0`;
+    const status = await w.cli(["report", "--status"]);
+    expect(status.status).toBe(1);
+    expect(status.stdout).toContain(
+      "stopped rows (fix the cause, then simmeter report --retry-failed):",
+    );
+    const stopped = tableRows(status.stdout.split("stopped rows")[1] ?? "", "identifier");
+    expect(stopped).toHaveLength(1);
+    expect(stopped[0]?.slice(0, 4)).toEqual([
+      identifier,
+      "cus_ghost",
+      new Date(hour).toISOString(),
+      "5000",
+    ]);
+    expect(stopped[0]?.[4]).toContain("No such customer: 'cus_ghost'");
+    const states = tableRows(status.stdout, "state");
+    expect(states.map(([state, rows]) => [state, rows])).toEqual([["failed", "1"]]);
+
+    const json = await w.cli(["report", "--status", "--json"]);
+    expect(json.status).toBe(1);
+    const parsed = JSON.parse(json.stdout) as {
+      failed: { identifier: string; customer: string; value: number; reason: string }[];
+      pending: number;
+    };
+    expect(parsed.pending).toBe(0);
+    expect(parsed.failed).toEqual([
+      expect.objectContaining({ identifier, customer: "cus_ghost", value: 5000 }),
+    ]);
+    expect(parsed.failed[0]?.reason).toContain("No such customer: 'cus_ghost'");
+  });
+
+  it("with a key Stripe refuses, stops the run, exits 1 with a message about STRIPE_SECRET_KEY and keeps the rows pending", async () => {
+    const w = await workspace({ acceptAnyCustomer: true });
+    seed(w.dbPath, {
+      events: sessionEvents(SIM_A, ICCID_A, 1, pastHour(2), 900),
+      assign: [{ sim: SIM_A, customer: "cus_alpha" }],
+    });
+    expect((await w.cli(["stripe", "setup"])).status).toBe(0);
+
+    const r = await w.cli(["report"], { STRIPE_SECRET_KEY: "sk_test_wrong" });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain("stopped:");
+    expect(r.stderr).toContain("check STRIPE_SECRET_KEY");
+    expect(w.emu.events()).toEqual([]);
+    const status = await w.cli(["report", "--status", "--json"]);
+    expect(status.status).toBe(0);
+    expect(JSON.parse(status.stdout)).toMatchObject({ failed: [], pending: 1 });
+
+    const retry = await w.cli(["report", "--json"]);
+    expect(retry.status).toBe(0);
+    expect(w.emu.events().map((e) => e.value)).toEqual([900]);
+  });
+
+  it.each([{ command: "report" }, { command: "stripe setup" }, { command: "reconcile" }])(
+    "without STRIPE_SECRET_KEY, `simmeter $command` exits 2 with a message naming STRIPE_SECRET_KEY and touches nothing",
+    async ({ command }) => {
+      const w = await workspace();
+      const r = await w.cli(command.split(" "), { STRIPE_SECRET_KEY: undefined });
+      expect(r.status).toBe(2);
+      expect(r.stdout).toBe("");
+      expect(r.stderr).toContain("STRIPE_SECRET_KEY is required");
+      expect(existsSync(w.dbPath)).toBe(false);
+      expect(w.emu.stats().requests).toBe(0);
+    },
+  );
+});
