@@ -56,7 +56,7 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
 }
 
 /** Starts a private redis-server (AOF everysec, noeviction) on a free port. */
-export async function startRedis(): Promise<RedisHandle> {
+export async function startRedis(opts: { evictionPolicy?: string } = {}): Promise<RedisHandle> {
   const bin = redisBinary();
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "simmeter-redis-"));
@@ -76,7 +76,7 @@ export async function startRedis(): Promise<RedisHandle> {
         "--appendfsync",
         "everysec",
         "--maxmemory-policy",
-        "noeviction",
+        opts.evictionPolicy ?? "noeviction",
         "--save",
         "",
       ],

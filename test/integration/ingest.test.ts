@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { attributeSession } from "../../src/accounting/attribute.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { memoryIngest } from "../helpers/db.ts";
 import {
@@ -187,5 +188,61 @@ describe("ingest into SQLite", () => {
       }),
       { numRuns: 150 },
     );
+  });
+});
+
+describe("ingest with prorate attribution and schema v1", () => {
+  it("prorate: any order and batching gives the same buckets as attributing the readings at once", () => {
+    fc.assert(
+      fc.property(
+        sessionArb(simSid(7), sessionSid(7)).chain((s) =>
+          perturbationArb(s.readings).map((p) => ({ s, p })),
+        ),
+        fc.integer(),
+        fc.integer({ min: 1, max: 5 }),
+        ({ s, p }, seed, batch) => {
+          const t = memoryIngest({ attribution: "prorate" });
+          const delivered = shuffle(eventsOf(s, p.delivered), seed);
+          for (let i = 0; i < delivered.length; i += batch) t.ingest(delivered.slice(i, i + batch));
+          const expected = attributeSession(p.survivors, {
+            attribution: "prorate",
+            sessionStart: s.start,
+            maxBytesPerSecond: 250_000_000,
+          });
+          const want = Object.fromEntries(
+            [...expected.buckets].map(([h, v]) => [`${s.simSid}@${new Date(h).toISOString()}`, v]),
+          );
+          expect(t.usage()).toEqual(want);
+          t.db.$client.close();
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+
+  it("schema v1 events without cumulative totals are billed as the sum of their windows, once each", () => {
+    const t = memoryIngest();
+    const v1 = (i: number, minute: number, bytes: number, ended = false) =>
+      buildCloudEvent({
+        eventSid: `EZ${i.toString(16).padStart(32, "0")}`,
+        kind: ended ? "data-session.ended" : "data-session.updated",
+        accountSid: ACCOUNT,
+        simSid: simSid(9),
+        iccid: "89883070000005381783",
+        timestampMs: Date.parse("2026-11-27T10:00:00Z") + minute * 60_000,
+        sessionSid: sessionSid(9),
+        sessionStartMs: Date.parse("2026-11-27T10:00:00Z"),
+        windowStartMs: Date.parse("2026-11-27T10:00:00Z") + (minute - 6) * 60_000,
+        windowEndMs: Date.parse("2026-11-27T10:00:00Z") + minute * 60_000,
+        ...(ended ? { sessionEndMs: Date.parse("2026-11-27T10:00:00Z") + minute * 60_000 } : {}),
+        windowDown: bytes,
+        schemaVersion: 1,
+      });
+    t.ingest([v1(1, 30, 100), v1(2, 66, 50), v1(1, 30, 100)]);
+    t.ingest([v1(3, 70, 25, true), v1(2, 66, 50)]);
+    expect(t.usage()).toEqual({
+      [`${simSid(9)}@2026-11-27T10:00:00.000Z`]: 100,
+      [`${simSid(9)}@2026-11-27T11:00:00.000Z`]: 75,
+    });
   });
 });

@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { runCli, tempDir } from "../helpers/process.ts";
+import { startRedis } from "../../scripts/lib/redis-server.ts";
+import { runCli, startSimmeter, tempDir, waitFor } from "../helpers/process.ts";
 
 describe("starting the service", () => {
   it("refuses to start a receiver with no secret and no ALLOW_UNSIGNED, naming the variables", async () => {
@@ -23,5 +24,25 @@ describe("starting the service", () => {
     });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/BILLING_MODE="hourly"/);
+  });
+});
+
+describe("checks at start-up", () => {
+  it("warns when Redis may evict keys (BullMQ loses jobs unless maxmemory-policy is noeviction)", async () => {
+    const redis = await startRedis({ evictionPolicy: "allkeys-lru" });
+    const worker = await startSimmeter("work", {
+      REDIS_URL: redis.url,
+      DATABASE_PATH: join(tempDir(), "w.db"),
+    });
+    try {
+      await waitFor(
+        () => worker.output().includes("maxmemory-policy is allkeys-lru"),
+        "eviction warning",
+        10_000,
+      );
+    } finally {
+      await worker.stop();
+      await redis.stop();
+    }
   });
 });

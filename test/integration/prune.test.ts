@@ -1,0 +1,42 @@
+import { describe, expect, it } from "vitest";
+import { DAY_MS } from "../../src/accounting/buckets.ts";
+import { pruneExpired } from "../../src/ingest/prune.ts";
+import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
+import { memoryIngest } from "../helpers/db.ts";
+
+const NOW = Date.parse("2026-11-27T12:00:00Z");
+const SIM = `HS${"e".repeat(32)}`;
+const ended = (sid: string, session: string, t: number, total: number) =>
+  buildCloudEvent({
+    eventSid: sid,
+    kind: "data-session.ended",
+    accountSid: `AC${"1".repeat(32)}`,
+    simSid: SIM,
+    iccid: "89883070000005381783",
+    timestampMs: t,
+    sessionSid: session,
+    sessionStartMs: t - 3_600_000,
+    sessionEndMs: t,
+    windowStartMs: t - 600_000,
+    windowEndMs: t,
+    cumulativeDown: total,
+  });
+
+describe("retention", () => {
+  it("prunes dedupe records and readings past the retention, keeps usage, and then refuses the old events", () => {
+    const t = memoryIngest({ retentionDays: 40 }, () => NOW);
+    const old = ended(`EZ${"a".repeat(32)}`, `PI${"a".repeat(32)}`, NOW - 39 * DAY_MS, 500);
+    const recent = ended(`EZ${"b".repeat(32)}`, `PI${"b".repeat(32)}`, NOW - 2 * DAY_MS, 700);
+    t.ingest([old, recent]);
+    const before = t.usage();
+    // Two days later the first event is past the 40-day retention.
+    const r = pruneExpired(t.db, 40, NOW + 2 * DAY_MS);
+    expect(r).toMatchObject({ seenEvents: 1, sessions: 1, readings: 1 });
+    expect(t.usage()).toEqual(before);
+    const rows = t.db.$client.prepare("select event_sid from seen_events").all();
+    expect(rows).toEqual([{ event_sid: `EZ${"b".repeat(32)}` }]);
+    // Replaying the pruned event cannot double-count it: it is refused with a reason.
+    const late = memoryIngest({ retentionDays: 40 }, () => NOW + 2 * DAY_MS);
+    expect(late.ingest([old])).toMatchObject({ counted: 0, quarantined: 1 });
+  });
+});
