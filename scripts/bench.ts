@@ -36,6 +36,9 @@ const WORK = join(ROOT, "data", "bench");
 const TOKEN = "bench-token-0123456789abcdef0123";
 const log = (m: string) => process.stderr.write(`[bench] ${m}\n`);
 
+// Measure what `npm install` produces: the compiled build (bin/simmeter.mjs would otherwise fall
+// back to running the TypeScript sources, which costs ~50 MB per process).
+execFileSync(process.execPath, [join(ROOT, "scripts/build.mjs")], { cwd: ROOT, stdio: "inherit" });
 rmSync(WORK, { recursive: true, force: true });
 mkdirSync(WORK, { recursive: true });
 
