@@ -27,6 +27,8 @@ const { values: args } = parseArgs({
     quick: { type: "boolean", default: false },
     out: { type: "string", default: "BENCHMARKS.md" },
     "replay-events": { type: "string" },
+    /** run one measurement only and print it (no BENCHMARKS.md): e2e100|e2e1|receiver|latency|stripe|replay */
+    only: { type: "string" },
   },
 });
 const QUICK = args.quick;
@@ -525,6 +527,10 @@ async function main() {
   try {
     const m = machine();
     log(`machine: ${JSON.stringify(m)}`);
+    if (args.only === "latency") {
+      log(JSON.stringify(await ackLatency(redis.url, 1000, QUICK ? 5 : 15)));
+      return;
+    }
     const nBig = QUICK ? 20_000 : 100_000;
     const nSmall = QUICK ? 5_000 : 30_000;
     const big = fleetEvents(nBig, 1);
@@ -534,7 +540,11 @@ async function main() {
     const recv1 = await receiverOnly(redis.url, small, 64);
     const y100 = await yardstick(big, 100, 16);
     const y1 = await yardstick(small, 1, 64);
-    const latency = await ackLatency(redis.url, 1000, QUICK ? 5 : 15);
+    // p99 at a fixed rate swings widely on a shared 2-core machine: measure three times, report all.
+    const latencies = [];
+    for (let i = 0; i < 3; i++) latencies.push(await ackLatency(redis.url, 1000, QUICK ? 5 : 15));
+    const byP99 = [...latencies].sort((a, b) => a.p99Ms - b.p99Ms);
+    const latency = { ...(byP99[1] as (typeof latencies)[number]), p99AllMs: latencies.map((l) => l.p99Ms) };
     const stripe = await stripeCalls(redis.url);
     const replay = await replayMillion(
       redis.url,
@@ -570,7 +580,7 @@ type Results = {
   receiver1: Awaited<ReturnType<typeof receiverOnly>>;
   yardstick100: Awaited<ReturnType<typeof yardstick>>;
   yardstick1: Awaited<ReturnType<typeof yardstick>>;
-  latency: Awaited<ReturnType<typeof ackLatency>>;
+  latency: Awaited<ReturnType<typeof ackLatency>> & { p99AllMs: number[] };
   stripe: Awaited<ReturnType<typeof stripeCalls>>;
   replay: Awaited<ReturnType<typeof replayMillion>>;
 };
@@ -605,7 +615,7 @@ Deliveries are Twilio-signed (X-Twilio-Signature + bodySHA256) and verified; eve
 | End-to-end ingest, 100-event deliveries (first request → every event counted in SQLite) | ${n(r.e2e100.eventsPerSecond)} events/s | ≥ 25,000 events/s | ${mark(r.e2e100.eventsPerSecond >= 25_000)} |
 | 1-event deliveries acknowledged by the receiver / bare Express yardstick (same client, same payloads, nothing else running) | ${n(r.receiver1.deliveriesPerSecond)} / ${n(r.yardstick1.deliveriesPerSecond)} deliveries/s = ${ratio1.toFixed(2)} | ≥ 0.7 | ${mark(ratio1 >= 0.7)} |
 | The same while the worker ingests on the same 2 cores (end-to-end run) | ${n(r.e2e1.deliveriesAckedPerSecond)} / ${n(r.yardstick1.deliveriesPerSecond)} = ${ratio1Loaded.toFixed(2)} | (context) | |
-| Receiver ack latency at ${n(r.latency.rate)} deliveries/s (1 event each) | p50 ${r.latency.p50Ms} ms, p99 ${r.latency.p99Ms} ms (achieved ${n(r.latency.achieved)}/s) | p99 ≤ 50 ms | ${mark(r.latency.p99Ms <= 50)} |
+| Receiver ack latency at ${n(r.latency.rate)} deliveries/s (1 event each, worker ingesting alongside), median of 3 runs of ${r.latency.seconds} s | p50 ${r.latency.p50Ms} ms, p99 ${r.latency.p99Ms} ms (the 3 runs' p99: ${r.latency.p99AllMs.join(", ")} ms) | p99 ≤ 50 ms | ${mark(r.latency.p99Ms <= 50)} |
 | Peak RSS per process under load (receiver, worker) | ${maxRss} MB | ≤ 300 MB | ${mark(maxRss <= 300)} |
 | Replay of ${n(r.replay.events)} events | ${n(r.replay.eventsPerSecond)} events/s; RSS ${r.replay.rssMbAt["10%"]} → ${r.replay.rssMbAt["50%"]} → ${r.replay.rssMbAt["90%"]} MB (10/50/90 % of the run) | flat memory (90 % within 25 % of 10 %) | ${mark(r.replay.rssMbAt["90%"] <= r.replay.rssMbAt["10%"] * 1.25)} |
 | Peak RSS of the replay process (CLI + its own worker) | ${r.replay.rssMbAt.max} MB | ≤ 300 MB | ${mark(r.replay.rssMbAt.max <= 300)} |
