@@ -94,7 +94,12 @@ export const usageHourly = sqliteTable(
     simSid: text("sim_sid").notNull(),
     bytes: integer("bytes").notNull(),
   },
-  (t) => [primaryKey({ columns: [t.hour, t.simSid] })],
+  (t) => [
+    primaryKey({ columns: [t.hour, t.simSid] }),
+    // Serves per-SIM usage queries and the reporter's "hours of re-assigned SIMs". Written only
+    // when a SIM's first bytes of an hour arrive, not on every update of the row.
+    index("usage_hourly_sim_idx").on(t.simSid, t.hour),
+  ],
 );
 
 /** Non-billing events per SIM per UTC day and type: makes rejection storms visible. */

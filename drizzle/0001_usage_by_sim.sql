@@ -1,0 +1,1 @@
+CREATE INDEX `usage_hourly_sim_idx` ON `usage_hourly` (`sim_sid`,`hour`);
