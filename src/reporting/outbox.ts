@@ -66,12 +66,13 @@ export function planReports({
       maxAssign = Math.max(maxAssign, a.id);
       for (const simSid of resolver.simsFor(a)) moved.add(simSid);
     }
-    if (moved.size > 0) {
-      // One pass over usage for all re-assigned SIMs (usage is keyed by hour, not by SIM).
+    // Their hours must be re-planned; in chunks, as SQLite caps the parameters of one statement.
+    const movedSims = [...moved];
+    for (let i = 0; i < movedSims.length; i += 500) {
       for (const r of db
         .selectDistinct({ hour: usageHourly.hour })
         .from(usageHourly)
-        .where(inArray(usageHourly.simSid, [...moved]))
+        .where(inArray(usageHourly.simSid, movedSims.slice(i, i + 500)))
         .all()) {
         dirty.add(r.hour);
       }
