@@ -181,6 +181,17 @@ export function customerResolver(db: Db) {
     .all()) {
     simRows.set(s.simSid, s);
   }
+  // Reverse indexes, so mapping a bulk import of assignments to SIMs stays linear.
+  const byIccid = new Map<string, string[]>();
+  const byFleet = new Map<string, string[]>();
+  for (const s of simRows.values()) {
+    byIccid.set(s.iccid, [...(byIccid.get(s.iccid) ?? []), s.simSid]);
+    if (s.fleetSid) {
+      const list = byFleet.get(s.fleetSid) ?? [];
+      list.push(s.simSid);
+      byFleet.set(s.fleetSid, list);
+    }
+  }
   const cache = new Map<string, AssignmentLike[]>();
   const forSim = (simSid: string): AssignmentLike[] => {
     let list = cache.get(simSid);
@@ -198,16 +209,8 @@ export function customerResolver(db: Db) {
     resolve: (simSid: string, hour: number): string | null => resolveCustomer(forSim(simSid), hour),
     /** SIMs that an assignment's target covers (a fleet covers its SIMs) */
     simsFor(a: Pick<Assignment, "targetType" | "targetId">): string[] {
-      const out: string[] = [];
-      for (const s of simRows.values()) {
-        if (
-          (a.targetType === "sim" && s.simSid === a.targetId) ||
-          (a.targetType === "iccid" && s.iccid === a.targetId) ||
-          (a.targetType === "fleet" && s.fleetSid === a.targetId)
-        )
-          out.push(s.simSid);
-      }
-      return out;
+      if (a.targetType === "sim") return simRows.has(a.targetId) ? [a.targetId] : [];
+      return (a.targetType === "iccid" ? byIccid : byFleet).get(a.targetId) ?? [];
     },
   };
 }
