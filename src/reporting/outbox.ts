@@ -170,12 +170,20 @@ export function isPending(db: Db, identifier: string): boolean {
   );
 }
 
-export function markSent(db: Db, identifier: string, now: number, timestamp: number): void {
+/** `timestamp`/`late`: where the event was stamped when sent (a row can turn late while pending). */
+export function markSent(
+  db: Db,
+  identifier: string,
+  now: number,
+  timestamp: number,
+  late: boolean,
+): void {
   db.update(meterReports)
     .set({
       state: "sent",
       sentAt: now,
       timestamp,
+      late: sql`${meterReports.late} or ${late ? 1 : 0}`,
       attempts: sql`${meterReports.attempts} + 1`,
       lastError: null,
     })

@@ -135,12 +135,12 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
       deps.metrics?.reportCalls.inc({ outcome: outcome.kind });
       switch (outcome.kind) {
         case "sent":
-          markSent(db, row.identifier, now(), timestamp);
+          markSent(db, row.identifier, now(), timestamp, stamp.late);
           summary.sent++;
           return true;
         case "duplicate":
           // Our identifier is deterministic: Stripe already holds this exact event.
-          markSent(db, row.identifier, now(), timestamp);
+          markSent(db, row.identifier, now(), timestamp, stamp.late);
           summary.duplicates++;
           return true;
         case "permanent":
