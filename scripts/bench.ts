@@ -544,7 +544,10 @@ async function main() {
     const latencies = [];
     for (let i = 0; i < 3; i++) latencies.push(await ackLatency(redis.url, 1000, QUICK ? 5 : 15));
     const byP99 = [...latencies].sort((a, b) => a.p99Ms - b.p99Ms);
-    const latency = { ...(byP99[1] as (typeof latencies)[number]), p99AllMs: latencies.map((l) => l.p99Ms) };
+    const latency = {
+      ...(byP99[1] as (typeof latencies)[number]),
+      p99AllMs: latencies.map((l) => l.p99Ms),
+    };
     const stripe = await stripeCalls(redis.url);
     const replay = await replayMillion(
       redis.url,
