@@ -12,6 +12,7 @@ import type { Db } from "../db/client.ts";
 import {
   anomalies,
   eventCounts,
+  meta,
   quarantine,
   readings,
   reportDirtyHours,
@@ -27,6 +28,7 @@ import {
   parseDeliveryBody,
 } from "../events/schema.ts";
 import type { Delivery, IngestJobData } from "./job.ts";
+import { PRUNED_BEFORE } from "./prune.ts";
 
 export type IngestSettings = {
   billingMode: "realtime" | "ended-only";
@@ -76,9 +78,11 @@ export function prepareIngest(db: Db) {
       })
       .onConflictDoUpdate({
         target: sims.simSid,
+        // Only a newer event may change the SIM's ICCID or fleet: a delivery retried hours later
+        // must not move the SIM back to the fleet (and the customer) it has left.
         set: {
-          iccid: sql`excluded.iccid`,
-          fleetSid: sql`coalesce(excluded.fleet_sid, ${sims.fleetSid})`,
+          iccid: sql`case when excluded.last_event_at >= ${sims.lastEventAt} then excluded.iccid else ${sims.iccid} end`,
+          fleetSid: sql`case when excluded.last_event_at >= ${sims.lastEventAt} then coalesce(excluded.fleet_sid, ${sims.fleetSid}) else ${sims.fleetSid} end`,
           lastEventAt: sql`max(${sims.lastEventAt}, excluded.last_event_at)`,
         },
       })
@@ -181,6 +185,11 @@ export function prepareIngest(db: Db) {
       })
       .onConflictDoNothing()
       .prepare(),
+    prunedBefore: db
+      .select({ value: meta.value })
+      .from(meta)
+      .where(eq(meta.key, PRUNED_BEFORE))
+      .prepare(),
     /** simSid → what was last written for it (see ingestDeliveries) */
     simsWritten: new Map<string, string>(),
   };
@@ -267,7 +276,10 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
   db.transaction(
     () => {
       const now = ctx.now();
-      const oldest = now - settings.retentionDays * DAY_MS;
+      const retentionCutoff = now - settings.retentionDays * DAY_MS;
+      // Raising RETENTION_DAYS cannot bring back dedupe records that were already deleted.
+      const prunedBefore = (stmts.prunedBefore.get() as { value: number } | undefined)?.value ?? 0;
+      const oldest = Math.max(retentionCutoff, prunedBefore);
       const touched = new Map<string, SessionTouch>();
       written = [];
       const quarantineOne = (
@@ -315,7 +327,9 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
               delivery,
               position,
               e.eventSid,
-              `event time ${new Date(e.timestampMs).toISOString()} is older than the ${settings.retentionDays}-day retention: its dedupe record may be pruned, so counting it could double-bill; raise RETENTION_DAYS to replay old archives`,
+              e.timestampMs < prunedBefore
+                ? `event time ${new Date(e.timestampMs).toISOString()} is before ${new Date(prunedBefore).toISOString()}, up to which dedupe records were pruned: counting it could double-bill, so it is refused`
+                : `event time ${new Date(e.timestampMs).toISOString()} is older than the ${settings.retentionDays}-day retention: its dedupe record may be pruned, so counting it could double-bill; raise RETENTION_DAYS (before anything is pruned) to replay old archives`,
               rawOf(raw) ?? "(event not re-serialisable)",
             );
             continue;

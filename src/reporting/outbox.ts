@@ -9,7 +9,7 @@ import {
   reportDirtyHours,
   usageHourly,
 } from "../db/schema.ts";
-import { meterEventIdentifier, planHour, stampFor } from "./plan.ts";
+import { MAX_METER_VALUE, meterEventIdentifier, planHour, stampFor } from "./plan.ts";
 
 export type PlanSettings = { graceSeconds: number };
 
@@ -111,21 +111,28 @@ export function planReports({
       }
       const plan = planHour(counted, reported, held);
       for (const d of plan.deltas) {
-        const seq = nextSeq.get(d.customerId) ?? 0;
         const stamp = stampFor(hour, now, settings.graceSeconds);
-        const row = {
-          identifier: meterEventIdentifier(d.customerId, hour, seq),
-          customerId: d.customerId,
-          hour,
-          seq,
-          value: d.value,
-          timestamp: stamp.timestamp,
-          late: stamp.late,
-          state: "pending" as const,
-          createdAt: now,
-        };
-        if (!dryRun) db.insert(meterReports).values(row).run();
-        result.rows.push(row);
+        // Stripe takes at most 15 significant digits per value: larger differences go as parts.
+        let left = d.value;
+        let seq = nextSeq.get(d.customerId) ?? 0;
+        while (left !== 0) {
+          const part = Math.sign(left) * Math.min(Math.abs(left), MAX_METER_VALUE);
+          const row = {
+            identifier: meterEventIdentifier(d.customerId, hour, seq),
+            customerId: d.customerId,
+            hour,
+            seq,
+            value: part,
+            timestamp: stamp.timestamp,
+            late: stamp.late,
+            state: "pending" as const,
+            createdAt: now,
+          };
+          if (!dryRun) db.insert(meterReports).values(row).run();
+          result.rows.push(row);
+          left -= part;
+          seq++;
+        }
       }
       for (const c of plan.heldBack) result.heldBack.push({ customerId: c, hour });
       if (!dryRun) {

@@ -519,3 +519,26 @@ describe("customerResolver and unmappedUsage over ingested SIMs", () => {
     expect(unmappedUsage(db)).toEqual([]);
   });
 });
+
+describe("a SIM's fleet over time", () => {
+  it("an older event retried hours later does not move the SIM back to the fleet it left", () => {
+    const t = memoryIngest();
+    const at = (sid: string, ms: number, fleetSid: string) =>
+      buildCloudEvent({
+        eventSid: sid,
+        kind: "attachment.accepted",
+        accountSid: `AC${"1".repeat(32)}`,
+        simSid: `HS${"9".repeat(32)}`,
+        iccid: "89883070000005381783",
+        fleetSid,
+        timestampMs: ms,
+      });
+    const fleetA = `HF${"a".repeat(32)}`;
+    const fleetB = `HF${"b".repeat(32)}`;
+    t.ingest([at(`EZ${"1".repeat(32)}`, Date.parse("2026-11-27T10:00:00Z"), fleetA)]);
+    t.ingest([at(`EZ${"2".repeat(32)}`, Date.parse("2026-11-27T11:00:00Z"), fleetB)]);
+    t.ingest([at(`EZ${"3".repeat(32)}`, Date.parse("2026-11-27T10:30:00Z"), fleetA)]);
+    const row = t.db.$client.prepare("select fleet_sid from sims").get() as { fleet_sid: string };
+    expect(row.fleet_sid).toBe(fleetB);
+  });
+});

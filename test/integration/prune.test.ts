@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DAY_MS } from "../../src/accounting/buckets.ts";
+import { ingestDeliveries } from "../../src/ingest/ingest.ts";
 import { pruneExpired } from "../../src/ingest/prune.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { memoryIngest } from "../helpers/db.ts";
@@ -38,5 +39,62 @@ describe("retention", () => {
     // Replaying the pruned event cannot double-count it: it is refused with a reason.
     const late = memoryIngest({ retentionDays: 40 }, () => NOW + 2 * DAY_MS);
     expect(late.ingest([old])).toMatchObject({ counted: 0, quarantined: 1 });
+  });
+});
+
+describe("retention after pruning", () => {
+  it("raising RETENTION_DAYS later does not let pruned events be counted again", () => {
+    const t = memoryIngest({ retentionDays: 40 }, () => NOW);
+    const old = ended(`EZ${"c".repeat(32)}`, `PI${"c".repeat(32)}`, NOW - 39 * DAY_MS, 500);
+    t.ingest([old]);
+    pruneExpired(t.db, 40, NOW + 2 * DAY_MS);
+    // Same database, retention raised to replay an archive: the pruned event is still refused.
+    const raised = {
+      ...t.ctx,
+      settings: { ...t.ctx.settings, retentionDays: 400 },
+      now: () => NOW + 2 * DAY_MS,
+    };
+    const s = ingestDeliveries(raised, {
+      v: 1,
+      deliveries: [{ id: "replay", receivedAt: NOW, source: "replay", events: [old] }],
+    });
+    expect(s).toMatchObject({ counted: 0, quarantined: 1 });
+    const q = t.db.$client.prepare("select reason from quarantine").get() as { reason: string };
+    expect(q.reason).toMatch(/dedupe records were pruned/);
+    expect(Object.values(t.usage())).toEqual([500]);
+  });
+
+  it("keeps an open session whose last reading is past the retention, so its next reading is not billed again in full", () => {
+    const t = memoryIngest({ retentionDays: 40 }, () => NOW);
+    const update = buildCloudEvent({
+      eventSid: `EZ${"d".repeat(32)}`,
+      kind: "data-session.updated",
+      accountSid: `AC${"1".repeat(32)}`,
+      simSid: SIM,
+      iccid: "89883070000005381783",
+      timestampMs: NOW - 39 * DAY_MS,
+      sessionSid: `PI${"d".repeat(32)}`,
+      sessionStartMs: NOW - 39 * DAY_MS - 3_600_000,
+      windowStartMs: NOW - 39 * DAY_MS - 600_000,
+      windowEndMs: NOW - 39 * DAY_MS,
+      cumulativeDown: 1000,
+    });
+    t.ingest([update]);
+    expect(pruneExpired(t.db, 40, NOW + 2 * DAY_MS).sessions).toBe(0);
+    const later = memoryIngest({ retentionDays: 40 }, () => NOW + 2 * DAY_MS);
+    const ctx = { ...later.ctx, db: t.db, stmts: t.ctx.stmts };
+    ingestDeliveries(ctx, {
+      v: 1,
+      deliveries: [
+        {
+          id: "e",
+          receivedAt: NOW,
+          source: "replay",
+          events: [ended(`EZ${"f".repeat(32)}`, `PI${"d".repeat(32)}`, NOW + DAY_MS, 1200)],
+        },
+      ],
+    });
+    const total = Object.values(t.usage()).reduce((a, b) => a + b, 0);
+    expect(total).toBe(1200);
   });
 });

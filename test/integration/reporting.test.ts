@@ -303,3 +303,26 @@ describe("reporting usage to Stripe Billing Meters", () => {
     expect(tampered.find((r) => r.customer === "cus_fleet1")?.stripeDrift).toBe(-12345);
   });
 });
+
+describe("values beyond Stripe's 15 significant digits", () => {
+  it("a difference larger than 999,999,999,999,999 bytes is sent in parts that Stripe accepts", async () => {
+    rig = await reportingRig({ redisUrl: inject("redisUrl"), now: NOW });
+    assignCustomer({
+      db: rig.db,
+      now: NOW,
+      input: { targetType: "sim", targetId: SIM_A, customerId: "cus_huge", effectiveFrom: BASE },
+    });
+    const huge = 2_500_000_000_000_000;
+    rig.ingest(
+      session("PI5000000000000000000000000000000e", "2026-11-23T08:00:00Z", [
+        ["2026-11-23T08:30:00Z", huge],
+      ]),
+    );
+    await rig.reportUntilDone();
+    expect(rig.emu.events().map((e) => e.value)).toEqual([
+      999_999_999_999_999, 999_999_999_999_999, 500_000_000_000_002,
+    ]);
+    expect(rig.emu.totalsByCustomer(EVENT_NAME).get("cus_huge")).toBe(huge);
+    expect(failedReports(rig.db)).toEqual([]);
+  });
+});
