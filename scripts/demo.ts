@@ -14,6 +14,7 @@ import { Redis as RedisClient } from "ioredis";
 import { envSchema } from "../src/config.ts";
 import { importCustomersCsv } from "../src/customers/customers.ts";
 import { openDb } from "../src/db/client.ts";
+import type { DriftRow } from "../src/reporting/reconcile.ts";
 import { simulateFleet } from "../src/simulate/fleet.ts";
 import { type SendProgress, sendDeliveries, writeCustomersCsv } from "../src/simulate/output.ts";
 import { freePort } from "./lib/redis-server.ts";
@@ -306,16 +307,6 @@ async function queueDepth(baseUrl: string): Promise<Depth | null> {
 
 const emulatorTotal = (emu: StripeEmulator) =>
   [...emu.totalsByCustomer().values()].reduce((a, b) => a + b, 0);
-
-type DriftRow = {
-  customer: string;
-  counted: number;
-  reported: number;
-  pending: number;
-  stripe: number | null;
-  unreported: number;
-  stripeDrift: number | null;
-};
 
 let interrupted = false;
 // Aborts the sender's requests on Ctrl-C: simmeter's graceful shutdown waits for open requests,
