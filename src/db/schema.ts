@@ -127,6 +127,9 @@ export const quarantine = sqliteTable(
     eventSid: text("event_sid"),
     reason: text("reason").notNull(),
     raw: text("raw").notNull(),
+    /** when an operator last put the event back on the ingest queue (simmeter quarantine requeue) */
+    requeuedAt: integer("requeued_at"),
+    requeues: integer("requeues").notNull().default(0),
   },
   (t) => [
     // A re-run job (crash, stall) must not quarantine the same event twice.
@@ -189,6 +192,14 @@ export const meterReports = sqliteTable(
     value: integer("value").notNull(),
     timestamp: integer("timestamp").notNull(),
     late: integer("late", { mode: "boolean" }).notNull(),
+    /**
+     * usage: a meter event simmeter sends. observed: never sent; records what `reconcile --repair`
+     * found Stripe to hold beyond (or short of) the sent rows, so the planner sends the difference
+     * under a new identifier.
+     */
+    kind: text("kind", { enum: ["usage", "observed"] })
+      .notNull()
+      .default("usage"),
     state: text("state", { enum: ["pending", "sent", "failed"] }).notNull(),
     attempts: integer("attempts").notNull().default(0),
     lastError: text("last_error"),
@@ -197,6 +208,9 @@ export const meterReports = sqliteTable(
   },
   (t) => [
     uniqueIndex("meter_reports_customer_hour_seq_idx").on(t.customerId, t.hour, t.seq),
+    // Serves the planner's "what is reported for this hour" (one hour at a time, all customers):
+    // without it every dirty hour scanned the whole outbox.
+    index("meter_reports_hour_idx").on(t.hour, t.customerId),
     // Serves the sender's scan for pending rows.
     index("meter_reports_state_idx").on(t.state),
   ],
@@ -220,3 +234,33 @@ export type MeterReport = typeof meterReports.$inferSelect;
 export const reportDirtyHours = sqliteTable("report_dirty_hours", {
   hour: integer("hour").primaryKey(),
 });
+
+/**
+ * Fleet membership over time: the fleets each SIM's events named, per UTC hour. An hour's fleet
+ * (and so its fleet customer) is decided by what the events of that time said, never by the SIM's
+ * current fleet (see src/customers/history.ts). '' stands for "no fleet".
+ */
+export const simFleetHours = sqliteTable(
+  "sim_fleet_hours",
+  {
+    simSid: text("sim_sid").notNull(),
+    hour: integer("hour").notNull(),
+    fleetSid: text("fleet_sid").notNull(),
+  },
+  (t) => [
+    // Serves one SIM's membership history in time order.
+    primaryKey({ columns: [t.simSid, t.hour, t.fleetSid] }),
+    // Serves "which SIMs were ever in this fleet" when a fleet assignment changes.
+    index("sim_fleet_hours_fleet_idx").on(t.fleetSid, t.simSid),
+  ],
+);
+
+/**
+ * SIMs whose customer history changed (a fleet move seen by ingest): the planner re-checks every
+ * hour of these SIMs, as the first customer covering them may now exist.
+ */
+export const reportDirtySims = sqliteTable("report_dirty_sims", {
+  simSid: text("sim_sid").primaryKey(),
+});
+
+export type SimFleetHour = typeof simFleetHours.$inferSelect;
