@@ -22,7 +22,8 @@ export type AnomalyKind =
   | "cumulative_decrease"
   | "reading_after_end"
   | "impossible_rate"
-  | "mixed_schema";
+  | "mixed_schema"
+  | "spread_clamped";
 
 export type Anomaly = { kind: AnomalyKind; eventSid: string; detail: string };
 
@@ -42,6 +43,12 @@ export type AttributeOptions = {
   sessionStart: number | null;
   /** rates above this are flagged (never dropped) */
   maxBytesPerSecond: number;
+  /**
+   * prorate: the longest interval one reading's bytes are spread over (the retention window). A
+   * start further back is an anomaly, and the bytes of the part before the window go to the oldest
+   * hour in it: one event can never turn into years of hourly rows and Stripe calls.
+   */
+  maxSpreadMs?: number;
 };
 
 function add(map: Map<number, number>, bucket: number, bytes: number): void {
@@ -86,8 +93,21 @@ export function attributeSession(
     }
   }
 
-  const spread = (amount: number, from: number | null, to: number) => {
+  const spread = (r: Reading, amount: number, from: number | null, to: number) => {
     if (opts.attribution === "prorate" && from !== null) {
+      const earliest = opts.maxSpreadMs === undefined ? from : to - opts.maxSpreadMs;
+      if (from < earliest && amount > 0) {
+        // Exact integer split: the share of (from, earliest] goes to the oldest hour in the window.
+        const before = Number((BigInt(amount) * BigInt(earliest - from)) / BigInt(to - from));
+        anomalies.push({
+          kind: "spread_clamped",
+          eventSid: r.eventSid,
+          detail: `interval from ${new Date(from).toISOString()} is longer than the ${Math.round((opts.maxSpreadMs as number) / 86_400_000)}-day window; ${before} of ${amount} bytes from before ${new Date(earliest).toISOString()} put in its oldest hour`,
+        });
+        add(buckets, bucketOf(earliest + 1), before);
+        for (const [b, v] of prorate(amount - before, earliest, to)) add(buckets, b, v);
+        return;
+      }
       for (const [b, v] of prorate(amount, from, to)) add(buckets, b, v);
     } else {
       add(buckets, bucketOf(to), amount);
@@ -125,7 +145,7 @@ export function attributeSession(
       if (c > max) {
         const inc = c - max;
         checkRate(r, inc, prevT);
-        spread(inc, prevT, r.t);
+        spread(r, inc, prevT, r.t);
         max = c;
       } else if (c < max) {
         anomalies.push({
@@ -144,7 +164,7 @@ export function attributeSession(
   for (const r of sorted) {
     const w = r.window ?? 0;
     checkRate(r, w, r.windowStart);
-    spread(w, r.windowStart, r.t);
+    spread(r, w, r.windowStart, r.t);
     total += w;
   }
   return { buckets, total, windowSum, anomalies, basis: "window" };

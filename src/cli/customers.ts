@@ -2,9 +2,11 @@ import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import {
   assignCustomer,
+  describeMoves,
   InputError,
   importCustomersCsv,
   listAssignments,
+  previewMoves,
 } from "../customers/customers.ts";
 import type { TargetType } from "../customers/resolve.ts";
 import { parseTime } from "../usage/query.ts";
@@ -26,26 +28,37 @@ export function registerCustomerCommands(program: Command): void {
     .requiredOption("--customer <cus>", "Stripe customer id (cus_…)")
     .option(
       "--from <time>",
-      "effective time, UTC (default now); applies from the first whole hour at or after it",
+      "effective time, ISO 8601, UTC without an offset (default now); applies from the first whole hour at or after it",
+    )
+    .option(
+      "--rebill",
+      "allow moving usage already attributed to another customer to this one (prints what moves)",
     )
     .action(
       (
         id: string,
-        o: { sim?: boolean; iccid?: boolean; fleet?: boolean; customer: string; from?: string },
+        o: {
+          sim?: boolean;
+          iccid?: boolean;
+          fleet?: boolean;
+          customer: string;
+          from?: string;
+          rebill?: boolean;
+        },
       ) => {
         const kinds = (["sim", "iccid", "fleet"] as const).filter((k) => o[k]);
         if (kinds.length !== 1) throw new InputError("give exactly one of --sim, --iccid, --fleet");
         const { db } = cliContext({}, "warn");
-        const a = assignCustomer({
-          db,
-          now: Date.now(),
-          input: {
-            targetType: kinds[0] as TargetType,
-            targetId: id,
-            customerId: o.customer,
-            ...(o.from ? { effectiveFrom: parseTime(o.from, "--from") } : {}),
-          },
-        });
+        const input = {
+          targetType: kinds[0] as TargetType,
+          targetId: id,
+          customerId: o.customer,
+          ...(o.from ? { effectiveFrom: parseTime(o.from, "--from") } : {}),
+        };
+        const now = Date.now();
+        const moves = o.rebill ? previewMoves(db, [input], now) : [];
+        const a = assignCustomer({ db, now, rebill: Boolean(o.rebill), input });
+        for (const line of describeMoves(moves)) process.stdout.write(`re-billed: ${line}\n`);
         process.stdout.write(
           `${a.targetType} ${a.targetId} → ${a.customerId} from ${new Date(a.effectiveFrom).toISOString()}\n`,
         );
@@ -57,11 +70,20 @@ export function registerCustomerCommands(program: Command): void {
       "import assignments from CSV: header sim_sid|sim_iccid|fleet_sid, stripe_customer_id[, effective_from]; all rows or none",
     )
     .argument("<file>", "CSV file")
-    .action((file: string) => {
+    .option("--rebill", "allow rows that move usage already attributed to another customer")
+    .action((file: string, o: { rebill?: boolean }) => {
       const { db } = cliContext({}, "warn");
-      const r = importCustomersCsv({ db, csv: readFileSync(file, "utf8"), now: Date.now() });
+      const r = importCustomersCsv({
+        db,
+        csv: readFileSync(file, "utf8"),
+        now: Date.now(),
+        rebill: Boolean(o.rebill),
+      });
+      for (const line of r.errors.length === 0 ? describeMoves(r.moves) : [])
+        process.stdout.write(`re-billed: ${line}\n`);
       if (r.errors.length > 0) {
-        for (const e of r.errors) process.stderr.write(`${file}:${e.line}: ${e.message}\n`);
+        for (const e of r.errors)
+          process.stderr.write(e.line > 0 ? `${file}:${e.line}: ${e.message}\n` : `${e.message}\n`);
         process.stderr.write(`nothing imported: ${r.errors.length} bad row(s)\n`);
         process.exitCode = 1;
         return;

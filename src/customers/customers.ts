@@ -3,7 +3,15 @@ import { asc } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { type Assignment, assignments, sims, usageHourly } from "../db/schema.ts";
 import { parseUtcTime } from "../lib/time.ts";
-import { type AssignmentLike, effectiveHour, resolveCustomer, type TargetType } from "./resolve.ts";
+import {
+  type AssignmentLike,
+  coveringCustomer,
+  effectiveHour,
+  type FleetObservation,
+  firstCoverage,
+  type SimHistory,
+  type TargetType,
+} from "./resolve.ts";
 
 export class InputError extends Error {
   override name = "InputError";
@@ -33,18 +41,7 @@ export function validateAssignment(input: AssignInput): string | null {
   return null;
 }
 
-/** Records who pays for a SIM, ICCID or fleet from a time on (default: now). */
-export function assignCustomer({
-  db,
-  input,
-  now,
-}: {
-  db: Db;
-  input: AssignInput;
-  now: number;
-}): Assignment {
-  const problem = validateAssignment(input);
-  if (problem) throw new InputError(problem);
+function insertAssignment(db: Db, input: AssignInput, now: number): Assignment {
   return db
     .insert(assignments)
     .values({
@@ -58,7 +55,51 @@ export function assignCustomer({
     .get();
 }
 
-export type ImportResult = { imported: number; errors: { line: number; message: string }[] };
+/** Raised when an assignment would bill already-counted hours to another customer. */
+export class RebillRequired extends InputError {
+  override name = "RebillRequired";
+  constructor(readonly moves: Move[]) {
+    super(
+      `this would move ${moves.reduce((s, m) => s + m.bytes, 0)} counted bytes in ${moves.length} SIM-hour(s) to another customer:\n  ${describeMoves(moves).join("\n  ")}\nnothing changed; to re-bill that usage, run again with --rebill (or give an effective time that moves nothing)`,
+    );
+  }
+}
+
+/**
+ * Records who pays for a SIM, ICCID or fleet from a time on (default: now). An assignment that
+ * would move usage already attributed to one customer to another is refused unless `rebill` is
+ * set: history changes customer only when an operator asks for it (previewMoves shows what a
+ * re-bill moves).
+ */
+export function assignCustomer({
+  db,
+  input,
+  now,
+  rebill = false,
+}: {
+  db: Db;
+  input: AssignInput;
+  now: number;
+  rebill?: boolean;
+}): Assignment {
+  const problem = validateAssignment(input);
+  if (problem) throw new InputError(problem);
+  return db.transaction(
+    () => {
+      const moves = previewMoves(db, [input], now);
+      if (moves.length > 0 && !rebill) throw new RebillRequired(moves);
+      return insertAssignment(db, input, now);
+    },
+    { behavior: "immediate" },
+  );
+}
+
+export type ImportResult = {
+  imported: number;
+  errors: { line: number; message: string }[];
+  /** usage the import moves (or, refused without rebill, would move) to another customer */
+  moves: Move[];
+};
 
 const TARGET_COLUMNS: Record<string, TargetType> = {
   sim_sid: "sim",
@@ -74,10 +115,12 @@ export function importCustomersCsv({
   db,
   csv,
   now,
+  rebill = false,
 }: {
   db: Db;
   csv: string;
   now: number;
+  rebill?: boolean;
 }): ImportResult {
   let parsed: { record: string[]; info: { lines: number }; raw: string }[];
   try {
@@ -93,6 +136,7 @@ export function importCustomersCsv({
     return {
       imported: 0,
       errors: [{ line: (err as { lines?: number }).lines ?? 0, message: (err as Error).message }],
+      moves: [],
     };
   }
   // csv-parse reports the line a record ends on; operators need the line it starts on.
@@ -118,6 +162,7 @@ export function importCustomersCsv({
           message: `header must hold exactly one of sim_sid, sim_iccid, fleet_sid, plus stripe_customer_id (optional effective_from); got ${JSON.stringify(header.join(","))}`,
         },
       ],
+      moves: [],
     };
   }
   const targetCol = header.indexOf(targets[0] as string);
@@ -147,11 +192,22 @@ export function importCustomersCsv({
     if (problem) errors.push({ line, message: problem });
     else rows.push(input);
   });
-  if (errors.length > 0) return { imported: 0, errors };
-  db.transaction(() => {
-    for (const input of rows) assignCustomer({ db, input, now });
-  });
-  return { imported: rows.length, errors: [] };
+  if (errors.length > 0) return { imported: 0, errors, moves: [] };
+  return db.transaction(
+    () => {
+      const moves = previewMoves(db, rows, now);
+      if (moves.length > 0 && !rebill) {
+        return {
+          imported: 0,
+          errors: [{ line: 0, message: new RebillRequired(moves).message }],
+          moves,
+        };
+      }
+      for (const input of rows) insertAssignment(db, input, now);
+      return { imported: rows.length, errors: [], moves };
+    },
+    { behavior: "immediate" },
+  );
 }
 
 export function listAssignments(db: Db): Assignment[] {
@@ -164,7 +220,12 @@ export function listAssignments(db: Db): Assignment[] {
 
 export type SimInfo = { simSid: string; iccid: string; fleetSid: string | null };
 
-/** Builds a resolver over all assignments, for resolving many (SIM, hour) pairs in one pass. */
+/**
+ * Builds a resolver over all assignments and the recorded fleet history, for resolving many
+ * (SIM, hour) pairs in one pass. An hour's customer follows src/customers/resolve.ts: what was
+ * true during that hour, never the SIM's current fleet. Fleet history is read per SIM and hour
+ * (two indexed lookups); a SIM's whole history is read only when nothing covers the hour.
+ */
 export function customerResolver(db: Db) {
   const all = db.select().from(assignments).all();
   const byTarget = new Map<string, AssignmentLike[]>();
@@ -175,47 +236,184 @@ export function customerResolver(db: Db) {
     byTarget.set(key, list);
   }
   const simRows = new Map<string, SimInfo>();
+  const byIccid = new Map<string, string[]>();
   for (const s of db
     .select({ simSid: sims.simSid, iccid: sims.iccid, fleetSid: sims.fleetSid })
     .from(sims)
     .all()) {
     simRows.set(s.simSid, s);
-  }
-  // Reverse indexes, so mapping a bulk import of assignments to SIMs stays linear.
-  const byIccid = new Map<string, string[]>();
-  const byFleet = new Map<string, string[]>();
-  for (const s of simRows.values()) {
     byIccid.set(s.iccid, [...(byIccid.get(s.iccid) ?? []), s.simSid]);
-    if (s.fleetSid) {
-      const list = byFleet.get(s.fleetSid) ?? [];
-      list.push(s.simSid);
-      byFleet.set(s.fleetSid, list);
-    }
   }
-  const cache = new Map<string, AssignmentLike[]>();
-  const forSim = (simSid: string): AssignmentLike[] => {
-    let list = cache.get(simSid);
+  const c = db.$client;
+  const latestAtOrBefore = c.prepare<[string, number], { hour: number | null }>(
+    "select max(hour) as hour from sim_fleet_hours where sim_sid = ? and hour <= ?",
+  );
+  const latestBefore = c.prepare<[string, number], { hour: number | null }>(
+    "select max(hour) as hour from sim_fleet_hours where sim_sid = ? and hour < ?",
+  );
+  const firstObserved = c.prepare<[string], { hour: number | null }>(
+    "select min(hour) as hour from sim_fleet_hours where sim_sid = ?",
+  );
+  const atHour = c.prepare<[string, number], { fleetSid: string }>(
+    "select fleet_sid as fleetSid from sim_fleet_hours where sim_sid = ? and hour = ?",
+  );
+  const wholeHistory = c.prepare<[string], FleetObservation>(
+    "select hour, fleet_sid as fleetSid from sim_fleet_hours where sim_sid = ? order by hour",
+  );
+  const simsInFleet = c
+    .prepare<[string], string>("select distinct sim_sid from sim_fleet_hours where fleet_sid = ?")
+    .pluck();
+  const fleetAssignments = (fleetSid: string) => byTarget.get(`fleet:${fleetSid}`) ?? [];
+  const simRow = c.prepare<[string], SimInfo>(
+    "select sim_sid as simSid, iccid, fleet_sid as fleetSid from sims where sim_sid = ?",
+  );
+  const ownCache = new Map<string, AssignmentLike[]>();
+  const own = (simSid: string): AssignmentLike[] => {
+    let list = ownCache.get(simSid);
     if (list) return list;
-    const info = simRows.get(simSid);
+    // A SIM first seen after this resolver was built (planning runs in chunks beside ingest).
+    let info = simRows.get(simSid);
+    if (!info) {
+      info = simRow.get(simSid);
+      if (info) simRows.set(simSid, info);
+    }
     list = [
       ...(byTarget.get(`sim:${simSid}`) ?? []),
       ...(info ? (byTarget.get(`iccid:${info.iccid}`) ?? []) : []),
-      ...(info?.fleetSid ? (byTarget.get(`fleet:${info.fleetSid}`) ?? []) : []),
     ];
-    cache.set(simSid, list);
+    ownCache.set(simSid, list);
     return list;
   };
+  /** The observations fleetAt consults for `hour`: the latest observed hour at or before it, and the one before. */
+  const nearFleets = (simSid: string, hour: number): FleetObservation[] => {
+    const at = latestAtOrBefore.get(simSid, hour)?.hour ?? firstObserved.get(simSid)?.hour ?? null;
+    if (at === null) return [];
+    const prev = latestBefore.get(simSid, at)?.hour ?? null;
+    const out: FleetObservation[] = [];
+    if (prev !== null)
+      for (const r of atHour.all(simSid, prev)) out.push({ hour: prev, fleetSid: r.fleetSid });
+    for (const r of atHour.all(simSid, at)) out.push({ hour: at, fleetSid: r.fleetSid });
+    return out;
+  };
+  const historyCache = new Map<string, SimHistory>();
+  const history = (simSid: string): SimHistory => {
+    let h = historyCache.get(simSid);
+    if (!h) {
+      h = { own: own(simSid), fleets: wholeHistory.all(simSid), fleetAssignments };
+      historyCache.set(simSid, h);
+    }
+    return h;
+  };
+  const firstCache = new Map<string, ReturnType<typeof firstCoverage>>();
   return {
-    resolve: (simSid: string, hour: number): string | null => resolveCustomer(forSim(simSid), hour),
-    /** SIMs that an assignment's target covers (a fleet covers its SIMs) */
+    resolve(simSid: string, hour: number): string | null {
+      const mine = own(simSid);
+      const covering = coveringCustomer(
+        { own: mine, fleets: nearFleets(simSid, hour), fleetAssignments },
+        hour,
+      );
+      if (covering) return covering;
+      if (!firstCache.has(simSid)) firstCache.set(simSid, firstCoverage(history(simSid)));
+      const first = firstCache.get(simSid);
+      return first && hour < first.hour ? first.customerId : null;
+    },
+    /** the customers of many hours of one SIM, from its whole history read once */
+    resolveHours(simSid: string, hours: readonly number[]): (string | null)[] {
+      const h = history(simSid);
+      if (!firstCache.has(simSid)) firstCache.set(simSid, firstCoverage(h));
+      const first = firstCache.get(simSid);
+      return hours.map(
+        (hour) =>
+          coveringCustomer(h, hour) ?? (first && hour < first.hour ? first.customerId : null),
+      );
+    },
+    /** everything that decides the SIM's customer (for explaining and for re-bill previews) */
+    history,
+    /** SIMs that an assignment's target covers (a fleet: every SIM ever seen in it) */
     simsFor(a: Pick<Assignment, "targetType" | "targetId">): string[] {
       if (a.targetType === "sim") return simRows.has(a.targetId) ? [a.targetId] : [];
-      return (a.targetType === "iccid" ? byIccid : byFleet).get(a.targetId) ?? [];
+      if (a.targetType === "iccid") return byIccid.get(a.targetId) ?? [];
+      return simsInFleet.all(a.targetId);
     },
   };
 }
 
 export type CustomerResolver = ReturnType<typeof customerResolver>;
+
+/** Usage of one SIM-hour that a change of assignments would bill to another customer. */
+export type Move = { simSid: string; hour: number; bytes: number; from: string; to: string | null };
+
+/**
+ * What a set of new assignments would move: every SIM-hour with usage whose customer changes from
+ * one customer to another (or to nobody). Hours that had no customer and gain one are not moves:
+ * that is unbilled usage being billed.
+ */
+export function previewMoves(db: Db, added: readonly AssignInput[], now: number): Move[] {
+  const before = customerResolver(db);
+  const simSet = new Set<string>();
+  for (const a of added) for (const s of before.simsFor(a)) simSet.add(s);
+  if (simSet.size === 0) return [];
+  // Resolve against the assignments as they would be, inside a transaction that is rolled back.
+  const moves: Move[] = [];
+  const rollback = new Error("preview");
+  try {
+    db.transaction(() => {
+      const usage = new Map<string, { hour: number; bytes: number }[]>();
+      const bySim = db.$client.prepare<[string], { hour: number; bytes: number }>(
+        "select hour, bytes from usage_hourly where sim_sid = ? and bytes != 0 order by hour",
+      );
+      const oldCustomer = new Map<string, (string | null)[]>();
+      for (const sim of simSet) {
+        const rows = bySim.all(sim);
+        usage.set(sim, rows);
+        oldCustomer.set(
+          sim,
+          before.resolveHours(
+            sim,
+            rows.map((r) => r.hour),
+          ),
+        );
+      }
+      for (const a of added) insertAssignment(db, a, now);
+      const after = customerResolver(db);
+      for (const [sim, rows] of usage) {
+        const old = oldCustomer.get(sim) ?? [];
+        const now_ = after.resolveHours(
+          sim,
+          rows.map((r) => r.hour),
+        );
+        rows.forEach((r, i) => {
+          const from = old[i] ?? null;
+          const to = now_[i] ?? null;
+          if (from !== null && from !== to)
+            moves.push({ simSid: sim, hour: r.hour, bytes: r.bytes, from, to });
+        });
+      }
+      throw rollback;
+    });
+  } catch (err) {
+    if (err !== rollback) throw err;
+  }
+  return moves;
+}
+
+/** One line per SIM and customer pair: "HS… 2026-11-01T00:00Z…2026-11-20T09:00Z 1234 B cus_a → cus_b". */
+export function describeMoves(moves: readonly Move[]): string[] {
+  const groups = new Map<string, { first: number; last: number; bytes: number; hours: number }>();
+  for (const m of moves) {
+    const key = `${m.simSid} ${m.from} → ${m.to ?? "(unmapped)"}`;
+    const g = groups.get(key) ?? { first: m.hour, last: m.hour, bytes: 0, hours: 0 };
+    g.first = Math.min(g.first, m.hour);
+    g.last = Math.max(g.last, m.hour);
+    g.bytes += m.bytes;
+    g.hours++;
+    groups.set(key, g);
+  }
+  return [...groups.entries()].map(
+    ([key, g]) =>
+      `${key}: ${g.bytes} bytes in ${g.hours} hour(s), ${new Date(g.first).toISOString()} to ${new Date(g.last).toISOString()}`,
+  );
+}
 
 /** Distinct Stripe customers named by any assignment. */
 export function assignmentCustomers(db: Db): string[] {
@@ -226,7 +424,11 @@ export function assignmentCustomers(db: Db): string[] {
     .map((r) => r.c);
 }
 
-/** Usage of SIMs that no assignment covers: kept, and reported as soon as a mapping exists. */
+/**
+ * Usage that no assignment covers, per SIM: kept, listed by `simmeter usage --unmapped`, and
+ * reported as soon as a mapping covers it. The same resolver as the reporter's, so every byte is
+ * either billed or listed here.
+ */
 export function unmappedUsage(db: Db): {
   simSid: string;
   iccid: string | null;
@@ -243,21 +445,37 @@ export function unmappedUsage(db: Db): {
       .all()
       .map((s) => [s.simSid, s]),
   );
-  const out = new Map<string, { bytes: number; first: number; last: number }>();
+  const bySim = new Map<string, { hour: number; bytes: number }[]>();
   for (const u of db.select().from(usageHourly).all()) {
-    if (u.bytes === 0 || resolver.resolve(u.simSid, u.hour) !== null) continue;
-    const r = out.get(u.simSid) ?? { bytes: 0, first: u.hour, last: u.hour };
-    r.bytes += u.bytes;
-    r.first = Math.min(r.first, u.hour);
-    r.last = Math.max(r.last, u.hour);
-    out.set(u.simSid, r);
+    if (u.bytes === 0) continue;
+    const list = bySim.get(u.simSid) ?? [];
+    list.push(u);
+    bySim.set(u.simSid, list);
   }
-  return [...out.entries()].map(([simSid, r]) => ({
-    simSid,
-    iccid: info.get(simSid)?.iccid ?? null,
-    fleetSid: info.get(simSid)?.fleetSid ?? null,
-    bytes: r.bytes,
-    firstHour: new Date(r.first).toISOString(),
-    lastHour: new Date(r.last).toISOString(),
-  }));
+  const out: ReturnType<typeof unmappedUsage> = [];
+  for (const [simSid, rows] of bySim) {
+    const customers = resolver.resolveHours(
+      simSid,
+      rows.map((r) => r.hour),
+    );
+    let bytes = 0;
+    let first = Number.POSITIVE_INFINITY;
+    let last = Number.NEGATIVE_INFINITY;
+    rows.forEach((r, i) => {
+      if (customers[i] !== null) return;
+      bytes += r.bytes;
+      first = Math.min(first, r.hour);
+      last = Math.max(last, r.hour);
+    });
+    if (bytes === 0 && first === Number.POSITIVE_INFINITY) continue;
+    out.push({
+      simSid,
+      iccid: info.get(simSid)?.iccid ?? null,
+      fleetSid: info.get(simSid)?.fleetSid ?? null,
+      bytes,
+      firstHour: new Date(first).toISOString(),
+      lastHour: new Date(last).toISOString(),
+    });
+  }
+  return out;
 }

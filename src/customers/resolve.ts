@@ -1,4 +1,5 @@
-// Pure: which Stripe customer pays for a SIM's usage in a given hour bucket.
+// Pure: which Stripe customer pays for a SIM's usage in a given hour bucket, decided by what was
+// true during that hour (docs/adr/0005-customer-history.md).
 
 export type TargetType = "sim" | "iccid" | "fleet";
 
@@ -8,6 +9,21 @@ export type AssignmentLike = {
   effectiveFrom: number;
   id: number;
 };
+
+/** A fleet the SIM's events named in an hour; '' is "no fleet". */
+export type FleetObservation = { hour: number; fleetSid: string };
+
+/** Everything that decides a SIM's customer: its own assignments, its fleets over time, theirs. */
+export type SimHistory = {
+  /** the SIM's own assignments (by sim_sid and ICCID) */
+  own: readonly AssignmentLike[];
+  /** the fleets the SIM's events named, sorted by hour (several in an hour the SIM moved in) */
+  fleets: readonly FleetObservation[];
+  /** a fleet's assignments */
+  fleetAssignments: (fleetSid: string) => readonly AssignmentLike[];
+};
+
+const HOUR_MS = 3_600_000;
 
 function latestInEffect(list: readonly AssignmentLike[], hour: number): AssignmentLike | undefined {
   let best: AssignmentLike | undefined;
@@ -23,46 +39,131 @@ function latestInEffect(list: readonly AssignmentLike[], hour: number): Assignme
   return best;
 }
 
-function earliest(list: readonly AssignmentLike[]): AssignmentLike | undefined {
-  let best: AssignmentLike | undefined;
-  for (const a of list) {
-    if (
-      !best ||
-      a.effectiveFrom < best.effectiveFrom ||
-      (a.effectiveFrom === best.effectiveFrom && a.id < best.id)
-    )
-      best = a;
-  }
-  return best;
+/** The distinct fleets observed at fleets[i].hour, for i the first index of that hour. */
+function setAt(fleets: readonly FleetObservation[], i: number): { set: string[]; start: number } {
+  const hour = (fleets[i] as FleetObservation).hour;
+  let start = i;
+  while (start > 0 && (fleets[start - 1] as FleetObservation).hour === hour) start--;
+  const set = new Set<string>();
+  for (let j = start; j < fleets.length && (fleets[j] as FleetObservation).hour === hour; j++)
+    set.add((fleets[j] as FleetObservation).fleetSid);
+  return { set: [...set].sort(), start };
 }
 
 /**
- * The customer for the hour bucket starting at `hour`, given every assignment that can apply to
- * the SIM (its own sim_sid and ICCID ones, and its fleet's):
- * 1. the SIM's own assignment in effect at the start of the hour wins;
- * 2. otherwise its fleet's assignment in effect then;
- * 3. usage from before any assignment took effect goes to the SIM's (else the fleet's) first
- *    assignment, so usage of a SIM that was unmapped is billed once a mapping exists.
- * An assignment is in effect from the first whole hour at or after its effective time: usage is
- * accounted per hour, so the hour in which a re-assignment happens stays with the previous customer.
+ * The fleets observed in the latest observed hour at or before `hour` (or the first observed hour
+ * when the SIM was seen only later), and in the observed hour before that. `fleets` is sorted by
+ * hour; a binary search keeps resolving a long history cheap.
+ */
+function observedAround(
+  fleets: readonly FleetObservation[],
+  hour: number,
+): { at: number; set: string[]; previous: string[] } | null {
+  if (fleets.length === 0) return null;
+  let lo = 0;
+  let hi = fleets.length - 1;
+  let found = 0;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if ((fleets[mid] as FleetObservation).hour <= hour) {
+      found = mid;
+      lo = mid + 1;
+    } else hi = mid - 1;
+  }
+  const here = setAt(fleets, found);
+  const previous = here.start > 0 ? setAt(fleets, here.start - 1).set : [];
+  return { at: (fleets[found] as FleetObservation).hour, set: here.set, previous };
+}
+
+/**
+ * The fleet the SIM was in during `hour` ('' for none, null when no event ever named one):
+ * - an hour with one observed fleet: that fleet;
+ * - an hour in which the SIM moved (several fleets): the fleet it came from (as an assignment that
+ *   takes effect inside an hour leaves that hour with the previous customer); when that is unknown,
+ *   the smallest fleet SID, so the answer never depends on arrival order;
+ * - an hour without events: the fleet of the latest observed hour before it (after a move hour,
+ *   the fleet it moved to); before its first event, the fleet of its first observed hour.
+ * Only the latest observed hour at or before `hour` and the one before that are consulted, so a
+ * caller may pass just those.
+ */
+export function fleetAt(fleets: readonly FleetObservation[], hour: number): string | null {
+  const o = observedAround(fleets, hour);
+  if (!o) return null;
+  if (o.set.length === 1) return o.set[0] as string;
+  const cameFrom = o.set.filter((f) => o.previous.includes(f));
+  const inMoveHour = (cameFrom[0] ?? o.set[0]) as string;
+  if (hour <= o.at) return inMoveHour;
+  return (o.set.find((f) => f !== inMoveHour) ?? inMoveHour) as string;
+}
+
+/** The customer whose assignment covers the SIM at `hour`: its own first, then its fleet's then. */
+export function coveringCustomer(h: SimHistory, hour: number): string | null {
+  const own = latestInEffect(h.own, hour);
+  if (own) return own.customerId;
+  const fleet = fleetAt(h.fleets, hour);
+  if (!fleet) return null;
+  return latestInEffect(h.fleetAssignments(fleet), hour)?.customerId ?? null;
+}
+
+/**
+ * The first hour at which any assignment covers the SIM, with its customer. Coverage can only
+ * begin where an assignment takes effect or where the SIM's fleet changes, so those are the only
+ * hours tried.
+ */
+export function firstCoverage(h: SimHistory): { hour: number; customerId: string } | null {
+  const candidates = new Set<number>();
+  for (const a of h.own) candidates.add(a.effectiveFrom);
+  const fleetSids = new Set(h.fleets.map((f) => f.fleetSid));
+  for (const f of fleetSids) for (const a of h.fleetAssignments(f)) candidates.add(a.effectiveFrom);
+  for (const f of h.fleets) {
+    candidates.add(f.hour);
+    candidates.add(f.hour + HOUR_MS);
+  }
+  for (const hour of [...candidates].sort((a, b) => a - b)) {
+    const customerId = coveringCustomer(h, hour);
+    if (customerId) return { hour, customerId };
+  }
+  return null;
+}
+
+/**
+ * The customer for the hour bucket starting at `hour`:
+ * 1. the SIM's own assignment (sim_sid or ICCID) in effect at the start of the hour;
+ * 2. otherwise the assignment in effect then of the fleet the SIM was in during that hour;
+ * 3. usage from before the SIM was first covered by any assignment goes to that first customer,
+ *    so a SIM that sent data before it was mapped is billed once a mapping exists;
+ * 4. otherwise nobody: the usage is unmapped and listed by `simmeter usage --unmapped` (a SIM that
+ *    left every assigned fleet, for example).
+ * An assignment is in effect from the first whole hour at or after its effective time. The SIM's
+ * current fleet plays no part: moving a SIM never moves the hours it already used.
+ */
+export function customerAt(h: SimHistory, hour: number): string | null {
+  const covering = coveringCustomer(h, hour);
+  if (covering) return covering;
+  const first = firstCoverage(h);
+  return first && hour < first.hour ? first.customerId : null;
+}
+
+/**
+ * The same rules for a SIM that was always in one fleet: `assignments` holds its own and that
+ * fleet's assignments.
  */
 export function resolveCustomer(
   assignments: readonly AssignmentLike[],
   hour: number,
 ): string | null {
-  const own = assignments.filter((a) => a.targetType !== "fleet");
   const fleet = assignments.filter((a) => a.targetType === "fleet");
-  return (
-    latestInEffect(own, hour)?.customerId ??
-    latestInEffect(fleet, hour)?.customerId ??
-    earliest(own)?.customerId ??
-    earliest(fleet)?.customerId ??
-    null
+  return customerAt(
+    {
+      own: assignments.filter((a) => a.targetType !== "fleet"),
+      fleets: fleet.length > 0 ? [{ hour: Number.MIN_SAFE_INTEGER, fleetSid: "HF" }] : [],
+      fleetAssignments: () => fleet,
+    },
+    hour,
   );
 }
 
 /** Rounds an effective time up to the hour boundary from which it applies. */
 export function effectiveHour(t: number): number {
-  const h = 3_600_000;
-  return Math.ceil(t / h) * h;
+  return Math.ceil(t / HOUR_MS) * HOUR_MS;
 }

@@ -1,4 +1,4 @@
-import { eq, sql } from "drizzle-orm";
+import { and, eq, sql } from "drizzle-orm";
 import {
   type Anomaly,
   type Attribution,
@@ -6,7 +6,7 @@ import {
   diffBuckets,
   type Reading,
 } from "../accounting/attribute.ts";
-import { DAY_MS, dayStart } from "../accounting/buckets.ts";
+import { DAY_MS, dayStart, hourStart } from "../accounting/buckets.ts";
 import { extendSession, type SessionState } from "../accounting/extend.ts";
 import type { Db } from "../db/client.ts";
 import {
@@ -16,8 +16,10 @@ import {
   quarantine,
   readings,
   reportDirtyHours,
+  reportDirtySims,
   seenEvents,
   sessions,
+  simFleetHours,
   sims,
   usageHourly,
 } from "../db/schema.ts";
@@ -190,8 +192,44 @@ export function prepareIngest(db: Db) {
       .from(meta)
       .where(eq(meta.key, PRUNED_BEFORE))
       .prepare(),
+    insertFleetHour: db
+      .insert(simFleetHours)
+      .values({ simSid: p("simSid"), hour: p("hour"), fleetSid: p("fleetSid") })
+      .onConflictDoNothing()
+      .prepare(),
+    /** the fleets of the SIM's latest observed hour before `hour`, and whether any later one exists */
+    fleetNeighbours: db.$client.prepare<
+      { simSid: string; hour: number },
+      { fleets: string | null; later: number; same: number }
+    >(
+      `select
+         (select group_concat(fleet_sid, ' ') from sim_fleet_hours
+            where sim_sid = @simSid and hour = (select max(hour) from sim_fleet_hours where sim_sid = @simSid and hour < @hour)) as fleets,
+         exists(select 1 from sim_fleet_hours where sim_sid = @simSid and hour > @hour) as later,
+         (select count(*) from sim_fleet_hours where sim_sid = @simSid and hour = @hour) as same`,
+    ),
+    markDirtySim: db
+      .insert(reportDirtySims)
+      .values({ simSid: p("simSid") })
+      .onConflictDoNothing()
+      .prepare(),
+    usageAt: db
+      .select({ bytes: usageHourly.bytes })
+      .from(usageHourly)
+      .where(and(eq(usageHourly.hour, p("hour")), eq(usageHourly.simSid, p("simSid"))))
+      .prepare(),
+    deleteReading: db
+      .delete(readings)
+      .where(and(eq(readings.sessionSid, p("sessionSid")), eq(readings.eventSid, p("eventSid"))))
+      .prepare(),
+    deleteSeen: db
+      .delete(seenEvents)
+      .where(eq(seenEvents.eventSid, p("eventSid")))
+      .prepare(),
     /** simSid → what was last written for it (see ingestDeliveries) */
     simsWritten: new Map<string, string>(),
+    /** simSid → the newest fleet observation written for it, and the latest hour observed */
+    fleetsWritten: new Map<string, { hour: number; fleetSid: string; maxHour: number }>(),
   };
 }
 
@@ -204,7 +242,14 @@ export type IngestContext = {
   now: () => number;
 };
 
-type SessionTouch = { simSid: string; startMs: number | null; readings: Reading[] };
+type EventSource = { delivery: Delivery; position: number; raw: unknown };
+type SessionTouch = {
+  simSid: string;
+  startMs: number | null;
+  readings: Reading[];
+  /** where each reading's event came from, to quarantine it if the session must be refused */
+  sources: EventSource[];
+};
 
 type Expanded =
   | { position: number; value: unknown }
@@ -271,8 +316,9 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
     lagsMs: [],
     byKind: {},
   };
-  // SIM rows written by this transaction enter the cache only once it commits.
+  // SIM rows written by this transaction enter the caches only once it commits.
   let written: [string, string][] = [];
+  let fleetsWritten: [string, { hour: number; fleetSid: string; maxHour: number }][] = [];
   db.transaction(
     () => {
       const now = ctx.now();
@@ -282,6 +328,8 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
       const oldest = Math.max(retentionCutoff, prunedBefore);
       const touched = new Map<string, SessionTouch>();
       written = [];
+      fleetsWritten = [];
+      const fleetCache = new Map<string, { hour: number; fleetSid: string; maxHour: number }>();
       const quarantineOne = (
         d: Delivery,
         position: number,
@@ -322,6 +370,29 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
             continue;
           }
           const e = c.event;
+          if (
+            settings.billingMode === "ended-only" &&
+            e.kind === "data-session.ended" &&
+            e.cumulativeTotal === null
+          ) {
+            // Without the cumulative total an ended event carries only its last window: billing
+            // it would silently drop the rest of the session (500 B of a 10 MB session).
+            quarantineOne(
+              delivery,
+              position,
+              e.eventSid,
+              ENDED_ONLY_NEEDS_CUMULATIVE,
+              rawOf(raw) ?? "(event not re-serialisable)",
+            );
+            stmts.insertAnomaly.run({
+              sessionSid: e.sessionSid ?? "",
+              eventSid: e.eventSid,
+              kind: "ended_only_without_cumulative",
+              detail: ENDED_ONLY_NEEDS_CUMULATIVE,
+              now,
+            });
+            continue;
+          }
           if (e.timestampMs < oldest) {
             quarantineOne(
               delivery,
@@ -360,17 +431,21 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
             });
             written.push([e.simSid, simKey]);
           }
+          recordFleet(stmts, fleetCache, e);
           if (isBilled(e, settings)) {
             const reading = recordReading(stmts, e);
+            const source = { delivery, position, raw };
             const touch = touched.get(e.sessionSid as string);
             if (touch) {
               touch.readings.push(reading);
+              touch.sources.push(source);
               touch.startMs ??= e.sessionStartMs;
             } else {
               touched.set(e.sessionSid as string, {
                 simSid: e.simSid,
                 startMs: e.sessionStartMs,
                 readings: [reading],
+                sources: [source],
               });
             }
           } else {
@@ -385,16 +460,75 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
       }
       if (touched.size > 0) {
         const changed = new Set<number>();
-        for (const [sessionSid, t] of touched) applySession(ctx, sessionSid, t, changed, now);
+        for (const [sessionSid, t] of touched) {
+          const refused = applySession(ctx, sessionSid, t, changed, now);
+          if (refused === null) continue;
+          // Undo what this job recorded for the session and keep its events for inspection.
+          for (let i = 0; i < t.readings.length; i++) {
+            const r = t.readings[i] as Reading;
+            const src = t.sources[i] as EventSource;
+            stmts.deleteReading.run({ sessionSid, eventSid: r.eventSid });
+            stmts.deleteSeen.run({ eventSid: r.eventSid });
+            summary.counted--;
+            quarantineOne(
+              src.delivery,
+              src.position,
+              r.eventSid,
+              refused,
+              rawOf(src.raw) ?? "(event not re-serialisable)",
+            );
+            stmts.insertAnomaly.run({
+              sessionSid,
+              eventSid: r.eventSid,
+              kind: "unrepresentable_total",
+              detail: refused,
+              now,
+            });
+          }
+        }
         for (const hour of changed) stmts.markDirty.run({ hour });
         summary.sessions = touched.size;
       }
+      fleetsWritten = [...fleetCache.entries()];
     },
     { behavior: "immediate" },
   );
   for (const [sim, key] of written) stmts.simsWritten.set(sim, key);
+  for (const [sim, f] of fleetsWritten) stmts.fleetsWritten.set(sim, f);
+  if (stmts.fleetsWritten.size > 1_000_000) stmts.fleetsWritten.clear();
   if (stmts.simsWritten.size > 1_000_000) stmts.simsWritten.clear();
   return summary;
+}
+
+export const ENDED_ONLY_NEEDS_CUMULATIVE =
+  "ended-only mode needs data_session_data_total (schema v2) on data-session.ended: without it only the last window would be billed; pin schema version 2 on the subscription, or use BILLING_MODE=realtime, then requeue (simmeter quarantine requeue)";
+
+/**
+ * Records which fleet the SIM was in during the event's hour (the customer history), and marks
+ * the SIM for a full re-plan when the observation changes more than its own hour: a fleet change,
+ * or an hour observed out of order. In-order events of an unchanged fleet cost one insert per
+ * SIM-hour and no reads.
+ */
+function recordFleet(
+  stmts: IngestStatements,
+  cache: Map<string, { hour: number; fleetSid: string; maxHour: number }>,
+  e: ConnectionEvent,
+): void {
+  const hour = hourStart(e.timestampMs);
+  const fleetSid = e.fleetSid ?? "";
+  const known = cache.get(e.simSid) ?? stmts.fleetsWritten.get(e.simSid);
+  if (known && known.hour === hour && known.fleetSid === fleetSid) return;
+  const maxHour = Math.max(known?.maxHour ?? hour, hour);
+  cache.set(e.simSid, { hour, fleetSid, maxHour });
+  if (stmts.insertFleetHour.run({ simSid: e.simSid, hour, fleetSid }).changes === 0) return;
+  if (known && known.fleetSid === fleetSid && hour > known.maxHour) return;
+  const n = stmts.fleetNeighbours.get({ simSid: e.simSid, hour });
+  const before = n?.fleets ? n.fleets.split(" ") : [];
+  const first = before.length === 0 && !n?.later && (n?.same ?? 1) <= 1;
+  if (first) return;
+  if (n?.later || (n?.same ?? 1) > 1 || before.some((f) => f !== fleetSid)) {
+    stmts.markDirtySim.run({ simSid: e.simSid });
+  }
 }
 
 function isBilled(e: ConnectionEvent, settings: IngestSettings): boolean {
@@ -449,14 +583,18 @@ const bucketsJson = (m: ReadonlyMap<number, number>): string => {
   return JSON.stringify(o);
 };
 
-/** Appends in-order readings in O(1) when it can; re-attributes the whole session otherwise. */
+/**
+ * Appends in-order readings in O(1) when it can; re-attributes the whole session otherwise.
+ * Returns null when applied, or the reason the session's new readings are refused (nothing
+ * written): an hour total that JavaScript could not represent exactly.
+ */
 function applySession(
   ctx: IngestContext,
   sessionSid: string,
   touch: SessionTouch,
   changed: Set<number>,
   now: number,
-): void {
+): string | null {
   const { stmts, settings } = ctx;
   const existing = stmts.sessionRow.get({ sessionSid }) as SessionRow | undefined;
   const simSid = existing?.simSid ?? touch.simSid;
@@ -494,6 +632,7 @@ function applySession(
       attribution: settings.attribution,
       sessionStart: startTime,
       maxBytesPerSecond: settings.maxBytesPerSecond,
+      maxSpreadMs: settings.retentionDays * DAY_MS,
     });
     buckets = result.buckets;
     deltas = diffBuckets(previous, result.buckets);
@@ -510,6 +649,15 @@ function applySession(
       ),
       startTime,
     };
+  }
+  for (const [hour, delta] of deltas) {
+    if (delta <= 0) continue;
+    const current =
+      (stmts.usageAt.get({ hour, simSid }) as { bytes: number } | undefined)?.bytes ?? 0;
+    // Both are safe integers, so a sum beyond 2^53 - 1 cannot round down below it.
+    if (current + delta > Number.MAX_SAFE_INTEGER) {
+      return `SIM ${simSid} would hold more than ${Number.MAX_SAFE_INTEGER} bytes in the hour ${new Date(hour).toISOString()}, beyond what can be counted exactly; refused`;
+    }
   }
   for (const [hour, delta] of deltas) {
     if (delta === 0) continue;
@@ -538,6 +686,7 @@ function applySession(
     buckets: bucketsJson(buckets),
     now,
   });
+  return null;
 }
 
 type ReadingRowLike = {

@@ -1,5 +1,6 @@
 import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
-import { customerResolver } from "../customers/customers.ts";
+import { DAY_MS, hourStart } from "../accounting/buckets.ts";
+import { type CustomerResolver, customerResolver } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
 import {
   assignments,
@@ -7,17 +8,32 @@ import {
   meta,
   meterReports,
   reportDirtyHours,
+  reportDirtySims,
   usageHourly,
 } from "../db/schema.ts";
-import { MAX_METER_VALUE, meterEventIdentifier, planHour, stampFor } from "./plan.ts";
+import {
+  MAX_METER_VALUE,
+  meterEventIdentifier,
+  planHour,
+  STRIPE_BACKDATE_MS,
+  stampFor,
+} from "./plan.ts";
 
 export type PlanSettings = { graceSeconds: number };
+
+/**
+ * Usage rows planned per transaction (whole hours; at least one): bounds how long one planning
+ * step holds the writer and the event loop (~20 ms on the benchmark machine).
+ */
+export const PLAN_CHUNK_ROWS = 2000;
 
 export type PlanResult = {
   hours: number;
   rows: Pick<MeterReport, "identifier" | "customerId" | "hour" | "value" | "timestamp" | "late">[];
   heldBack: { customerId: string; hour: number }[];
   unmappedBytes: number;
+  /** customer-hours left unplanned, with the reason (a total beyond exact integers) */
+  problems: string[];
 };
 
 const getMeta = (db: Db, key: string): number =>
@@ -30,123 +46,272 @@ const setMeta = (db: Db, key: string, value: number) =>
     .run();
 
 /**
- * Writes the outbox rows that bring Stripe up to what is counted, in one immediate transaction:
- * the intent is durable before any call, and two planners (service and CLI) serialise on SQLite's
- * write lock, so a difference is never planned twice. With dryRun nothing is written.
+ * Runs a reporting transaction with synchronous=FULL: an outbox row must be on disk before the
+ * Stripe call it describes, or a power loss could forget a row Stripe accepted and re-plan its
+ * identifier with another value (docs/adr/0002-sqlite-durability.md). Ingest keeps NORMAL; the
+ * toggle is safe because better-sqlite3 runs each transaction synchronously on this thread.
  */
-export function planReports({
-  db,
-  now,
-  settings,
-  dryRun = false,
-}: {
+export function durably<T>(db: Db, fn: () => T): T {
+  const c = db.$client;
+  if (c.readonly || !c.open) return fn();
+  c.pragma("synchronous = FULL");
+  try {
+    return fn();
+  } finally {
+    c.pragma("synchronous = NORMAL");
+  }
+}
+
+/**
+ * Step 1 of planning: turns what changed the customer history (new assignments, SIMs whose fleet
+ * history changed) into dirty hours, and returns every dirty hour in time order.
+ */
+function collectDirtyHours(db: Db, dryRun: boolean): number[] {
+  const assignMark = getMeta(db, "report_assignment_id");
+  const resolver = customerResolver(db);
+  const dirty = new Set<number>(
+    db
+      .select()
+      .from(reportDirtyHours)
+      .all()
+      .map((r) => r.hour),
+  );
+  const newAssignments = db.select().from(assignments).where(gt(assignments.id, assignMark)).all();
+  let maxAssign = assignMark;
+  const moved = new Set<string>();
+  for (const a of newAssignments) {
+    maxAssign = Math.max(maxAssign, a.id);
+    for (const simSid of resolver.simsFor(a)) moved.add(simSid);
+  }
+  const dirtySims = db
+    .select()
+    .from(reportDirtySims)
+    .all()
+    .map((r) => r.simSid);
+  for (const s of dirtySims) moved.add(s);
+  // Their hours must be re-planned; in chunks, as SQLite caps the parameters of one statement.
+  const movedSims = [...moved];
+  for (let i = 0; i < movedSims.length; i += 500) {
+    for (const r of db
+      .selectDistinct({ hour: usageHourly.hour })
+      .from(usageHourly)
+      .where(inArray(usageHourly.simSid, movedSims.slice(i, i + 500)))
+      .all()) {
+      dirty.add(r.hour);
+    }
+  }
+  if (!dryRun) {
+    for (const hour of dirty)
+      db.insert(reportDirtyHours).values({ hour }).onConflictDoNothing().run();
+    for (let i = 0; i < dirtySims.length; i += 500)
+      db.delete(reportDirtySims)
+        .where(inArray(reportDirtySims.simSid, dirtySims.slice(i, i + 500)))
+        .run();
+    setMeta(db, "report_assignment_id", maxAssign);
+  }
+  return [...dirty].sort((a, b) => a - b);
+}
+
+/** Step 2: the outbox rows for some dirty hours (one transaction per chunk of hours). */
+function planHours(
+  db: Db,
+  resolver: CustomerResolver,
+  hours: readonly number[],
+  now: number,
+  settings: PlanSettings,
+  dryRun: boolean,
+  result: PlanResult,
+  rowBudget: number,
+): number {
+  let rowsSeen = 0;
+  let done = 0;
+  const usageAt = db
+    .select({ simSid: usageHourly.simSid, bytes: usageHourly.bytes })
+    .from(usageHourly)
+    .where(eq(usageHourly.hour, sql.placeholder("hour")))
+    .prepare();
+  const reportedAt = db
+    .select({
+      customerId: meterReports.customerId,
+      state: meterReports.state,
+      value: sql<number>`sum(${meterReports.value})`,
+      seq: sql<number>`max(${meterReports.seq})`,
+    })
+    .from(meterReports)
+    .where(eq(meterReports.hour, sql.placeholder("hour")))
+    .groupBy(meterReports.customerId, meterReports.state)
+    .prepare();
+  for (const hour of hours) {
+    if (done > 0 && rowsSeen >= rowBudget) break;
+    done++;
+    const counted = new Map<string, number>();
+    for (const u of usageAt.all({ hour })) {
+      rowsSeen++;
+      const customer = resolver.resolve(u.simSid, hour);
+      if (customer === null) result.unmappedBytes += u.bytes;
+      else counted.set(customer, (counted.get(customer) ?? 0) + u.bytes);
+    }
+    const reported = new Map<string, number>();
+    const nextSeq = new Map<string, number>();
+    const held = new Set<string>();
+    for (const r of reportedAt.all({ hour })) {
+      nextSeq.set(r.customerId, Math.max(nextSeq.get(r.customerId) ?? 0, r.seq + 1));
+      if (r.state === "failed") held.add(r.customerId);
+      else reported.set(r.customerId, (reported.get(r.customerId) ?? 0) + r.value);
+    }
+    // A customer-hour beyond 2^53 - 1 bytes cannot be summed exactly here: hold it, loudly.
+    for (const [customerId, v] of [...counted, ...reported]) {
+      if (!Number.isSafeInteger(v) && !held.has(customerId)) {
+        held.add(customerId);
+        result.problems.push(
+          `${customerId} ${new Date(hour).toISOString()}: more than ${Number.MAX_SAFE_INTEGER} bytes in one hour cannot be reported exactly; held`,
+        );
+      }
+    }
+    const plan = planHour(counted, reported, held);
+    for (const d of plan.deltas) {
+      const stamp = stampFor(hour, now, settings.graceSeconds);
+      // Stripe takes at most 15 significant digits per value: larger differences go as parts.
+      let left = d.value;
+      let seq = nextSeq.get(d.customerId) ?? 0;
+      while (left !== 0) {
+        const part = Math.sign(left) * Math.min(Math.abs(left), MAX_METER_VALUE);
+        const row = {
+          identifier: meterEventIdentifier(d.customerId, hour, seq),
+          customerId: d.customerId,
+          hour,
+          seq,
+          value: part,
+          timestamp: stamp.timestamp,
+          late: stamp.late,
+          state: "pending" as const,
+          createdAt: now,
+        };
+        if (!dryRun) db.insert(meterReports).values(row).run();
+        result.rows.push(row);
+        left -= part;
+        seq++;
+      }
+    }
+    for (const c of plan.heldBack) result.heldBack.push({ customerId: c, hour });
+    if (!dryRun && plan.heldBack.length === 0 && held.size === 0)
+      db.delete(reportDirtyHours).where(eq(reportDirtyHours.hour, hour)).run();
+  }
+  return done;
+}
+
+/**
+ * Writes the outbox rows that bring Stripe up to what is counted. Each step is one immediate,
+ * durable transaction: the intent is on disk before any call, and two planners (service and CLI)
+ * serialise on SQLite's write lock, so a difference is never planned twice. Dirty hours are
+ * planned PLAN_CHUNK_HOURS at a time, and `yieldBetween` (when given) runs between chunks, so a
+ * large backlog never holds the writer, or the event loop, for long. With dryRun nothing is
+ * written.
+ */
+function* planSteps(o: {
+  db: Db;
+  now: number;
+  settings: PlanSettings;
+  dryRun: boolean;
+  chunkRows: number;
+}): Generator<void, PlanResult> {
+  const { db, dryRun } = o;
+  const tx = <T>(fn: () => T): T =>
+    dryRun ? fn() : durably(db, () => db.transaction(fn, { behavior: "immediate" }));
+  const { hours, resolver } = tx(() => ({
+    hours: collectDirtyHours(db, dryRun),
+    resolver: customerResolver(db),
+  }));
+  const result: PlanResult = {
+    hours: hours.length,
+    rows: [],
+    heldBack: [],
+    unmappedBytes: 0,
+    problems: [],
+  };
+  for (let i = 0; i < hours.length; ) {
+    if (i > 0) yield;
+    const rest = hours.slice(i);
+    i += tx(() => planHours(db, resolver, rest, o.now, o.settings, dryRun, result, o.chunkRows));
+  }
+  return result;
+}
+
+type PlanOptions = {
   db: Db;
   now: number;
   settings: PlanSettings;
   dryRun?: boolean;
-}): PlanResult {
-  const run = () => {
-    const assignMark = getMeta(db, "report_assignment_id");
-    const resolver = customerResolver(db);
-    const dirty = new Set<number>(
-      db
-        .select()
-        .from(reportDirtyHours)
-        .all()
-        .map((r) => r.hour),
-    );
-    const newAssignments = db
-      .select()
-      .from(assignments)
-      .where(gt(assignments.id, assignMark))
-      .all();
-    let maxAssign = assignMark;
-    const moved = new Set<string>();
-    for (const a of newAssignments) {
-      maxAssign = Math.max(maxAssign, a.id);
-      for (const simSid of resolver.simsFor(a)) moved.add(simSid);
-    }
-    // Their hours must be re-planned; in chunks, as SQLite caps the parameters of one statement.
-    const movedSims = [...moved];
-    for (let i = 0; i < movedSims.length; i += 500) {
-      for (const r of db
-        .selectDistinct({ hour: usageHourly.hour })
-        .from(usageHourly)
-        .where(inArray(usageHourly.simSid, movedSims.slice(i, i + 500)))
-        .all()) {
-        dirty.add(r.hour);
-      }
-    }
-    const usageAt = db
-      .select({ simSid: usageHourly.simSid, bytes: usageHourly.bytes })
-      .from(usageHourly)
-      .where(eq(usageHourly.hour, sql.placeholder("hour")))
-      .prepare();
-    const reportedAt = db
-      .select({
-        customerId: meterReports.customerId,
-        state: meterReports.state,
-        value: sql<number>`sum(${meterReports.value})`,
-        seq: sql<number>`max(${meterReports.seq})`,
-      })
-      .from(meterReports)
-      .where(eq(meterReports.hour, sql.placeholder("hour")))
-      .groupBy(meterReports.customerId, meterReports.state)
-      .prepare();
-    const result: PlanResult = { hours: dirty.size, rows: [], heldBack: [], unmappedBytes: 0 };
-    for (const hour of [...dirty].sort((a, b) => a - b)) {
-      const counted = new Map<string, number>();
-      for (const u of usageAt.all({ hour })) {
-        const customer = resolver.resolve(u.simSid, hour);
-        if (customer === null) result.unmappedBytes += u.bytes;
-        else counted.set(customer, (counted.get(customer) ?? 0) + u.bytes);
-      }
-      const reported = new Map<string, number>();
-      const nextSeq = new Map<string, number>();
-      const held = new Set<string>();
-      for (const r of reportedAt.all({ hour })) {
-        nextSeq.set(r.customerId, Math.max(nextSeq.get(r.customerId) ?? 0, r.seq + 1));
-        if (r.state === "failed") held.add(r.customerId);
-        else reported.set(r.customerId, (reported.get(r.customerId) ?? 0) + r.value);
-      }
-      const plan = planHour(counted, reported, held);
-      for (const d of plan.deltas) {
-        const stamp = stampFor(hour, now, settings.graceSeconds);
-        // Stripe takes at most 15 significant digits per value: larger differences go as parts.
-        let left = d.value;
-        let seq = nextSeq.get(d.customerId) ?? 0;
-        while (left !== 0) {
-          const part = Math.sign(left) * Math.min(Math.abs(left), MAX_METER_VALUE);
-          const row = {
-            identifier: meterEventIdentifier(d.customerId, hour, seq),
-            customerId: d.customerId,
-            hour,
-            seq,
-            value: part,
-            timestamp: stamp.timestamp,
-            late: stamp.late,
-            state: "pending" as const,
-            createdAt: now,
-          };
-          if (!dryRun) db.insert(meterReports).values(row).run();
-          result.rows.push(row);
-          left -= part;
-          seq++;
+  chunkRows?: number;
+};
+
+const stepsOf = (o: PlanOptions) =>
+  planSteps({
+    db: o.db,
+    now: o.now,
+    settings: o.settings,
+    dryRun: o.dryRun ?? false,
+    chunkRows: o.chunkRows ?? PLAN_CHUNK_ROWS,
+  });
+
+/** Plans every dirty hour now (CLI, tests). */
+export function planReports(o: PlanOptions): PlanResult {
+  const steps = stepsOf(o);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** Plans every dirty hour, giving the event loop back between chunks (the service). */
+export async function planReportsYielding(o: PlanOptions): Promise<PlanResult> {
+  const steps = stepsOf(o);
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
+
+/**
+ * Folds old outbox rows: for an hour older than Stripe's 35-day window, the sent rows of one
+ * customer (never late, so all stamped inside the hour) become one row carrying their sum and the
+ * highest seq. The reported total, the next identifier and every per-hour or per-timestamp sum
+ * stay the same; the rows the planner reads shrink ~12x in realtime mode. Returns rows removed.
+ */
+export function compactOutbox(db: Db, now: number, maxGroups = 5000): number {
+  const before = hourStart(now - STRIPE_BACKDATE_MS - DAY_MS);
+  return durably(db, () =>
+    db.transaction(
+      () => {
+        const groups = db.$client
+          .prepare<[number, number], { customerId: string; hour: number; n: number }>(
+            `select customer_id as customerId, hour, count(*) as n from meter_reports
+             where hour < ? group by customer_id, hour
+             having count(*) > 1 and sum(state != 'sent' or kind != 'usage' or late) = 0
+             limit ?`,
+          )
+          .all(before, maxGroups);
+        let removed = 0;
+        const fold = db.$client.prepare<[string, number]>(
+          `update meter_reports set
+             value = (select sum(value) from meter_reports m where m.customer_id = meter_reports.customer_id and m.hour = meter_reports.hour),
+             attempts = (select sum(attempts) from meter_reports m where m.customer_id = meter_reports.customer_id and m.hour = meter_reports.hour),
+             timestamp = (select min(timestamp) from meter_reports m where m.customer_id = meter_reports.customer_id and m.hour = meter_reports.hour)
+           where customer_id = ? and hour = ? and seq = (select max(seq) from meter_reports m where m.customer_id = meter_reports.customer_id and m.hour = meter_reports.hour)`,
+        );
+        const drop = db.$client.prepare<[string, number, string, number]>(
+          "delete from meter_reports where customer_id = ? and hour = ? and seq < (select max(seq) from meter_reports where customer_id = ? and hour = ?)",
+        );
+        for (const g of groups) {
+          fold.run(g.customerId, g.hour);
+          removed += drop.run(g.customerId, g.hour, g.customerId, g.hour).changes;
         }
-      }
-      for (const c of plan.heldBack) result.heldBack.push({ customerId: c, hour });
-      if (!dryRun) {
-        if (plan.heldBack.length > 0)
-          db.insert(reportDirtyHours).values({ hour }).onConflictDoNothing().run();
-        else db.delete(reportDirtyHours).where(eq(reportDirtyHours.hour, hour)).run();
-      }
-    }
-    if (!dryRun) {
-      setMeta(db, "report_assignment_id", maxAssign);
-    }
-    return result;
-  };
-  return db.transaction(run, { behavior: "immediate" });
+        return removed;
+      },
+      { behavior: "immediate" },
+    ),
+  );
 }
 
 export function pendingReports(db: Db): MeterReport[] {
@@ -185,17 +350,20 @@ export function markSent(
   timestamp: number,
   late: boolean,
 ): void {
-  db.update(meterReports)
-    .set({
-      state: "sent",
-      sentAt: now,
-      timestamp,
-      late: sql`${meterReports.late} or ${late ? 1 : 0}`,
-      attempts: sql`${meterReports.attempts} + 1`,
-      lastError: null,
-    })
-    .where(and(eq(meterReports.identifier, identifier), eq(meterReports.state, "pending")))
-    .run();
+  durably(db, () =>
+    db
+      .update(meterReports)
+      .set({
+        state: "sent",
+        sentAt: now,
+        timestamp,
+        late: sql`${meterReports.late} or ${late ? 1 : 0}`,
+        attempts: sql`${meterReports.attempts} + 1`,
+        lastError: null,
+      })
+      .where(and(eq(meterReports.identifier, identifier), eq(meterReports.state, "pending")))
+      .run(),
+  );
 }
 
 export function markFailed(db: Db, identifier: string, reason: string): void {

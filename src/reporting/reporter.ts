@@ -11,7 +11,7 @@ import {
   markFailed,
   markSent,
   pendingReports,
-  planReports,
+  planReportsYielding,
   recordAttempt,
 } from "./outbox.ts";
 import { stampFor } from "./plan.ts";
@@ -46,6 +46,7 @@ export type ReportSummary = {
   fatal: string | null;
   heldBack: number;
   unmappedBytes: number;
+  problems: string[];
 };
 
 export type ReporterDeps = {
@@ -77,7 +78,12 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
   const now = deps.now ?? Date.now;
   const sleep = deps.sleep ?? realSleep;
   const { db, settings, logger } = deps;
-  const plan = planReports({ db, now: now(), settings: { graceSeconds: settings.graceSeconds } });
+  const plan = await planReportsYielding({
+    db,
+    now: now(),
+    settings: { graceSeconds: settings.graceSeconds },
+  });
+  for (const p of plan.problems) logger.error({ problem: p }, "usage held from reporting");
   const summary: ReportSummary = {
     planned: plan.rows.length,
     sent: 0,
@@ -89,6 +95,7 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
     fatal: null,
     heldBack: plan.heldBack.length,
     unmappedBytes: plan.unmappedBytes,
+    problems: plan.problems,
   };
   const byCustomer = new Map<string, MeterReport[]>();
   for (const row of pendingReports(db)) {

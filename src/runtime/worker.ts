@@ -9,6 +9,7 @@ import { checkEvictionPolicy, createRedis } from "../lib/redis.ts";
 import type { Closer } from "../lib/shutdown.ts";
 import type { ReporterSettings } from "../reporting/reporter.ts";
 import { startReportSchedule } from "../reporting/schedule.ts";
+import { compactOutbox } from "../reporting/outbox.ts";
 import { createStripe } from "../reporting/stripe.ts";
 
 export type WorkerHandle = { closers: Closer[] };
@@ -48,6 +49,9 @@ export async function startWorker(
     try {
       const r = pruneExpired(db, config.RETENTION_DAYS, Date.now());
       if (r.seenEvents || r.sessions) logger.info(r, "pruned records past retention");
+      const folded = compactOutbox(db, Date.now());
+      if (folded)
+        logger.info({ outboxRows: folded }, "folded outbox rows older than Stripe's window");
     } catch (err) {
       logger.error({ err: (err as Error).message }, "prune failed");
     }

@@ -226,7 +226,7 @@ describe("importCustomersCsv", () => {
   ])("imports every row of a good CSV of %s", (_what, csv, expected) => {
     const db = openDb(":memory:");
     const r = importCustomersCsv({ db, csv, now: NOW });
-    expect(r).toEqual({ imported: expected.length, errors: [] });
+    expect(r).toEqual({ imported: expected.length, errors: [], moves: [] });
     expect(rows(db)).toEqual(expected);
   });
 
@@ -363,7 +363,7 @@ describe("importCustomersCsv", () => {
       csv: `\ufeffsim_sid,stripe_customer_id\r\n${SIM},cus_A1\r\n`,
       now: NOW,
     });
-    expect(r).toEqual({ imported: 1, errors: [] });
+    expect(r).toEqual({ imported: 1, errors: [], moves: [] });
   });
 });
 

@@ -192,8 +192,9 @@ describe("reporting usage to Stripe Billing Meters", () => {
     });
     rig.now.value = H("2026-11-23T12:40:00Z");
     rig.ingest(events.slice(2));
-    // The SIM moved to another customer at 12:00, recorded a little later (as happens).
-    assignCustomer({
+    // The SIM moved to another customer at 12:00, recorded a little later (as happens): its 12:00
+    // hour is already counted for cus_old, so moving it is a re-bill the operator must ask for.
+    const move = {
       db: rig.db,
       now: rig.now.value,
       input: {
@@ -202,7 +203,9 @@ describe("reporting usage to Stripe Billing Meters", () => {
         customerId: "cus_new",
         effectiveFrom: H("2026-11-23T12:00:00Z"),
       },
-    });
+    } as const;
+    expect(() => assignCustomer(move)).toThrow(/would move 400 counted bytes in 1 SIM-hour/);
+    assignCustomer({ ...move, rebill: true });
     await rig.reportUntilDone();
     expect(emulatorTotals(rig)).toEqual({
       cus_old: {

@@ -146,13 +146,31 @@ describe("resolveCustomer", () => {
       "cus_fleet",
     ],
     [
-      "before any assignment at all, the SIM's first own assignment pays rather than the fleet's",
+      "before any assignment at all, the first customer to cover the SIM pays (the fleet's from 08:00, not the SIM's own from 10:00)",
       [
         a(1, "fleet", "cus_fleet", "2026-11-20T08:00:00Z"),
         a(2, "sim", "cus_sim", "2026-11-20T10:00:00Z"),
       ],
       "2026-11-20T03:00:00Z",
-      "cus_sim",
+      "cus_fleet",
+    ],
+    [
+      "a SIM assignment dated in the future does not take this month's usage from the fleet's customer",
+      [
+        a(1, "fleet", "cus_a", "2026-11-01T00:00:00Z"),
+        a(2, "sim", "cus_b", "2026-12-01T00:00:00Z"),
+      ],
+      "2026-11-20T09:00:00Z",
+      "cus_a",
+    ],
+    [
+      "usage before the fleet's assignment stays with the fleet's customer when the SIM's own is dated in the future",
+      [
+        a(1, "fleet", "cus_a", "2026-11-10T00:00:00Z"),
+        a(2, "sim", "cus_b", "2026-12-01T00:00:00Z"),
+      ],
+      "2026-11-05T09:00:00Z",
+      "cus_a",
     ],
     [
       "of two assignments effective at the same time the one with the higher id wins",
@@ -173,13 +191,13 @@ describe("resolveCustomer", () => {
       "cus_higher",
     ],
     [
-      "before two assignments effective at the same time the one with the lower id pays",
+      "before two assignments effective at the same time, the one in effect at that time (higher id) pays",
       [
         a(7, "sim", "cus_higher", "2026-11-20T10:00:00Z"),
         a(3, "sim", "cus_lower", "2026-11-20T10:00:00Z"),
       ],
       "2026-11-20T09:00:00Z",
-      "cus_lower",
+      "cus_higher",
     ],
   ])("%s", (_name, assignments, hour, expected) => {
     expect(resolveCustomer(assignments, T(hour))).toBe(expected);
