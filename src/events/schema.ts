@@ -2,6 +2,8 @@ import { z } from "zod";
 
 // SuperSim.ConnectionEvent v1/v2 (shared/reference/event-sources.md §4). Absent and null are
 // treated alike for every optional field; only the six documented-required fields must be there.
+// Billing fields are strict (a bad one quarantines the event); descriptive fields are tolerant (a
+// bad one is read as null and reported in ConnectionEvent.oddities).
 
 export const CONNECTION_KINDS = [
   "attachment.accepted",
@@ -42,6 +44,10 @@ const bytes = z
 
 const opt = <T extends z.ZodType>(t: T) => t.nullish();
 
+/**
+ * The fields billing depends on: who (account, SIM, ICCID), which event (sid, type, time) and the
+ * session's times and byte counters. An event whose billing fields are wrong is quarantined.
+ */
 export const connectionEventDataSchema = z.object({
   event_sid: tolerantSid,
   event_type: z.string().min(1),
@@ -49,31 +55,6 @@ export const connectionEventDataSchema = z.object({
   sim_sid: strictSid("HS"),
   sim_iccid: z.string().regex(/^[0-9]{18,22}F?$/, "must be an ICCID of 18 to 22 digits"),
   timestamp: isoTime,
-  fleet_sid: opt(strictSid("HF")),
-  sim_unique_name: opt(z.string()),
-  network: opt(
-    z.object({
-      mcc: opt(z.string()),
-      mnc: opt(z.string()),
-      sid: opt(strictSid("HW")),
-      friendly_name: opt(z.string()),
-      iso_country: opt(z.string()),
-    }),
-  ),
-  location: opt(
-    z.object({
-      cell_id: opt(z.string()),
-      lac: opt(z.string()),
-      lat: opt(z.number()),
-      lon: opt(z.number()),
-    }),
-  ),
-  imei: opt(z.string()),
-  imsi: opt(z.string()),
-  ip_address: opt(z.string()),
-  apn: opt(z.string()),
-  rat_type: opt(z.string()),
-  data_modifier: opt(z.string()),
   data_session_sid: opt(tolerantSid),
   data_session_start_time: opt(isoTime),
   data_session_end_time: opt(isoTime),
@@ -85,15 +66,118 @@ export const connectionEventDataSchema = z.object({
   data_session_data_download: opt(bytes),
   data_session_data_upload: opt(bytes),
   data_session_data_total: opt(bytes),
-  error: opt(
-    z.object({
-      code: opt(z.union([z.number(), z.string()])),
-      message: opt(z.string()),
-    }),
-  ),
 });
 
-export type ConnectionEventData = z.infer<typeof connectionEventDataSchema>;
+// Descriptive fields: none of them changes a byte of the bill, so an odd value is not worth losing
+// the event for. It becomes null and is described in ConnectionEvent.oddities instead.
+type Expect = "string" | "number" | "number or string" | "network sid";
+const DESCRIPTIVE_LEAVES = {
+  sim_unique_name: "string",
+  imei: "string",
+  imsi: "string",
+  ip_address: "string",
+  apn: "string",
+  rat_type: "string",
+  data_modifier: "string",
+} as const satisfies Record<string, Expect>;
+const DESCRIPTIVE_OBJECTS = {
+  network: {
+    mcc: "string",
+    mnc: "string",
+    sid: "network sid",
+    friendly_name: "string",
+    iso_country: "string",
+  },
+  location: { cell_id: "string", lac: "string", lat: "number", lon: "number" },
+  error: { code: "number or string", message: "string" },
+} as const satisfies Record<string, Record<string, Expect>>;
+
+type ValueOf<E> = E extends "number"
+  ? number
+  : E extends "number or string"
+    ? number | string
+    : string;
+type Shape<O> = { -readonly [F in keyof O]: ValueOf<O[F]> | null } | null;
+type Leaves = { -readonly [K in keyof typeof DESCRIPTIVE_LEAVES]: string | null };
+type Objects = {
+  -readonly [K in keyof typeof DESCRIPTIVE_OBJECTS]: Shape<(typeof DESCRIPTIVE_OBJECTS)[K]>;
+};
+/** The descriptive fields as ConnectionEventData carries them: valid, or null. */
+export type DescriptiveData = Leaves & Objects & { fleet_sid: string | null };
+
+const FLEET_SID = /^HF[0-9a-fA-F]{32}$/;
+const NETWORK_SID = /^HW[0-9a-fA-F]{32}$/;
+
+/** The JSON type of a value, as an oddity names it. */
+function jsonType(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "array";
+  if (typeof v === "number" && !Number.isFinite(v)) return "a number out of range";
+  return typeof v;
+}
+
+const shown = (v: string) => JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v);
+
+/** One descriptive value: itself when valid; null, with an oddity, otherwise. */
+function leaf(path: string, v: unknown, expect: Expect, oddities: string[]): unknown {
+  if (v === null || v === undefined) return null;
+  const isString = typeof v === "string";
+  const isNumber = typeof v === "number" && Number.isFinite(v);
+  if (expect === "string" && isString) return v;
+  if (expect === "number" && isNumber) return v;
+  if (expect === "number or string" && (isString || isNumber)) return v;
+  if (expect === "network sid" && isString) {
+    if (NETWORK_SID.test(v)) return v;
+    oddities.push(`${path}: ${shown(v)} is not HW followed by 32 hex digits`);
+    return null;
+  }
+  const wanted = expect === "network sid" ? "string" : expect;
+  oddities.push(`${path}: expected ${wanted}, got ${jsonType(v)}`);
+  return null;
+}
+
+/** The descriptive fields of `data`, each valid or null, and a sentence per odd value. */
+export function readDescriptive(data: Record<string, unknown>): {
+  fields: DescriptiveData;
+  oddities: string[];
+} {
+  const oddities: string[] = [];
+  const fields: Record<string, unknown> = {};
+  const fleet = data.fleet_sid;
+  fields.fleet_sid = null;
+  if (typeof fleet === "string") {
+    if (fleet === "") oddities.push("data.fleet_sid: empty string treated as no fleet");
+    else if (FLEET_SID.test(fleet)) fields.fleet_sid = fleet;
+    else {
+      oddities.push(
+        `data.fleet_sid: ${shown(fleet)} is not HF followed by 32 hex digits, treated as no fleet`,
+      );
+    }
+  } else if (fleet !== null && fleet !== undefined) {
+    oddities.push(`data.fleet_sid: expected string, got ${jsonType(fleet)}, treated as no fleet`);
+  }
+  for (const [key, expect] of Object.entries(DESCRIPTIVE_LEAVES)) {
+    fields[key] = leaf(`data.${key}`, data[key], expect, oddities);
+  }
+  for (const [key, shape] of Object.entries(DESCRIPTIVE_OBJECTS)) {
+    const v = data[key];
+    if (v === null || v === undefined) {
+      fields[key] = null;
+    } else if (typeof v !== "object" || Array.isArray(v)) {
+      oddities.push(`data.${key}: expected object, got ${jsonType(v)}`);
+      fields[key] = null;
+    } else {
+      const o: Record<string, unknown> = {};
+      for (const [f, expect] of Object.entries(shape) as [string, Expect][]) {
+        o[f] = leaf(`data.${key}.${f}`, (v as Record<string, unknown>)[f], expect, oddities);
+      }
+      fields[key] = o;
+    }
+  }
+  return { fields: fields as DescriptiveData, oddities };
+}
+
+export type ConnectionEventData = z.infer<typeof connectionEventDataSchema> & DescriptiveData;
 
 /** What accounting and ingest need from one valid Super SIM event, times in epoch ms. */
 export type ConnectionEvent = {
@@ -103,7 +187,10 @@ export type ConnectionEvent = {
   accountSid: string;
   simSid: string;
   iccid: string;
+  /** null when absent or odd (see oddities) */
   fleetSid: string | null;
+  /** data.sim_unique_name, null when absent or odd */
+  simUniqueName: string | null;
   timestampMs: number;
   sessionSid: string | null;
   sessionStartMs: number | null;
@@ -112,6 +199,12 @@ export type ConnectionEvent = {
   windowStartMs: number | null;
   windowTotal: number | null;
   cumulativeTotal: number | null;
+  /**
+   * One sentence per descriptive field (fleet, name, network, location, device ids, error…) whose
+   * value was odd and was read as null, e.g. `data.location.lat: expected number, got string`.
+   * Billing fields are never odd: a bad one quarantines the event. Always present, [] when none.
+   */
+  oddities: string[];
 };
 
 export type Classified =
@@ -201,13 +294,16 @@ export function classifyCloudEvent(raw: unknown): Classified {
     return { kind: "invalid", reason: `schema: ${first}`, eventSid: sidGuess };
   }
   const d = parsed.data;
-  if (d.event_type !== type) {
+  // KORE's envelope keeps Twilio's data unchanged (data.event_type may still read com.twilio.…):
+  // the kind, the `supersim.connection.<kind>` suffix, must agree; the prefix may differ.
+  if (d.event_type !== type && kindOfType(d.event_type) !== kind) {
     return {
       kind: "invalid",
-      reason: `data.event_type ${JSON.stringify(d.event_type)} differs from CloudEvent type`,
+      reason: `data.event_type ${JSON.stringify(d.event_type.slice(0, 200))} differs from CloudEvent type ${JSON.stringify(type.slice(0, 200))} in kind, not only in prefix`,
       eventSid: d.event_sid,
     };
   }
+  const descriptive = readDescriptive(dataObj);
   let readingMs: number | null = null;
   if (kind === "data-session.updated") readingMs = ms(d.data_session_update_end_time);
   if (kind === "data-session.ended") {
@@ -242,7 +338,8 @@ export function classifyCloudEvent(raw: unknown): Classified {
       accountSid: d.account_sid,
       simSid: d.sim_sid,
       iccid: d.sim_iccid,
-      fleetSid: d.fleet_sid ?? null,
+      fleetSid: descriptive.fields.fleet_sid,
+      simUniqueName: descriptive.fields.sim_unique_name,
       timestampMs: Date.parse(d.timestamp),
       sessionSid: d.data_session_sid ?? null,
       sessionStartMs: ms(d.data_session_start_time),
@@ -250,17 +347,26 @@ export function classifyCloudEvent(raw: unknown): Classified {
       windowStartMs: ms(d.data_session_update_start_time),
       windowTotal: d.data_total ?? null,
       cumulativeTotal: d.data_session_data_total ?? null,
+      oddities: descriptive.oddities,
     },
   };
 }
 
-/** Splits a delivery body into CloudEvents: a JSON array or a single object. */
+/**
+ * The text without a leading UTF-8 byte order mark, which JSON.parse refuses. Only for parsing:
+ * signatures cover the bytes as sent, BOM included.
+ */
+export function withoutBom(text: string): string {
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+}
+
+/** Splits a delivery body into CloudEvents: a JSON array or a single object (a BOM is ignored). */
 export function parseDeliveryBody(
   body: Buffer | string,
 ): { ok: true; events: unknown[] } | { ok: false; error: string } {
   let value: unknown;
   try {
-    value = JSON.parse(typeof body === "string" ? body : body.toString("utf8"));
+    value = JSON.parse(withoutBom(typeof body === "string" ? body : body.toString("utf8")));
   } catch (e) {
     return { ok: false, error: `body is not valid JSON: ${(e as Error).message}` };
   }

@@ -4,6 +4,7 @@ import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { type Queue, QueueEvents } from "bullmq";
 import type { Redis } from "ioredis";
+import { withoutBom } from "../events/schema.ts";
 import { INGEST_JOB, INGEST_QUEUE, type IngestJobData } from "./job.ts";
 import { INGEST_JOB_OPTIONS } from "./queue.ts";
 
@@ -116,12 +117,20 @@ export async function replayFile(o: ReplayOptions): Promise<ReplayProgress> {
   try {
     const first = await firstNonSpace(o.path);
     if (first === "[") {
-      // A JSON array has to be parsed whole; JSON lines stream with flat memory.
-      const all = JSON.parse(await readFile(o.path, "utf8")) as unknown;
-      if (!Array.isArray(all)) throw new Error(`${o.path}: expected a JSON array of CloudEvents`);
+      // A JSON array has to be read whole; JSON lines stream with flat memory. Its elements
+      // travel as their own text, like JSON lines and webhook bodies: parsing and re-serialising
+      // them here would turn 1e400 into null (and bill data_total instead of quarantining).
+      const text = withoutBom(await readFile(o.path, "utf8"));
+      let isArray: boolean;
+      try {
+        isArray = Array.isArray(JSON.parse(text));
+      } catch (e) {
+        throw new Error(`${o.path}: not valid JSON (${(e as Error).message})`);
+      }
+      if (!isArray) throw new Error(`${o.path}: expected a JSON array of CloudEvents`);
       p.bytesRead = bytesTotal;
-      for (const e of all) {
-        batch.push(JSON.stringify(e));
+      for (const element of arrayElements(text)) {
+        batch.push(element);
         if (batch.length >= eventsPerJob) await flush();
       }
     } else {
@@ -129,6 +138,7 @@ export async function replayFile(o: ReplayOptions): Promise<ReplayProgress> {
       const lines = createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY });
       for await (const line of lines) {
         p.bytesRead += Buffer.byteLength(line) + 1;
+        // trim() also drops a byte order mark (U+FEFF), at the start of the file or of a line.
         const text = line.trim();
         if (text === "") continue;
         // A broken line is quarantined by the worker like any unreadable event.
@@ -155,4 +165,51 @@ async function firstNonSpace(path: string): Promise<string> {
     }
   }
   return "";
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COMMA = 0x2c;
+const OPEN_ARRAY = 0x5b;
+const CLOSE_ARRAY = 0x5d;
+const OPEN_OBJECT = 0x7b;
+const CLOSE_OBJECT = 0x7d;
+
+/**
+ * The text of each element of a JSON array, exactly as written (surrounding white space removed).
+ * `text` must be valid JSON whose top level is an array: only strings and nesting are tracked.
+ */
+export function* arrayElements(text: string): Generator<string> {
+  let i = text.indexOf("[") + 1;
+  let depth = 0;
+  let start = i;
+  while (i < text.length) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      // Skip to the closing quote: one not preceded by an odd number of backslashes.
+      let end = text.indexOf('"', i + 1);
+      for (;;) {
+        let slashes = 0;
+        while (text.charCodeAt(end - 1 - slashes) === BACKSLASH) slashes++;
+        if (slashes % 2 === 0) break;
+        end = text.indexOf('"', end + 1);
+      }
+      i = end + 1;
+      continue;
+    }
+    if (c === OPEN_ARRAY || c === OPEN_OBJECT) depth++;
+    else if (c === CLOSE_OBJECT) depth--;
+    else if (c === CLOSE_ARRAY) {
+      if (depth === 0) {
+        const last = text.slice(start, i).trim();
+        if (last !== "") yield last;
+        return;
+      }
+      depth--;
+    } else if (c === COMMA && depth === 0) {
+      yield text.slice(start, i).trim();
+      start = i + 1;
+    }
+    i++;
+  }
 }
