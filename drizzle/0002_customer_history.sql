@@ -16,4 +16,4 @@ ALTER TABLE `quarantine` ADD `requeued_at` integer;--> statement-breakpoint
 ALTER TABLE `quarantine` ADD `requeues` integer DEFAULT 0 NOT NULL;--> statement-breakpoint
 -- Fleet history for usage counted before it was recorded: the fleet known then is all there is.
 INSERT OR IGNORE INTO `sim_fleet_hours` (`sim_sid`, `hour`, `fleet_sid`)
-  SELECT u.`sim_sid`, u.`hour`, coalesce(s.`fleet_sid`, '') FROM `usage_hourly` u JOIN `sims` s ON s.`sim_sid` = u.`sim_sid`;
+  SELECT u.`sim_sid`, u.`hour`, s.`fleet_sid` FROM `usage_hourly` u JOIN `sims` s ON s.`sim_sid` = u.`sim_sid` WHERE s.`fleet_sid` IS NOT NULL;

@@ -1,4 +1,4 @@
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import type Stripe from "stripe";
 import { HOUR_MS, hourStart } from "../accounting/buckets.ts";
 import { assignmentCustomers } from "../customers/customers.ts";
@@ -13,7 +13,12 @@ import {
   retryFailed,
 } from "../reporting/outbox.ts";
 import { STRIPE_BACKDATE_MS } from "../reporting/plan.ts";
-import { hasDrift, reconcile } from "../reporting/reconcile.ts";
+import {
+  hasDrift,
+  reconcile,
+  recordStripeDifferences,
+  stripeDifferences,
+} from "../reporting/reconcile.ts";
 import { LEASE_TTL_MS, runReport } from "../reporting/reporter.ts";
 import { createStripe } from "../reporting/stripe.ts";
 import { ensureMeter, findMeter, meterProblems } from "../reporting/stripe-setup.ts";
@@ -195,34 +200,124 @@ export function registerReportCommands(program: Command): void {
     )
     .option("--from <time>", "UTC start (default: 35 days ago)")
     .option("--to <time>", "UTC end, exclusive (default: the end of the current hour)")
+    .option(
+      "--repair",
+      "record each settled hour where Stripe holds another amount than the rows marked sent, then send the correcting difference under a new identifier",
+    )
+    .option(
+      "--settle-minutes <n>",
+      "with --repair: only hours with nothing pending or sent in the last N minutes",
+      (v: string) => {
+        if (!/^\d+$/.test(v))
+          throw new InvalidArgumentError(`${JSON.stringify(v)} is not a whole number of minutes`);
+        return Number(v);
+      },
+      10,
+    )
     .option("--json", "print JSON")
-    .action(async (o: { from?: string; to?: string; json?: boolean }) => {
-      const { config, db } = cliContext({ stripe: true }, "warn");
-      const now = Date.now();
-      const from = hourStart(
-        o.from ? parseTime(o.from, "--from") : now - STRIPE_BACKDATE_MS + HOUR_MS,
-      );
-      const to = hourStart(o.to ? parseTime(o.to, "--to") + HOUR_MS - 1 : now + HOUR_MS);
-      const stripe = createStripe(config);
-      const meter = await findMeter(stripe, config.STRIPE_METER_EVENT_NAME);
-      if (!meter)
-        throw new Error(
-          `no meter with event_name ${config.STRIPE_METER_EVENT_NAME}: run simmeter stripe setup`,
+    .action(
+      async (o: {
+        from?: string;
+        to?: string;
+        json?: boolean;
+        repair?: boolean;
+        settleMinutes: number;
+      }) => {
+        const { config, db } = cliContext({ stripe: true }, "warn");
+        const now = Date.now();
+        const from = hourStart(
+          o.from ? parseTime(o.from, "--from") : now - STRIPE_BACKDATE_MS + HOUR_MS,
         );
-      const rows = await reconcile({ db, stripe, meterId: meter.id, from, to });
-      db.$client.close();
-      printJsonOrTable(
-        Boolean(o.json),
-        rows,
-        `nothing counted or reported between ${iso(from)} and ${iso(to)}`,
-      );
-      if (hasDrift(rows)) {
-        process.stderr.write(
-          "drift found: unreported = counted − reported to Stripe; stripeDrift = sent − Stripe's summary\n",
+        const to = hourStart(o.to ? parseTime(o.to, "--to") + HOUR_MS - 1 : now + HOUR_MS);
+        const stripe = createStripe(config);
+        const meter = await findMeter(stripe, config.STRIPE_METER_EVENT_NAME);
+        if (!meter)
+          throw new Error(
+            `no meter with event_name ${config.STRIPE_METER_EVENT_NAME}: run simmeter stripe setup`,
+          );
+        if (o.repair) {
+          await repair({ config, db, stripe, meterId: meter.id, from, to, now, o });
+          return;
+        }
+        const rows = await reconcile({ db, stripe, meterId: meter.id, from, to });
+        db.$client.close();
+        printJsonOrTable(
+          Boolean(o.json),
+          rows,
+          `nothing counted or reported between ${iso(from)} and ${iso(to)}`,
         );
-        process.exitCode = 1;
-      }
+        if (hasDrift(rows)) {
+          process.stderr.write(
+            "drift found: unreported = counted − reported to Stripe; stripeDrift = sent − Stripe's summary (simmeter reconcile --repair corrects settled differences)\n",
+          );
+          process.exitCode = 1;
+        }
+      },
+    );
+}
+
+/** reconcile --repair: record what Stripe really holds, then send the difference. */
+async function repair(a: {
+  config: Parameters<typeof reporterSettings>[0] & { REDIS_URL: string };
+  db: Db;
+  stripe: Stripe;
+  meterId: string;
+  from: number;
+  to: number;
+  now: number;
+  o: { json?: boolean; settleMinutes: number };
+}): Promise<void> {
+  const { db, config } = a;
+  const diffs = await stripeDifferences({
+    db,
+    stripe: a.stripe,
+    meterId: a.meterId,
+    from: a.from,
+    to: a.to,
+    now: a.now,
+    settleMs: a.o.settleMinutes * 60_000,
+  });
+  const shown = diffs.map((d) => ({
+    customer: d.customer,
+    hour: iso(d.hour),
+    bucket: iso(d.bucket),
+    stripe: d.stripe,
+    sent: d.sent,
+    difference: d.difference,
+  }));
+  if (diffs.length === 0) {
+    if (a.o.json) process.stdout.write(`${JSON.stringify({ differences: [], report: null })}\n`);
+    else process.stdout.write("no settled difference between Stripe and the outbox\n");
+    db.$client.close();
+    return;
+  }
+  recordStripeDifferences(db, diffs, a.now);
+  const logger = createLogger("warn");
+  const redis = createRedis(config.REDIS_URL, "worker", logger);
+  try {
+    await waitReady(redis, 5000);
+    const s = await runReport({
+      db,
+      stripe: a.stripe,
+      redis,
+      logger,
+      settings: { ...reporterSettings(config), waitForLeaseMs: 2 * LEASE_TTL_MS },
     });
+    if (a.o.json) {
+      process.stdout.write(`${JSON.stringify({ differences: shown, report: s }, null, 2)}\n`);
+    } else {
+      process.stdout.write(
+        `Stripe differs from the outbox in ${diffs.length} hour(s):\n${table(shown)}\n`,
+      );
+      process.stdout.write(
+        `recorded what Stripe holds; sent ${s.sent} correcting event(s) under new identifiers${s.stillPending ? `, ${s.stillPending} still pending` : ""}\n`,
+      );
+    }
+    if (s.fatal || s.failed > 0 || s.stillPending > 0) process.exitCode = 1;
+  } finally {
+    redis.disconnect();
+    db.$client.close();
+  }
 }
 
 type Add = (check: string, result: "ok" | "warn" | "fail", detail?: string) => void;

@@ -1,4 +1,5 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
+import { parseUtcTime } from "../lib/time.ts";
 import { type FleetOptions, simulateFleet } from "../simulate/fleet.ts";
 import {
   type Signing,
@@ -180,9 +181,7 @@ async function runSimulate(f: SimulateFlags): Promise<void> {
   const hourMs = 3_600_000;
   let from: number;
   if (f.from !== undefined) {
-    from = Date.parse(f.from);
-    if (Number.isNaN(from))
-      throw new Error(`--from ${JSON.stringify(f.from)} is not an ISO 8601 time`);
+    from = parseUtcTime(f.from, "--from");
   } else {
     from = Math.floor(Date.now() / hourMs) * hourMs - Math.round(f.hours * hourMs);
   }

@@ -10,7 +10,7 @@ export type AssignmentLike = {
   id: number;
 };
 
-/** A fleet the SIM's events named in an hour; '' is "no fleet". */
+/** A fleet the SIM's events named in an hour. */
 export type FleetObservation = { hour: number; fleetSid: string };
 
 /** Everything that decides a SIM's customer: its own assignments, its fleets over time, theirs. */
@@ -76,7 +76,7 @@ function observedAround(
 }
 
 /**
- * The fleet the SIM was in during `hour` ('' for none, null when no event ever named one):
+ * The fleet the SIM was in during `hour` (null when no event ever named one):
  * - an hour with one observed fleet: that fleet;
  * - an hour in which the SIM moved (several fleets): the fleet it came from (as an assignment that
  *   takes effect inside an hour leaves that hour with the previous customer); when that is unknown,

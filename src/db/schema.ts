@@ -238,7 +238,8 @@ export const reportDirtyHours = sqliteTable("report_dirty_hours", {
 /**
  * Fleet membership over time: the fleets each SIM's events named, per UTC hour. An hour's fleet
  * (and so its fleet customer) is decided by what the events of that time said, never by the SIM's
- * current fleet (see src/customers/history.ts). '' stands for "no fleet".
+ * current fleet (see src/customers/resolve.ts). Events without a (valid) fleet_sid record nothing:
+ * the field may be absent, which says nothing about membership.
  */
 export const simFleetHours = sqliteTable(
   "sim_fleet_hours",

@@ -432,6 +432,16 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
             written.push([e.simSid, simKey]);
           }
           recordFleet(stmts, fleetCache, e);
+          if (e.oddities.length > 0) {
+            // Billed all the same: only descriptive fields are odd (one row per event).
+            stmts.insertAnomaly.run({
+              sessionSid: e.sessionSid ?? "",
+              eventSid: e.eventSid,
+              kind: "odd_field",
+              detail: e.oddities.join("; "),
+              now,
+            });
+          }
           if (isBilled(e, settings)) {
             const reading = recordReading(stmts, e);
             const source = { delivery, position, raw };
@@ -514,8 +524,10 @@ function recordFleet(
   cache: Map<string, { hour: number; fleetSid: string; maxHour: number }>,
   e: ConnectionEvent,
 ): void {
+  // fleet_sid may be absent (or unusable): that says nothing about membership.
+  if (e.fleetSid === null) return;
+  const fleetSid = e.fleetSid;
   const hour = hourStart(e.timestampMs);
-  const fleetSid = e.fleetSid ?? "";
   const known = cache.get(e.simSid) ?? stmts.fleetsWritten.get(e.simSid);
   if (known && known.hour === hour && known.fleetSid === fleetSid) return;
   const maxHour = Math.max(known?.maxHour ?? hour, hour);

@@ -1,8 +1,10 @@
-import { and, gte, lt } from "drizzle-orm";
+import { and, eq, gte, lt, sql } from "drizzle-orm";
 import type Stripe from "stripe";
-import { customerResolver } from "../customers/customers.ts";
+import { HOUR_MS, hourStart } from "../accounting/buckets.ts";
+import { assignmentCustomers, customerResolver } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
-import { meterReports, usageHourly } from "../db/schema.ts";
+import { type MeterReport, meterReports, reportDirtyHours, usageHourly } from "../db/schema.ts";
+import { durably } from "./outbox.ts";
 
 export type DriftRow = {
   customer: string;
@@ -93,4 +95,138 @@ export async function reconcile({
 
 export function hasDrift(rows: readonly DriftRow[]): boolean {
   return rows.some((r) => r.unreported !== 0 || (r.stripeDrift !== null && r.stripeDrift !== 0));
+}
+
+/** A settled difference between what Stripe holds and what simmeter believes it sent, per hour. */
+export type StripeDifference = {
+  customer: string;
+  /** the hour the events are stamped in (Stripe's summaries are by timestamp) */
+  hour: number;
+  /** the usage bucket the difference is recorded against */
+  bucket: number;
+  stripe: number;
+  sent: number;
+  /** stripe − sent: what Stripe holds beyond (or, negative, short of) the sent rows */
+  difference: number;
+};
+
+/**
+ * Per customer and hour over [from, to): Stripe's meter summary minus the rows simmeter marked
+ * sent. Only settled hours count: no pending row stamped in the hour and nothing sent there in
+ * the last `settleMs` (Stripe aggregates asynchronously). Such a difference means the local
+ * outbox is wrong about Stripe: a lost commit (power loss, a restored backup) let a re-planned
+ * row reuse an identifier Stripe already held with another value, or Stripe dropped an event.
+ */
+export async function stripeDifferences({
+  db,
+  stripe,
+  meterId,
+  from,
+  to,
+  now,
+  settleMs,
+}: {
+  db: Db;
+  stripe: Stripe;
+  meterId: string;
+  from: number;
+  to: number;
+  now: number;
+  settleMs: number;
+}): Promise<StripeDifference[]> {
+  type Local = { sent: number; unsettled: boolean; buckets: Map<number, boolean> };
+  const local = new Map<string, Map<number, Local>>();
+  for (const m of db.select().from(meterReports).all()) {
+    const ts = m.timestamp * 1000;
+    if (ts < from || ts >= to) continue;
+    const hour = hourStart(ts);
+    const byHour = local.get(m.customerId) ?? new Map<number, Local>();
+    local.set(m.customerId, byHour);
+    const l = byHour.get(hour) ?? { sent: 0, unsettled: false, buckets: new Map() };
+    byHour.set(hour, l);
+    if (m.state === "sent") l.sent += m.value;
+    if (m.state === "pending" || (m.sentAt ?? 0) > now - settleMs) l.unsettled = true;
+    l.buckets.set(m.hour, (l.buckets.get(m.hour) ?? false) || (!m.late && m.hour === hour));
+  }
+  const customers = new Set([...local.keys(), ...assignmentCustomers(db)]);
+  const out: StripeDifference[] = [];
+  for (const customer of [...customers].sort()) {
+    const stripeByHour = new Map<number, number>();
+    for await (const s of stripe.billing.meters.listEventSummaries(meterId, {
+      customer,
+      start_time: Math.floor(from / 1000),
+      end_time: Math.floor(to / 1000),
+      value_grouping_window: "hour",
+    })) {
+      const h = s.start_time * 1000;
+      stripeByHour.set(h, (stripeByHour.get(h) ?? 0) + s.aggregated_value);
+    }
+    const mine = local.get(customer) ?? new Map<number, Local>();
+    const hours = new Set([...stripeByHour.keys(), ...mine.keys()]);
+    for (const hour of [...hours].sort((a, b) => a - b)) {
+      const l = mine.get(hour);
+      if (l?.unsettled || hour + HOUR_MS > now - settleMs) continue;
+      const s = stripeByHour.get(hour) ?? 0;
+      const sent = l?.sent ?? 0;
+      if (s === sent) continue;
+      // Record it against the bucket whose rows are stamped in this hour: its own bucket when
+      // one of its rows is there, else the (late) bucket stamped there, else the hour itself.
+      const buckets = l ? [...l.buckets.entries()] : [];
+      const bucket =
+        buckets.find(([, own]) => own)?.[0] ??
+        buckets.map(([b]) => b).sort((a, b) => a - b)[0] ??
+        hour;
+      out.push({ customer, hour, bucket, stripe: s, sent, difference: s - sent });
+    }
+  }
+  return out;
+}
+
+/**
+ * Records each difference as an `observed` outbox row (never sent): the outbox then says what
+ * Stripe really holds, and the next planning pass sends counted − held under a new identifier.
+ * Returns the rows written.
+ */
+export function recordStripeDifferences(
+  db: Db,
+  diffs: readonly StripeDifference[],
+  now: number,
+): MeterReport[] {
+  return durably(db, () =>
+    db.transaction(
+      () => {
+        const written: MeterReport[] = [];
+        for (const d of diffs) {
+          const seq =
+            (db
+              .select({ seq: sql<number | null>`max(${meterReports.seq})` })
+              .from(meterReports)
+              .where(and(eq(meterReports.customerId, d.customer), eq(meterReports.hour, d.bucket)))
+              .get()?.seq ?? -1) + 1;
+          const row = db
+            .insert(meterReports)
+            .values({
+              identifier: `observed:${d.customer}:${Math.floor(d.bucket / 1000)}:${seq}`,
+              customerId: d.customer,
+              hour: d.bucket,
+              seq,
+              value: d.difference,
+              timestamp: Math.floor(d.hour / 1000),
+              late: false,
+              kind: "observed",
+              state: "sent",
+              createdAt: now,
+              sentAt: now,
+              lastError: `reconcile --repair: Stripe held ${d.stripe}, sent rows ${d.sent}`,
+            })
+            .returning()
+            .get();
+          db.insert(reportDirtyHours).values({ hour: d.bucket }).onConflictDoNothing().run();
+          written.push(row);
+        }
+        return written;
+      },
+      { behavior: "immediate" },
+    ),
+  );
 }
