@@ -3,6 +3,7 @@ import type Stripe from "stripe";
 import { HOUR_MS, hourStart } from "../accounting/buckets.ts";
 import { assignmentCustomers } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
+import { ENDED_ONLY_NEEDS_CUMULATIVE } from "../ingest/ingest.ts";
 import { createLogger } from "../lib/logger.ts";
 import { checkEvictionPolicy, createRedis, waitReady } from "../lib/redis.ts";
 import {
@@ -174,6 +175,16 @@ export function registerReportCommands(program: Command): void {
         redis.disconnect();
       }
       add("database", "ok", config.DATABASE_PATH);
+      if (config.BILLING_MODE === "ended-only") {
+        const refused = endedOnlyRefusals(db);
+        add(
+          "billing mode",
+          refused ? "fail" : "ok",
+          refused
+            ? `ended-only: ${refused} data-session.ended event(s) without data_session_data_total refused (schema v1): their sessions are not billed; pin schema version 2 on the Event Streams subscription or use BILLING_MODE=realtime, then simmeter quarantine requeue --reason ended-only`
+            : "ended-only: every ended event carried cumulative totals",
+        );
+      }
       const failed = failedReports(db).length;
       add(
         "outbox",
@@ -318,6 +329,15 @@ async function repair(a: {
     redis.disconnect();
     db.$client.close();
   }
+}
+
+/** ended events refused in ended-only mode for want of cumulative totals (see ingest.ts). */
+function endedOnlyRefusals(db: Db): number {
+  return (
+    db.$client
+      .prepare("select count(*) as n from quarantine where reason = ?")
+      .get(ENDED_ONLY_NEEDS_CUMULATIVE) as { n: number }
+  ).n;
 }
 
 type Add = (check: string, result: "ok" | "warn" | "fail", detail?: string) => void;

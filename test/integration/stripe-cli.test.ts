@@ -274,6 +274,49 @@ describe("simmeter doctor (CLI)", () => {
     expect(checks.meter?.result).toBe("ok");
   });
 
+  it("in ended-only mode, fails the billing-mode check naming schema version 2 when ended events without cumulative totals were refused", async () => {
+    const w = await workspace();
+    expect((await w.cli(["stripe", "setup"])).status).toBe(0);
+    const db = openDb(w.dbPath);
+    const t = pastHour(2);
+    const v1Ended = buildCloudEvent({
+      eventSid: `EZ${hex32(77)}`,
+      kind: "data-session.ended",
+      accountSid: ACCOUNT,
+      simSid: SIM_A,
+      iccid: ICCID_A,
+      timestampMs: t + 30 * MINUTE,
+      sessionSid: `PI${hex32(77)}`,
+      sessionStartMs: t,
+      sessionEndMs: t + 30 * MINUTE,
+      windowStartMs: t + 20 * MINUTE,
+      windowEndMs: t + 30 * MINUTE,
+      windowDown: 500,
+      schemaVersion: 1,
+    });
+    const settings = { ...defaultSettings, billingMode: "ended-only" as const };
+    ingestDeliveries(
+      { db, stmts: prepareIngest(db), settings, now: Date.now },
+      {
+        v: 1,
+        deliveries: [{ id: "v1", receivedAt: Date.now(), source: "replay", events: [v1Ended] }],
+      },
+    );
+    expect(db.$client.prepare("select count(*) as n from usage_hourly").get()).toEqual({ n: 0 });
+    db.$client.close();
+
+    const ok = await w.cli(["doctor"]);
+    expect(doctorChecks(ok.stdout)["billing mode"]).toBeUndefined();
+    const r = await w.cli(["doctor"], { BILLING_MODE: "ended-only" });
+    expect(r.status).toBe(1);
+    const check = doctorChecks(r.stdout)["billing mode"];
+    expect(check?.result).toBe("fail");
+    expect(check?.detail).toContain(
+      "1 data-session.ended event(s) without data_session_data_total",
+    );
+    expect(check?.detail).toContain("schema version 2");
+  });
+
   it("exits 1 with Stripe's message about the key when STRIPE_SECRET_KEY is wrong", async () => {
     const w = await workspace();
     expect((await w.cli(["stripe", "setup"])).status).toBe(0);
