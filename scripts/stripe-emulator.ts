@@ -29,6 +29,8 @@ export type StripeEmulatorOptions = {
   rateLimitPerSecond?: number; // default: unlimited (0); when set, over-budget calls get 429
   /** accept meter events and customer look-ups for any customer id */
   acceptAnyCustomer?: boolean;
+  /** clock skew: added to `now` (negative = this Stripe's clock is behind the host's) */
+  clockOffsetMs?: number;
 };
 
 export type RecordedMeterEvent = {
@@ -75,6 +77,8 @@ export type StripeEmulator = {
   /** add an event directly (as if some other system sent it): used by tests to create drift */
   tamper(e: { customer: string; value: number; timestamp: number; eventName?: string }): void;
   addCustomer(id: string): void;
+  /** changes the clock skew (see StripeEmulatorOptions.clockOffsetMs); 0 removes it */
+  setClockOffsetMs(ms: number): void;
   close(): Promise<void>;
 };
 
@@ -314,7 +318,9 @@ export async function startStripeEmulator(
   opts: StripeEmulatorOptions = {},
 ): Promise<StripeEmulator> {
   const apiKey = opts.apiKey ?? "sk_test_emulator";
-  const now = opts.now ?? Date.now;
+  const baseNow = opts.now ?? Date.now;
+  let clockOffsetMs = opts.clockOffsetMs ?? 0;
+  const now = () => baseNow() + clockOffsetMs;
   const nowS = () => Math.floor(now() / 1000);
   const rateLimitPerSecond = opts.rateLimitPerSecond ?? 0;
   const acceptAnyCustomer = opts.acceptAnyCustomer ?? false;
@@ -901,6 +907,8 @@ export async function startStripeEmulator(
       "Content-Type": "application/json",
       "Request-Id": `req_emu_${(++requestSeq).toString().padStart(8, "0")}`,
       "Stripe-Version": String(req.headers["stripe-version"] ?? "2026-10-28.endive"),
+      // The emulator's clock (with its offset), not Node's automatic real-time Date header.
+      Date: new Date(now()).toUTCString(),
       ...reply.headers,
     };
     const key = req.headers["idempotency-key"];
@@ -973,6 +981,9 @@ export async function startStripeEmulator(
     addCustomer(id) {
       if (!customers.has(id)) customers.set(id, { id, created: nowS(), params: {} });
     },
+    setClockOffsetMs(ms) {
+      clockOffsetMs = ms;
+    },
     async close() {
       for (const d of pendingDelays) {
         clearTimeout(d.timer);
@@ -1015,6 +1026,7 @@ async function main(): Promise<void> {
       "delay-rate": { type: "string" },
       "delay-ms": { type: "string" },
       seed: { type: "string" },
+      "clock-offset-ms": { type: "string" },
     },
   });
   const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
@@ -1023,6 +1035,7 @@ async function main(): Promise<void> {
     apiKey: values["api-key"],
     acceptAnyCustomer: values["accept-any-customer"],
     rateLimitPerSecond: num(values["rate-limit"]),
+    clockOffsetMs: num(values["clock-offset-ms"]),
     faults: {
       error500Rate: num(values["error-500-rate"]),
       error429Rate: num(values["error-429-rate"]),

@@ -6,6 +6,7 @@ import type { Db } from "../db/client.ts";
 import { ENDED_ONLY_NEEDS_CUMULATIVE } from "../ingest/ingest.ts";
 import { createLogger } from "../lib/logger.ts";
 import { checkEvictionPolicy, createRedis, waitReady } from "../lib/redis.ts";
+import { clockSkewCheck, stripeClockSkew } from "../reporting/clock.ts";
 import {
   failedReports,
   pendingReports,
@@ -360,6 +361,11 @@ async function doctorStripe(
     add("stripe key", "fail", (err as Error).message);
     return;
   }
+  const skew = await stripeClockSkew(stripe);
+  if (skew) {
+    const c = clockSkewCheck(skew.skewMs);
+    add("stripe clock", c.result, c.detail);
+  } else add("stripe clock", "warn", "Stripe's answer carried no Date header to compare with");
   try {
     const meter = await findMeter(stripe, config.STRIPE_METER_EVENT_NAME);
     if (!meter) {

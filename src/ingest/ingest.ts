@@ -121,7 +121,12 @@ export function prepareIngest(db: Db) {
         reason: p("reason"),
         raw: p("raw"),
       })
-      .onConflictDoNothing()
+      // A re-run of the same delivery (crash, stall, an operator's requeue) keeps one row, with
+      // the latest reason: a requeued event refused for another cause must say so.
+      .onConflictDoUpdate({
+        target: [quarantine.deliveryId, quarantine.position],
+        set: { reason: sql`excluded.reason` },
+      })
       .prepare(),
     sessionReadings: db
       .select()

@@ -8,7 +8,11 @@ export type PruneResult = {
   cutoff: number;
 };
 
-/** meta key: every dedupe record of an event before this time (ms) has been deleted. */
+/**
+ * meta key: dedupe records of events before this time (ms) may have been deleted. It only moves
+ * when something is deleted, and only as far as the newest record deleted: events past it never
+ * had a record (were never counted), so raising RETENTION_DAYS still lets them be counted.
+ */
 export const PRUNED_BEFORE = "pruned_before";
 
 /**
@@ -22,6 +26,14 @@ export function pruneExpired(db: Db, retentionDays: number, now: number): PruneR
   const c = db.$client;
   return db.transaction(
     () => {
+      const newest = c
+        .prepare(
+          `select max(t) as t from (
+             select max(event_ts) as t from seen_events where event_ts < @cutoff
+             union all
+             select max(last_reading_at) from sessions where last_reading_at < @cutoff and end_time is not null)`,
+        )
+        .get({ cutoff }) as { t: number | null };
       const seen = c.prepare("DELETE FROM seen_events WHERE event_ts < ?").run(cutoff).changes;
       const old =
         "SELECT session_sid FROM sessions WHERE last_reading_at < ? AND end_time IS NOT NULL";
@@ -31,9 +43,10 @@ export function pruneExpired(db: Db, retentionDays: number, now: number): PruneR
       const sessions = c
         .prepare("DELETE FROM sessions WHERE last_reading_at < ? AND end_time IS NOT NULL")
         .run(cutoff).changes;
-      c.prepare(
-        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
-      ).run(PRUNED_BEFORE, cutoff);
+      if (newest.t !== null)
+        c.prepare(
+          "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+        ).run(PRUNED_BEFORE, newest.t + 1);
       return { seenEvents: seen, sessions, readings, cutoff };
     },
     { behavior: "immediate" },

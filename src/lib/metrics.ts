@@ -52,6 +52,11 @@ export function createMetrics() {
       help: "Outbox rows stopped by a permanent Stripe error (see simmeter report --status)",
       registers: [registry],
     }),
+    reportLastSuccess: new Gauge({
+      name: "simmeter_report_last_success_timestamp_seconds",
+      help: "Unix time of the last scheduled report run that finished without a fatal error (alert when it stops moving)",
+      registers: [registry],
+    }),
   };
 }
 

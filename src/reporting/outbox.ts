@@ -367,17 +367,27 @@ export function markSent(
 }
 
 export function markFailed(db: Db, identifier: string, reason: string): void {
-  db.update(meterReports)
-    .set({ state: "failed", lastError: reason, attempts: sql`${meterReports.attempts} + 1` })
-    .where(eq(meterReports.identifier, identifier))
-    .run();
+  durably(db, () =>
+    db
+      .update(meterReports)
+      .set({ state: "failed", lastError: reason, attempts: sql`${meterReports.attempts} + 1` })
+      .where(eq(meterReports.identifier, identifier))
+      .run(),
+  );
 }
 
+/**
+ * The attempt count is part of the next call's Idempotency-Key: it must be on disk before that
+ * call, or a restart could reuse a key with other parameters.
+ */
 export function recordAttempt(db: Db, identifier: string, error: string): void {
-  db.update(meterReports)
-    .set({ lastError: error, attempts: sql`${meterReports.attempts} + 1` })
-    .where(eq(meterReports.identifier, identifier))
-    .run();
+  durably(db, () =>
+    db
+      .update(meterReports)
+      .set({ lastError: error, attempts: sql`${meterReports.attempts} + 1` })
+      .where(eq(meterReports.identifier, identifier))
+      .run(),
+  );
 }
 
 /** Puts stopped rows back in line (after the operator fixed the cause) and re-checks their hours. */

@@ -165,6 +165,13 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
         case "retry": {
           recordAttempt(db, row.identifier, outcome.reason);
           row.attempts++;
+          if (outcome.untilNextRun) {
+            logger.warn(
+              { identifier: row.identifier, reason: outcome.reason },
+              "meter event not accepted yet; retried next run",
+            );
+            return false;
+          }
           // After a timeout the first call may still be running at Stripe; wait it out so the
           // retry is not a second concurrent call for this customer.
           const wait = outcome.timedOut

@@ -29,9 +29,12 @@ export type SendOutcome =
   | { kind: "sent" }
   /** Stripe already has an event with our identifier: an earlier attempt got through */
   | { kind: "duplicate" }
-  /** 429, 5xx, timeout or connection error: try again later, with backoff */
-  | { kind: "retry"; reason: string; timedOut: boolean }
-  /** the row can never succeed as it is (unknown customer, inactive meter, bad timestamp) */
+  /**
+   * 429, 5xx, timeout or connection error: try again later, with backoff. untilNextRun: backing
+   * off within this run cannot help (host clock ahead of Stripe's); wait for the next run.
+   */
+  | { kind: "retry"; reason: string; timedOut: boolean; untilNextRun?: boolean }
+  /** the row can never succeed as it is (unknown customer, inactive meter, timestamp too old) */
   | { kind: "permanent"; reason: string }
   /** nothing can succeed (bad key): stop the whole run */
   | { kind: "fatal"; reason: string };
@@ -46,6 +49,17 @@ export function classifyStripeError(err: unknown): SendOutcome {
     /already exists/i.test(err.message)
   ) {
     return { kind: "duplicate" };
+  }
+  // Our stamps are never later than our own clock, so Stripe calling one "in the future" means
+  // the host clock is more than 5 minutes ahead of Stripe's. The stamp is fixed in the row, so it
+  // is accepted once Stripe's clock passes it: waiting, not stopping the row, is the cure.
+  if (isTimestampInFuture(err)) {
+    return {
+      kind: "retry",
+      reason: `${msg} (the host clock looks ahead of Stripe's by more than 5 minutes: retried until Stripe's clock passes the timestamp; fix NTP on this host)`,
+      timedOut: false,
+      untilNextRun: true,
+    };
   }
   if (err instanceof Stripe.errors.StripeConnectionError) {
     return { kind: "retry", reason: msg, timedOut: /timeout/i.test(err.message) };
@@ -73,6 +87,14 @@ export function classifyStripeError(err: unknown): SendOutcome {
     };
   }
   return { kind: "permanent", reason: msg };
+}
+
+/** Stripe's answer to a meter event stamped more than 5 minutes past its clock. */
+function isTimestampInFuture(err: InstanceType<typeof Stripe.errors.StripeError>): boolean {
+  return (
+    err.code === "timestamp_in_future" ||
+    (err.param === "timestamp" && /in the future/i.test(err.message))
+  );
 }
 
 export async function sendMeterEvent(

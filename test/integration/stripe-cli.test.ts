@@ -246,6 +246,7 @@ describe("simmeter doctor (CLI)", () => {
       "database",
       "outbox",
       "stripe key",
+      "stripe clock",
       "meter",
       "customers",
     ]);
