@@ -29,6 +29,8 @@ export const sims = sqliteTable("sims", {
   simSid: text("sim_sid").primaryKey(),
   iccid: text("iccid").notNull(),
   fleetSid: text("fleet_sid"),
+  /** sim_unique_name of the newest event that had one (for per-SIM statements) */
+  uniqueName: text("unique_name"),
   accountSid: text("account_sid").notNull(),
   firstSeenAt: integer("first_seen_at").notNull(),
   lastEventAt: integer("last_event_at").notNull(),
@@ -200,7 +202,11 @@ export const meterReports = sqliteTable(
     kind: text("kind", { enum: ["usage", "observed"] })
       .notNull()
       .default("usage"),
-    state: text("state", { enum: ["pending", "sent", "failed"] }).notNull(),
+    /**
+     * pending → sent | failed; superseded: never sent, and replaced by a new row (new identifier)
+     * because the invoice its stamp pointed at closed before any call was made.
+     */
+    state: text("state", { enum: ["pending", "sent", "failed", "superseded"] }).notNull(),
     attempts: integer("attempts").notNull().default(0),
     lastError: text("last_error"),
     createdAt: integer("created_at").notNull(),
@@ -265,3 +271,28 @@ export const reportDirtySims = sqliteTable("report_dirty_sims", {
 });
 
 export type SimFleetHour = typeof simFleetHours.$inferSelect;
+
+/**
+ * Each customer's metered subscription item on the configured meter, as last looked up in Stripe
+ * (src/billing/subscriptions.ts): the periods and the previous period's invoice decide where a
+ * delta is stamped. Times are epoch ms.
+ */
+export const billingCustomers = sqliteTable("billing_customers", {
+  customerId: text("customer_id").primaryKey(),
+  state: text("state", { enum: ["ok", "none", "ambiguous"] }).notNull(),
+  detail: text("detail"),
+  subscriptionId: text("subscription_id"),
+  itemId: text("item_id"),
+  priceId: text("price_id"),
+  periodStart: integer("period_start"),
+  periodEnd: integer("period_end"),
+  prevStart: integer("prev_start"),
+  prevEnd: integer("prev_end"),
+  prevInvoiceId: text("prev_invoice_id"),
+  prevInvoiceStatus: text("prev_invoice_status"),
+  prevFinalizesAt: integer("prev_finalizes_at"),
+  prevFinalizedAt: integer("prev_finalized_at"),
+  refreshedAt: integer("refreshed_at").notNull(),
+});
+
+export type BillingCustomer = typeof billingCustomers.$inferSelect;

@@ -74,6 +74,7 @@ export function prepareIngest(db: Db) {
         simSid: p("simSid"),
         iccid: p("iccid"),
         fleetSid: p("fleetSid"),
+        uniqueName: p("uniqueName"),
         accountSid: p("accountSid"),
         firstSeenAt: p("now"),
         lastEventAt: p("eventTs"),
@@ -85,6 +86,7 @@ export function prepareIngest(db: Db) {
         set: {
           iccid: sql`case when excluded.last_event_at >= ${sims.lastEventAt} then excluded.iccid else ${sims.iccid} end`,
           fleetSid: sql`case when excluded.last_event_at >= ${sims.lastEventAt} then coalesce(excluded.fleet_sid, ${sims.fleetSid}) else ${sims.fleetSid} end`,
+          uniqueName: sql`case when excluded.last_event_at >= ${sims.lastEventAt} then coalesce(excluded.unique_name, ${sims.uniqueName}) else ${sims.uniqueName} end`,
           lastEventAt: sql`max(${sims.lastEventAt}, excluded.last_event_at)`,
         },
       })
@@ -424,12 +426,13 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
           summary.byKind[e.kind] = (summary.byKind[e.kind] ?? 0) + 1;
           summary.lagsMs.push(now - e.timestampMs);
           // One write per SIM per day and change, not per event: a page write saved on the hot path.
-          const simKey = `${e.iccid}|${e.fleetSid}|${dayStart(e.timestampMs)}`;
+          const simKey = `${e.iccid}|${e.fleetSid}|${e.simUniqueName}|${dayStart(e.timestampMs)}`;
           if (stmts.simsWritten.get(e.simSid) !== simKey) {
             stmts.upsertSim.run({
               simSid: e.simSid,
               iccid: e.iccid,
               fleetSid: e.fleetSid,
+              uniqueName: e.simUniqueName,
               accountSid: e.accountSid,
               now,
               eventTs: e.timestampMs,
