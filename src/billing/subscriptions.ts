@@ -23,10 +23,14 @@ const customerOf = (s: Stripe.Subscription) =>
   typeof s.customer === "string" ? s.customer : s.customer.id;
 
 /** Every item of a subscription, paging past the embedded first page. */
-async function itemsOf(stripe: Stripe, sub: Stripe.Subscription): Promise<Stripe.SubscriptionItem[]> {
+async function itemsOf(
+  stripe: Stripe,
+  sub: Stripe.Subscription,
+): Promise<Stripe.SubscriptionItem[]> {
   if (!sub.items.has_more) return sub.items.data;
   const out: Stripe.SubscriptionItem[] = [];
-  for await (const item of stripe.subscriptionItems.list({ subscription: sub.id, limit: 100 })) out.push(item);
+  for await (const item of stripe.subscriptionItems.list({ subscription: sub.id, limit: 100 }))
+    out.push(item);
   return out;
 }
 
@@ -45,7 +49,9 @@ async function previousInvoice(
     if (++seen > 10) break;
     if (invoice.status === "void" || !invoice.id) continue;
     const lines = invoice.lines.has_more
-      ? await stripe.invoices.listLineItems(invoice.id, { limit: 100 }).autoPagingToArray({ limit: 1000 })
+      ? await stripe.invoices
+          .listLineItems(invoice.id, { limit: 100 })
+          .autoPagingToArray({ limit: 1000 })
       : invoice.lines.data;
     const line = lines.find(
       (l) =>
@@ -112,7 +118,11 @@ export async function lookUpBilling(
     recurring: { meter: meterId, usage_type: "metered" },
     limit: 100,
   })) {
-    for await (const sub of stripe.subscriptions.list({ price: price.id, status: "all", limit: 100 })) {
+    for await (const sub of stripe.subscriptions.list({
+      price: price.id,
+      status: "all",
+      limit: 100,
+    })) {
       if (!BILLED_STATUSES.has(sub.status)) continue;
       for (const item of await itemsOf(stripe, sub)) {
         if (item.price.recurring?.meter !== meterId) continue;
@@ -141,7 +151,8 @@ export async function lookUpBilling(
       out.push({
         ...base,
         state: "none",
-        detail: "no active subscription item with a price on the meter: usage is held until one exists",
+        detail:
+          "no active subscription item with a price on the meter: usage is held until one exists",
       });
       continue;
     }
