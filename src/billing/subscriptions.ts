@@ -1,5 +1,7 @@
 import type Stripe from "stripe";
+import { assignmentCustomers } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
+import { findMeter } from "../reporting/stripe-setup.ts";
 import { billingCustomers } from "../db/schema.ts";
 import {
   type CustomerBilling,
@@ -261,4 +263,28 @@ export function billingRefreshDue(
     if (b.previous && b.previous.invoiceId === null) return true;
   }
   return false;
+}
+
+/**
+ * Looks up and stores the billing state of every mapped customer (what `simmeter report` does at
+ * the start of every pass, and the service on its schedule). Throws when the meter is missing.
+ */
+export async function refreshBilling(o: {
+  db: Db;
+  stripe: Stripe;
+  eventName: string;
+  now: number;
+}): Promise<Map<string, CustomerBilling>> {
+  const meter = await findMeter(o.stripe, o.eventName);
+  if (!meter) throw new MissingMeterError(o.eventName);
+  const rows = await lookUpBilling(o.stripe, meter.id, assignmentCustomers(o.db), o.now);
+  storeBilling(o.db, rows);
+  return loadBilling(o.db);
+}
+
+export class MissingMeterError extends Error {
+  override name = "MissingMeterError";
+  constructor(eventName: string) {
+    super(`no meter with event_name ${eventName}: run simmeter stripe setup`);
+  }
 }

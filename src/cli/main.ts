@@ -1,4 +1,5 @@
 import { Command, CommanderError } from "commander";
+import { registerBillingCommands } from "./billing.ts";
 import { registerCustomerCommands } from "./customers.ts";
 import { registerReadCommands } from "./read.ts";
 import { registerReplayCommand } from "./replay.ts";
@@ -20,6 +21,7 @@ registerReadCommands(program);
 registerReplayCommand(program);
 registerCustomerCommands(program);
 registerReportCommands(program);
+registerBillingCommands(program);
 registerSimulateCommand(program);
 
 try {

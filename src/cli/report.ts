@@ -1,6 +1,7 @@
 import { type Command, InvalidArgumentError } from "commander";
 import type Stripe from "stripe";
 import { HOUR_MS, hourStart } from "../accounting/buckets.ts";
+import type { PeriodChoice } from "../billing/parity.ts";
 import { assignmentCustomers } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
 import { ENDED_ONLY_NEEDS_CUMULATIVE } from "../ingest/ingest.ts";
@@ -26,6 +27,7 @@ import { createStripe } from "../reporting/stripe.ts";
 import { ensureMeter, findMeter, meterProblems } from "../reporting/stripe-setup.ts";
 import { reporterSettings } from "../runtime/worker.ts";
 import { parseTime } from "../usage/query.ts";
+import { type Format, parseFormat, parsePeriod, reconcilePeriod } from "./billing.ts";
 import { cliContext, printJsonOrTable, table } from "./context.ts";
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -226,6 +228,12 @@ export function registerReportCommands(program: Command): void {
       },
       10,
     )
+    .option(
+      "--period <period>",
+      "invoice parity instead: current, previous or an invoice id (in_…), per customer by its own billing period",
+      parsePeriod,
+    )
+    .option("--format <format>", "with --period: text, json or csv", parseFormat)
     .option("--json", "print JSON")
     .action(
       async (o: {
@@ -234,8 +242,22 @@ export function registerReportCommands(program: Command): void {
         json?: boolean;
         repair?: boolean;
         settleMinutes: number;
+        period?: PeriodChoice;
+        format?: Format;
       }) => {
         const { config, db } = cliContext({ stripe: true }, "warn");
+        if (o.period !== undefined) {
+          if (o.repair || o.from || o.to)
+            throw new InvalidArgumentError(
+              "--period cannot be combined with --from, --to or --repair",
+            );
+          try {
+            await reconcilePeriod(config, db, o.period, o.format ?? (o.json ? "json" : "text"));
+          } finally {
+            db.$client.close();
+          }
+          return;
+        }
         const now = Date.now();
         const from = hourStart(
           o.from ? parseTime(o.from, "--from") : now - STRIPE_BACKDATE_MS + HOUR_MS,
