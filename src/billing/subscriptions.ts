@@ -116,10 +116,17 @@ export async function lookUpBilling(
   now: number,
 ): Promise<CustomerBilling[]> {
   const byCustomer = new Map<string, Found[]>();
-  for await (const price of stripe.prices.list({
-    recurring: { meter: meterId, usage_type: "metered" },
-    limit: 100,
-  })) {
+  // An archived price stops taking new subscriptions but keeps billing existing ones, and the
+  // price list holds only active prices unless asked for the others.
+  const prices: Stripe.Price[] = [];
+  for (const active of [true, false])
+    for await (const price of stripe.prices.list({
+      recurring: { meter: meterId, usage_type: "metered" },
+      active,
+      limit: 100,
+    }))
+      prices.push(price);
+  for (const price of prices) {
     for await (const sub of stripe.subscriptions.list({
       price: price.id,
       status: "all",
