@@ -52,6 +52,12 @@ export function createMetrics() {
       help: "Outbox rows stopped by a permanent Stripe error (see simmeter report --status)",
       registers: [registry],
     }),
+    unbilledBytes: new Gauge({
+      name: "simmeter_unbilled_bytes",
+      help: "Counted bytes no invoice will carry yet, by reason: no_subscription, ambiguous_subscription, stale_period (held, sent once possible), unmapped (no customer covers the SIM)",
+      labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
     reportLastSuccess: new Gauge({
       name: "simmeter_report_last_success_timestamp_seconds",
       help: "Unix time of the last scheduled report run that finished without a fatal error (alert when it stops moving)",
