@@ -290,9 +290,12 @@ export function customerResolver(db: Db) {
     if (at === null) return [];
     const prev = latestBefore.get(simSid, at)?.hour ?? null;
     const out: FleetObservation[] = [];
-    if (prev !== null)
-      for (const r of atHour.all(simSid, prev)) out.push({ hour: prev, fleetSid: r.fleetSid });
-    for (const r of atHour.all(simSid, at)) out.push({ hour: at, fleetSid: r.fleetSid });
+    const before = prev === null ? [] : atHour.all(simSid, prev);
+    const here = atHour.all(simSid, at);
+    // Two move hours in a row (a SIM flapping between fleets): fleetAt walks the chain back.
+    if (here.length > 1 && before.length > 1) return history(simSid).fleets as FleetObservation[];
+    for (const r of before) out.push({ hour: prev as number, fleetSid: r.fleetSid });
+    for (const r of here) out.push({ hour: at, fleetSid: r.fleetSid });
     return out;
   };
   const historyCache = new Map<string, SimHistory>();

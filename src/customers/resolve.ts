@@ -50,16 +50,8 @@ function setAt(fleets: readonly FleetObservation[], i: number): { set: string[];
   return { set: [...set].sort(), start };
 }
 
-/**
- * The fleets observed in the latest observed hour at or before `hour` (or the first observed hour
- * when the SIM was seen only later), and in the observed hour before that. `fleets` is sorted by
- * hour; a binary search keeps resolving a long history cheap.
- */
-function observedAround(
-  fleets: readonly FleetObservation[],
-  hour: number,
-): { at: number; set: string[]; previous: string[] } | null {
-  if (fleets.length === 0) return null;
+/** Index of the first observation of the latest observed hour at or before `hour` (else 0). */
+function groupAtOrBefore(fleets: readonly FleetObservation[], hour: number): number {
   let lo = 0;
   let hi = fleets.length - 1;
   let found = 0;
@@ -70,30 +62,56 @@ function observedAround(
       lo = mid + 1;
     } else hi = mid - 1;
   }
-  const here = setAt(fleets, found);
-  const previous = here.start > 0 ? setAt(fleets, here.start - 1).set : [];
-  return { at: (fleets[found] as FleetObservation).hour, set: here.set, previous };
+  return setAt(fleets, found).start;
+}
+
+/**
+ * For the observed hour group starting at `i`: the fleet the SIM came from (the fleet it was in
+ * when the hour began) and the one it was in when the hour ended. An hour with one fleet has both
+ * the same. In an hour with several (a move), the SIM came from the fleet it had left the previous
+ * observed hour in, and left in another one; when that is unknown, the smallest fleet SID, so the
+ * answer depends only on the observations, never on arrival order. Consecutive move hours (a SIM
+ * flapping between fleets) are walked iteratively.
+ */
+function cameFromAndExit(
+  fleets: readonly FleetObservation[],
+  i: number,
+): { cameFrom: string; exit: string } {
+  const chain: string[][] = [];
+  let start = i;
+  for (;;) {
+    const g = setAt(fleets, start);
+    chain.push(g.set);
+    if (g.set.length === 1 || g.start === 0) break;
+    start = setAt(fleets, g.start - 1).start;
+  }
+  // Oldest first: the oldest group is a single fleet (or the first observation of all).
+  let exit: string | null = null;
+  let cameFrom = "";
+  for (let k = chain.length - 1; k >= 0; k--) {
+    const set = chain[k] as string[];
+    cameFrom = exit !== null && set.includes(exit) ? exit : (set[0] as string);
+    exit = set.length === 1 ? (set[0] as string) : (set.find((f) => f !== cameFrom) ?? cameFrom);
+  }
+  return { cameFrom, exit: exit as string };
 }
 
 /**
  * The fleet the SIM was in during `hour` (null when no event ever named one):
  * - an hour with one observed fleet: that fleet;
- * - an hour in which the SIM moved (several fleets): the fleet it came from (as an assignment that
- *   takes effect inside an hour leaves that hour with the previous customer); when that is unknown,
- *   the smallest fleet SID, so the answer never depends on arrival order;
- * - an hour without events: the fleet of the latest observed hour before it (after a move hour,
- *   the fleet it moved to); before its first event, the fleet of its first observed hour.
- * Only the latest observed hour at or before `hour` and the one before that are consulted, so a
- * caller may pass just those.
+ * - an hour in which the SIM moved (several fleets): the fleet it came from, as an assignment that
+ *   takes effect inside an hour leaves that hour with the previous customer;
+ * - an hour without events: the fleet it was in at the end of the latest observed hour before it
+ *   (after a move, the fleet it moved to); before its first event, its first observed fleet.
+ * `fleets` is sorted by hour. Only the latest observed hour at or before `hour` matters, and the
+ * hours before it only while they are move hours too.
  */
 export function fleetAt(fleets: readonly FleetObservation[], hour: number): string | null {
-  const o = observedAround(fleets, hour);
-  if (!o) return null;
-  if (o.set.length === 1) return o.set[0] as string;
-  const cameFrom = o.set.filter((f) => o.previous.includes(f));
-  const inMoveHour = (cameFrom[0] ?? o.set[0]) as string;
-  if (hour <= o.at) return inMoveHour;
-  return (o.set.find((f) => f !== inMoveHour) ?? inMoveHour) as string;
+  if (fleets.length === 0) return null;
+  const i = groupAtOrBefore(fleets, hour);
+  const at = (fleets[i] as FleetObservation).hour;
+  const { cameFrom, exit } = cameFromAndExit(fleets, i);
+  return hour <= at ? cameFrom : exit;
 }
 
 /** The customer whose assignment covers the SIM at `hour`: its own first, then its fleet's then. */

@@ -235,8 +235,8 @@ export function prepareIngest(db: Db) {
       .prepare(),
     /** simSid → what was last written for it (see ingestDeliveries) */
     simsWritten: new Map<string, string>(),
-    /** simSid → the newest fleet observation written for it, and the latest hour observed */
-    fleetsWritten: new Map<string, { hour: number; fleetSid: string; maxHour: number }>(),
+    /** simSid → its latest observed hour, and that hour's fleet when it holds only one */
+    fleetsWritten: new Map<string, FleetMark>(),
   };
 }
 
@@ -325,7 +325,8 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
   };
   // SIM rows written by this transaction enter the caches only once it commits.
   let written: [string, string][] = [];
-  let fleetsWritten: [string, { hour: number; fleetSid: string; maxHour: number }][] = [];
+  let fleetsWritten: [string, FleetMark][] = [];
+  let fleetsForgotten: string[] = [];
   db.transaction(
     () => {
       const now = ctx.now();
@@ -336,7 +337,22 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
       const touched = new Map<string, SessionTouch>();
       written = [];
       fleetsWritten = [];
-      const fleetCache = new Map<string, { hour: number; fleetSid: string; maxHour: number }>();
+      const fleetCache = new Map<string, FleetMark>();
+      // SIMs whose latest observed hour is no longer known (an out-of-order observation).
+      const forgotten = new Set<string>();
+      const trackedCache: FleetCache = {
+        // This job's marks first, then those committed earlier, unless this job forgot the SIM.
+        get: (sim: string) =>
+          forgotten.has(sim) ? undefined : (fleetCache.get(sim) ?? stmts.fleetsWritten.get(sim)),
+        set: (sim: string, m: FleetMark) => {
+          forgotten.delete(sim);
+          fleetCache.set(sim, m);
+        },
+        delete: (sim: string) => {
+          fleetCache.delete(sim);
+          forgotten.add(sim);
+        },
+      };
       const quarantineOne = (
         d: Delivery,
         position: number,
@@ -439,7 +455,7 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
             });
             written.push([e.simSid, simKey]);
           }
-          recordFleet(stmts, fleetCache, e);
+          recordFleet(stmts, trackedCache, e);
           if (e.oddities.length > 0) {
             // Billed all the same: only descriptive fields are odd (one row per event).
             stmts.insertAnomaly.run({
@@ -508,11 +524,13 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
         summary.sessions = touched.size;
       }
       fleetsWritten = [...fleetCache.entries()];
+      fleetsForgotten = [...forgotten].filter((sim) => !fleetCache.has(sim));
     },
     { behavior: "immediate" },
   );
   for (const [sim, key] of written) stmts.simsWritten.set(sim, key);
   for (const [sim, f] of fleetsWritten) stmts.fleetsWritten.set(sim, f);
+  for (const sim of fleetsForgotten) stmts.fleetsWritten.delete(sim);
   if (stmts.fleetsWritten.size > 1_000_000) stmts.fleetsWritten.clear();
   if (stmts.simsWritten.size > 1_000_000) stmts.simsWritten.clear();
   return summary;
@@ -521,33 +539,47 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
 export const ENDED_ONLY_NEEDS_CUMULATIVE =
   "ended-only mode needs data_session_data_total (schema v2) on data-session.ended: without it only the last window would be billed; pin schema version 2 on the subscription, or use BILLING_MODE=realtime, then requeue (simmeter quarantine requeue)";
 
+/** A SIM's latest observed hour, and its fleet when that hour holds only one (else null). */
+type FleetMark = { latestHour: number; latestFleet: string | null };
+type FleetCache = {
+  get(simSid: string): FleetMark | undefined;
+  set(simSid: string, mark: FleetMark): void;
+  delete(simSid: string): void;
+};
+
 /**
  * Records which fleet the SIM was in during the event's hour (the customer history), and marks
- * the SIM for a full re-plan when the observation changes more than its own hour: a fleet change,
- * or an hour observed out of order. In-order events of an unchanged fleet cost one insert per
- * SIM-hour and no reads.
+ * the SIM for a full re-plan when the observation can change the customer of any other hour: its
+ * first observation (usage counted before it may now be covered), a fleet change, or an hour
+ * observed out of order. In-order events of an unchanged fleet cost one insert per SIM-hour and
+ * no reads.
  */
-function recordFleet(
-  stmts: IngestStatements,
-  cache: Map<string, { hour: number; fleetSid: string; maxHour: number }>,
-  e: ConnectionEvent,
-): void {
+function recordFleet(stmts: IngestStatements, cache: FleetCache, e: ConnectionEvent): void {
   // fleet_sid may be absent (or unusable): that says nothing about membership.
   if (e.fleetSid === null) return;
   const fleetSid = e.fleetSid;
+  const simSid = e.simSid;
   const hour = hourStart(e.timestampMs);
-  const known = cache.get(e.simSid) ?? stmts.fleetsWritten.get(e.simSid);
-  if (known && known.hour === hour && known.fleetSid === fleetSid) return;
-  const maxHour = Math.max(known?.maxHour ?? hour, hour);
-  cache.set(e.simSid, { hour, fleetSid, maxHour });
-  if (stmts.insertFleetHour.run({ simSid: e.simSid, hour, fleetSid }).changes === 0) return;
-  if (known && known.fleetSid === fleetSid && hour > known.maxHour) return;
-  const n = stmts.fleetNeighbours.get({ simSid: e.simSid, hour });
+  const known = cache.get(simSid);
+  if (known?.latestFleet === fleetSid) {
+    if (hour === known.latestHour) return;
+    if (hour > known.latestHour) {
+      // The next hour of an unchanged fleet: nothing else's customer changes.
+      stmts.insertFleetHour.run({ simSid, hour, fleetSid });
+      cache.set(simSid, { latestHour: hour, latestFleet: fleetSid });
+      return;
+    }
+  }
+  const inserted = stmts.insertFleetHour.run({ simSid, hour, fleetSid }).changes > 0;
+  const n = stmts.fleetNeighbours.get({ simSid, hour });
+  const later = Boolean(n?.later);
+  const same = n?.same ?? 1;
+  if (!later) cache.set(simSid, { latestHour: hour, latestFleet: same === 1 ? fleetSid : null });
+  else cache.delete(simSid);
+  if (!inserted) return;
   const before = n?.fleets ? n.fleets.split(" ") : [];
-  const first = before.length === 0 && !n?.later && (n?.same ?? 1) <= 1;
-  if (first) return;
-  if (n?.later || (n?.same ?? 1) > 1 || before.some((f) => f !== fleetSid)) {
-    stmts.markDirtySim.run({ simSid: e.simSid });
+  if (later || same > 1 || before.length === 0 || before.some((f) => f !== fleetSid)) {
+    stmts.markDirtySim.run({ simSid });
   }
 }
 

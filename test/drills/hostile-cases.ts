@@ -9,6 +9,13 @@ import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 // quarantine rows it must produce. Every expectation is worked out here from the documented
 // schema (shared/reference/event-sources.md, src/events/schema.ts's documented rules), never by
 // calling the code under test.
+//
+// The rule: billing fields (envelope type and data, event/account/SIM ids, ICCID, timestamp,
+// session id, times and byte counters, and what a billing event cannot do without) are strict: a
+// bad one quarantines the event, which is never counted. Descriptive fields (fleet_sid,
+// sim_unique_name, imei, imsi, ip_address, apn, rat_type, data_modifier, network, location, error
+// and their members) are lenient: an odd one does not cost the bill, so the event is counted (its
+// 5,120 bytes billed to HOSTILE_SIM) and one odd_field anomaly describes it.
 
 export const TOKEN = "hostile-drill-token-0123456789abc";
 export const KORE_SECRET = "hostile-drill-kore-secret";
@@ -24,6 +31,16 @@ const DEEP = 5000;
 
 /** a quarantine row a delivery must produce: its position (-1: whole body) and why */
 export type Quarantined = { pos: number; label: string };
+/**
+ * a made-up event whose only faults are odd descriptive fields: it must be counted, with an
+ * odd_field anomaly naming each of `fields` (e.g. "data.location.lat")
+ */
+export type OddCounted = { sid: string; label: string; fields: string[] };
+
+/** What every made-up event that is counted adds to HOSTILE_SIM's usage (4,096 down + 1,024 up). */
+export const HOSTILE_EVENT_BYTES = 5120;
+/** The hour those bytes belong to (every made-up session ends at 03:20 on 6 January 2025). */
+export const HOSTILE_HOUR = "2025-01-06T03:00:00.000Z";
 
 export type Expect =
   /** authenticated and stored: `accepted` events in the answer, one quarantine row per entry */
@@ -31,6 +48,8 @@ export type Expect =
       status: 200;
       accepted: number;
       quarantine: Quarantined[];
+      /** made-up events that must be counted despite odd descriptive fields */
+      counted: OddCounted[];
       /** also right: the whole body kept as one row at position -1 (and 0 events accepted) */
       orWhole?: boolean;
     }
@@ -52,6 +71,29 @@ type Auth = "twilio" | "kore";
 /** one edit of an event: JSON text at a path; null deletes the key; path [] replaces the event */
 type Edit = { path: string[]; raw: string | null };
 type Mutation = { ended: boolean; label: string; edits: Edit[] };
+
+/** The descriptive fields of data (src/events/schema.ts): odd values there are not quarantined. */
+const DESCRIPTIVE = new Set([
+  "fleet_sid",
+  "sim_unique_name",
+  "imei",
+  "imsi",
+  "ip_address",
+  "apn",
+  "rat_type",
+  "data_modifier",
+  "network",
+  "location",
+  "error",
+]);
+const isDescriptive = (path: readonly string[]) =>
+  path.length >= 2 && path[0] === "data" && DESCRIPTIVE.has(path[1] as string);
+/**
+ * A mutation that only touches descriptive fields leaves a billable event: counted, with an
+ * oddity. (Every descriptive value in FIELDS below is odd: of the wrong type, or a malformed SID.)
+ */
+const onlyDescriptive = (m: Mutation) =>
+  m.edits.length > 0 && m.edits.every((e) => e.raw !== null && isDescriptive(e.path));
 
 const DELETE = null;
 const q = (s: string) => JSON.stringify(s);
@@ -370,7 +412,6 @@ const specArb: fc.Arbitrary<Spec> = fc.oneof(
             "{",
             "]",
             '{"type":"com.twilio.iot.supersim.connection.data-session.ended"',
-            "\uFEFF[]",
             "[]]",
             "{}{}",
             "[] x",
@@ -386,7 +427,8 @@ const specArb: fc.Arbitrary<Spec> = fc.oneof(
           ),
         ),
       })
-      .filter((s) => !isJson(s.text)),
+      // A leading UTF-8 BOM is ignored for parsing, so BOM + JSON is not malformed ("container").
+      .filter((s) => !isJson(s.text) && !isJson(s.text.replace(/^\uFEFF/, ""))),
   ),
   w(
     30,
@@ -501,7 +543,15 @@ const specArb: fc.Arbitrary<Spec> = fc.oneof(
     fc.record({
       t: fc.constant("container" as const),
       auth,
-      text: fc.constantFrom("[]", "{}", "[{}]", " [ ] ", '{"__proto__":{"type":"x"}}'),
+      text: fc.constantFrom(
+        "[]",
+        "{}",
+        "[{}]",
+        " [ ] ",
+        '{"__proto__":{"type":"x"}}',
+        "\uFEFF[]",
+        "\uFEFF[{}]",
+      ),
     }),
   ),
   w(
@@ -695,7 +745,22 @@ export function planHostile(
     return sid;
   };
   const fleetAt = (i: number) => fleetEvents[i % fleetEvents.length] as Record<string, unknown>;
-  const invalid = (m: Mutation) => mutatedText(freshSid(m.label), m);
+  /** a made-up event with mutation m: its text, and whether it is quarantined or counted */
+  const made = (m: Mutation) => {
+    const sid = freshSid(m.label);
+    const odd = onlyDescriptive(m);
+    return {
+      text: mutatedText(sid, m),
+      label: m.label,
+      odd: odd ? { sid, label: m.label, fields: m.edits.map((e) => e.path.join(".")) } : null,
+    };
+  };
+  type Made = ReturnType<typeof made>;
+  /** quarantine rows for the made-up events that are not merely odd, at their positions */
+  const refusedAt = (list: readonly { pos: number; m: Made }[]): Quarantined[] =>
+    list.flatMap(({ pos, m }) => (m.odd ? [] : [{ pos, label: m.label }]));
+  const oddOf = (list: readonly Made[]): OddCounted[] =>
+    list.flatMap((m) => (m.odd ? [m.odd] : []));
   const requests: HostileRequest[] = [];
   const sentFleet: HostileRequest[] = [];
 
@@ -709,10 +774,15 @@ export function planHostile(
     const b = typeof body === "string" ? Buffer.from(body, "utf8") : body;
     return { kind, detail: `${a}: ${detail}`, ...signed(a, b), body: b, expect };
   };
-  const stored = (accepted: number, quarantine: Quarantined[]): Expect => ({
+  const stored = (
+    accepted: number,
+    quarantine: Quarantined[],
+    counted: OddCounted[] = [],
+  ): Expect => ({
     status: 200,
     accepted,
     quarantine,
+    counted,
   });
   /** a body that cannot be split into events: one row at position -1 */
   const whole = (label: string) => stored(0, [{ pos: -1, label }]);
@@ -800,8 +870,10 @@ export function planHostile(
           whole(`JSON scalar ${s.text.trim().slice(0, 30) || "(empty body)"}`),
         );
       case "mutated": {
-        const texts = s.muts.map(invalid);
-        const q1 = s.muts.map((m, pos) => ({ pos, label: m.label }));
+        const events = s.muts.map(made);
+        const texts = events.map((m) => m.text);
+        const q1 = refusedAt(events.map((m, pos) => ({ pos, m })));
+        const odd = oddOf(events);
         const labels = s.muts.map((m) => m.label).join(" | ");
         const single = s.muts.length === 1 && s.muts[0]?.edits.every((e) => e.path.length > 0);
         if (s.bare && single)
@@ -810,14 +882,14 @@ export function planHostile(
             `bare object: ${labels}`,
             s.auth,
             texts[0] as string,
-            stored(1, q1),
+            stored(1, q1, odd),
           );
         return authed(
           "wrong-field",
           labels,
           s.auth,
           `[${texts.join(",")}]`,
-          stored(texts.length, q1),
+          stored(texts.length, q1, odd),
         );
       }
       case "unknown-type": {
@@ -843,7 +915,8 @@ export function planHostile(
       case "deep": {
         const arr = "[".repeat(DEEP) + "]".repeat(DEEP);
         const label = `${DEEP}-level nesting (${s.shape})`;
-        // Per event or as a whole body: either way kept, answered 200 and never billed.
+        // A deep body, or a deep element beside a real event: kept per event or as a whole body,
+        // answered 200 and never billed. (Deep inside a descriptive field, below, it is billed.)
         const deep = (accepted: number, pos: number): Expect => ({
           ...(stored(accepted, [{ pos, label }]) as Extract<Expect, { accepted: number }>),
           orWhole: true,
@@ -862,8 +935,11 @@ export function planHostile(
           label,
           edits: [{ path: d("network", "mcc"), raw: arr }],
         };
-        if (s.shape === "in-event")
-          return authed("deep", label, s.auth, `[${invalid(m)}]`, deep(1, 0));
+        if (s.shape === "in-event") {
+          // Deep inside a descriptive field: a billable event with an odd network.mcc.
+          const x = made(m);
+          return authed("deep", label, s.auth, `[${x.text}]`, stored(1, [], oddOf([x])));
+        }
         return authed(
           "deep",
           label,
@@ -889,7 +965,8 @@ export function planHostile(
       }
       case "test": {
         const tests = Array.from({ length: s.n }, (_, i) => testEvent(s.variant + i, i));
-        const junk = s.junk.map(invalid);
+        const junkEvents = s.junk.map(made);
+        const junk = junkEvents.map((m) => m.text);
         const body = `[${[...tests, ...junk].join(",")}]`;
         if (junk.length === 0)
           return authed("test-events", `${s.n} test events`, s.auth, body, {
@@ -897,13 +974,13 @@ export function planHostile(
             test: true,
           });
         // Positions are indices in the body as sent: the junk follows the test events.
-        const qs = s.junk.map((m, i) => ({ pos: s.n + i, label: m.label }));
+        const qs = refusedAt(junkEvents.map((m, i) => ({ pos: s.n + i, m })));
         return authed(
           "test-events+invalid",
           `${s.n} test events + ${junk.length} invalid`,
           s.auth,
           body,
-          stored(junk.length, qs),
+          stored(junk.length, qs, oddOf(junkEvents)),
         );
       }
       case "non-utf8": {
@@ -947,18 +1024,25 @@ export function planHostile(
       }
       case "mixed": {
         const all: string[] = [];
-        const qs: Quarantined[] = [];
+        const junk: { pos: number; m: Made }[] = [];
         for (let i = 0; i < Math.max(s.idxs.length, s.muts.length); i++) {
           const idx = s.idxs[i];
           if (idx !== undefined) all.push(JSON.stringify(fleetAt(idx)));
-          const m = s.muts[i];
-          if (m) {
-            qs.push({ pos: all.length, label: m.label });
-            all.push(invalid(m));
+          const mut = s.muts[i];
+          if (mut) {
+            const m = made(mut);
+            junk.push({ pos: all.length, m });
+            all.push(m.text);
           }
         }
         const detail = `${s.idxs.length} real + ${s.muts.length} invalid: ${s.muts.map((m) => m.label).join(" | ")}`;
-        return authed("real+invalid", detail, s.auth, `[${all.join(",")}]`, stored(all.length, qs));
+        return authed(
+          "real+invalid",
+          detail,
+          s.auth,
+          `[${all.join(",")}]`,
+          stored(all.length, refusedAt(junk), oddOf(junk.map((j) => j.m))),
+        );
       }
       case "unauth":
         return unauthenticated(s, () => freshSid(`bait (${s.how})`));

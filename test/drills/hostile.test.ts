@@ -17,6 +17,8 @@ import {
 } from "../helpers/process.ts";
 import { memoryOf, truthRecord, waitDrained } from "./drill-helpers.ts";
 import {
+  HOSTILE_EVENT_BYTES,
+  HOSTILE_HOUR,
   HOSTILE_SID_PREFIX,
   HOSTILE_SIM,
   type HostileRequest,
@@ -196,7 +198,12 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
         detail: "9.5 MB of '{', signed",
         ...signedTwilio(nearLimit),
         body: nearLimit,
-        expect: { status: 200, accepted: 0, quarantine: [{ pos: -1, label: "9.5 MB junk" }] },
+        expect: {
+          status: 200,
+          accepted: 0,
+          quarantine: [{ pos: -1, label: "9.5 MB junk" }],
+          counted: [],
+        },
       };
       const [nearOutcome] = await sendAll(app.url, [near], 1);
 
@@ -240,6 +247,8 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
         Extract<HostileRequest["expect"], { accepted: number }>
       >();
       const neverStored = problemLog();
+      /** made-up events with only odd descriptive fields, in stored deliveries: sid → fields */
+      const expectedOdd = new Map<string, { label: string; fields: string[] }>();
       let expectedRowTotal = 0;
       requests.forEach((r, i) => {
         const o = all[i] as Outcome;
@@ -267,8 +276,10 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
         const json = o.json as { accepted?: number; deliveryId?: string };
         if (final !== 200 || !json.deliveryId) {
           for (const q of e.quarantine) neverStored.add(q.label, r.detail);
+          for (const c of e.counted) neverStored.add(c.label, r.detail);
           return;
         }
+        for (const c of e.counted) expectedOdd.set(c.sid, c);
         if (json.accepted !== e.accepted && !(e.orWhole && json.accepted === 0))
           answers.add(`${r.kind}: accepted ${json.accepted}, expected ${e.accepted}`, r.detail);
         expectedRows.set(json.deliveryId, e);
@@ -309,11 +320,37 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
         Object.entries(usage).filter(([k]) => k.startsWith(`${HOSTILE_SIM}@`)),
       );
       const seen = readDb<{ event_sid: string }>(dbPath, "select event_sid from seen_events");
+      // Billing-field faults are never counted; descriptive oddities always are.
       const counted = problemLog();
+      const oddNotCounted = new Map(expectedOdd);
       for (const { event_sid } of seen) {
-        if (event_sid.startsWith(HOSTILE_SID_PREFIX))
-          counted.add(plan.sidLabels.get(event_sid) ?? "?", event_sid);
+        if (!event_sid.startsWith(HOSTILE_SID_PREFIX)) continue;
+        if (oddNotCounted.delete(event_sid)) continue;
+        counted.add(plan.sidLabels.get(event_sid) ?? "?", event_sid);
       }
+      const uncounted = problemLog();
+      for (const [sid, c] of oddNotCounted) uncounted.add(c.label, sid);
+      // ... each with one odd_field anomaly naming its odd fields, and no other made-up event has one.
+      const oddRows = readDb<{ event_sid: string; detail: string }>(
+        dbPath,
+        "select event_sid, detail from anomalies where kind = 'odd_field' and event_sid like ?",
+        `${HOSTILE_SID_PREFIX}%`,
+      );
+      const oddities = problemLog();
+      const described = new Set<string>();
+      for (const row of oddRows) {
+        const want = expectedOdd.get(row.event_sid);
+        if (!want) {
+          oddities.add("odd_field anomaly of an event not expected to be odd", row.event_sid);
+          continue;
+        }
+        described.add(row.event_sid);
+        for (const f of want.fields)
+          if (!row.detail.includes(`${f}:`))
+            oddities.add(`odd_field anomaly not naming ${f}`, `${row.event_sid}: ${row.detail}`);
+      }
+      for (const [sid, c] of expectedOdd)
+        if (!described.has(sid)) oddities.add(`no odd_field anomaly: ${c.label}`, sid);
       const fleetSids = new Set(
         fleetEvents.map((e) => (e.data as { event_sid: string }).event_sid),
       );
@@ -330,6 +367,8 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
         hugeHeaderAnswer: hugeHeader.split("\r\n")[0],
         quarantineRows: rows.length,
         expectedQuarantineRows: expectedRowTotal,
+        oddEventsCounted: expectedOdd.size - oddNotCounted.size,
+        oddEventsExpected: expectedOdd.size,
         fleetEvents: fleetEvents.length,
         fleetDistinctSids: fleetSids.size,
         memoryBefore: memBefore,
@@ -365,8 +404,18 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
       expect
         .soft(fleetUsage, "the real fleet's usage equals the simulator's ground truth")
         .toEqual(truth);
-      expect.soft(hostileUsage, "usage billed to the made-up SIM").toEqual({});
+      expect
+        .soft(hostileUsage, "usage billed to the made-up SIM: its merely odd events, exactly")
+        .toEqual(
+          expectedOdd.size > 0
+            ? { [`${HOSTILE_SIM}@${HOSTILE_HOUR}`]: HOSTILE_EVENT_BYTES * expectedOdd.size }
+            : {},
+        );
       expect.soft(counted.problems, "made-up invalid events that were counted").toEqual({});
+      expect
+        .soft(uncounted.problems, "made-up events with odd descriptive fields not counted")
+        .toEqual({});
+      expect.soft(oddities.problems, "odd_field anomalies that differ").toEqual({});
       expect.soft(seenFleet, "real events counted (distinct event_sid)").toBe(fleetSids.size);
       expect.soft(neverStored.problems, "authenticated invalid events never stored").toEqual({});
       expect
