@@ -377,7 +377,7 @@ async function main(): Promise<number> {
     );
 
     // 2. Stripe
-    emu = await startStripeEmulator({ acceptAnyCustomer: true });
+    emu = await startStripeEmulator({ acceptAnyCustomer: true, autoSubscribe: true });
     say(`Stripe         ${emu.url} (in-process emulator)`);
 
     // 3. A fresh database and queue namespace, so a rerun never sees the previous run's data.

@@ -19,6 +19,8 @@ export type EmulatorFaults = {
   delayAfterRecordRate?: number;
   delayMs?: number;
   seed?: number; // deterministic PRNG for the above
+  /** meter events of these customers are refused as for an unknown customer (a permanent 400) */
+  refuseCustomers?: string[];
 };
 
 export type StripeEmulatorOptions = {
@@ -33,6 +35,13 @@ export type StripeEmulatorOptions = {
   clockOffsetMs?: number;
   /** invoice finalization grace: drafts finalize this long after creation (default 3600, max 72 h) */
   invoiceGraceSeconds?: number;
+  /**
+   * For trying simmeter out and for tests that are not about subscriptions: a customer asked about
+   * with GET /v1/subscriptions?customer= that has no subscription gets one, monthly on the 1st
+   * (00:00 UTC) to a metered price on the first meter, started at the beginning of the previous
+   * month. Real Stripe does nothing of the kind.
+   */
+  autoSubscribe?: boolean;
 };
 
 export type RecordedMeterEvent = {
@@ -626,6 +635,7 @@ type BillingDeps = {
   customerExists: (id: string) => boolean;
   customerObject: (id: string) => Params;
   graceSeconds?: number;
+  autoSubscribe?: boolean;
 };
 
 type BillingRoute = {
@@ -1297,6 +1307,7 @@ function createBilling(deps: BillingDeps) {
       "ending_before",
     ]);
     const customer = knownCustomer(params, "customer");
+    if (deps.autoSubscribe && customer !== undefined) subscribeOnFirstSight(customer);
     const priceParam = params.price !== undefined ? "price" : "plan";
     const price = optionalString(params, priceParam);
     if (price !== undefined && !prices.has(price)) throw missingRef("price", price, priceParam);
@@ -1453,6 +1464,22 @@ function createBilling(deps: BillingDeps) {
     },
     { method: "GET", pattern: "/v1/invoices/:id/lines", handle: listInvoiceLines },
   ];
+
+  // ---- autoSubscribe ----
+
+  function subscribeOnFirstSight(customer: string): void {
+    if ([...subs.values()].some((x) => x.customer === customer)) return;
+    if (deps.meters.length === 0) return;
+    const price =
+      [...prices.values()].find((p) => p.active && p.usageType === "metered" && p.meter !== null) ?? addPrice({});
+    const d = new Date(deps.now());
+    addSubscription({
+      customer,
+      price: price.id,
+      anchor: Date.UTC(2020, 0, 1),
+      startDate: Date.UTC(d.getUTCFullYear(), d.getUTCMonth() - 1, 1),
+    });
+  }
 
   // ---- test helpers ----
 
@@ -1710,6 +1737,7 @@ export async function startStripeEmulator(
     customerExists,
     customerObject,
     graceSeconds: opts.invoiceGraceSeconds,
+    autoSubscribe: opts.autoSubscribe ?? false,
   });
 
   const getMeter = (id: string) => {
@@ -1849,7 +1877,7 @@ export async function startStripeEmulator(
     if (givenIdentifier !== undefined && (givenIdentifier === "" || givenIdentifier.length > 100)) {
       throw invalid("identifier must be 1 to 100 characters long.", { param: "identifier" });
     }
-    if (!customerExists(customer)) {
+    if (!customerExists(customer) || faults.refuseCustomers?.includes(customer)) {
       throw invalid(`No such customer: '${customer}'`, {
         code: "resource_missing",
         param: `payload[${customerKey}]`,
@@ -2367,6 +2395,7 @@ async function main(): Promise<void> {
       seed: { type: "string" },
       "clock-offset-ms": { type: "string" },
       "invoice-grace-seconds": { type: "string" },
+      "auto-subscribe": { type: "boolean", default: false },
     },
   });
   const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
@@ -2377,6 +2406,7 @@ async function main(): Promise<void> {
     rateLimitPerSecond: num(values["rate-limit"]),
     clockOffsetMs: num(values["clock-offset-ms"]),
     invoiceGraceSeconds: num(values["invoice-grace-seconds"]),
+    autoSubscribe: values["auto-subscribe"],
     faults: {
       error500Rate: num(values["error-500-rate"]),
       error429Rate: num(values["error-429-rate"]),

@@ -143,6 +143,34 @@ export async function lookUpBilling(
       }
     }
   }
+  const unknown = new Set<string>();
+  // A mapped customer none of those prices named: ask about it directly (one call per such
+  // customer), so a subscription on a price the listing missed is not taken for none.
+  for (const customerId of customers) {
+    if (byCustomer.has(customerId)) continue;
+    let subs: Stripe.Subscription[];
+    try {
+      subs = await stripe.subscriptions
+        .list({ customer: customerId, status: "all", limit: 100 })
+        .autoPagingToArray({ limit: 1000 });
+    } catch (err) {
+      // An unknown customer has no subscription; anything else fails the lookup.
+      if ((err as { code?: string }).code === "resource_missing") {
+        unknown.add(customerId);
+        continue;
+      }
+      throw err;
+    }
+    for (const sub of subs) {
+      if (!BILLED_STATUSES.has(sub.status)) continue;
+      for (const item of await itemsOf(stripe, sub)) {
+        if (item.price.recurring?.meter !== meterId) continue;
+        const list = byCustomer.get(customerId) ?? [];
+        if (!list.some((f) => f.item.id === item.id)) list.push({ sub, item });
+        byCustomer.set(customerId, list);
+      }
+    }
+  }
   const out: CustomerBilling[] = [];
   for (const customerId of [...new Set([...customers, ...byCustomer.keys()])].sort()) {
     const found = byCustomer.get(customerId) ?? [];

@@ -1,5 +1,14 @@
 import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
 import { DAY_MS, hourStart } from "../accounting/buckets.ts";
+import {
+  type CustomerBilling,
+  type HoldReason,
+  periodOpenAt,
+  STRIPE_BACKDATE_MS,
+  type StampPolicy,
+  stampFor,
+} from "../billing/periods.ts";
+import { loadBilling } from "../billing/subscriptions.ts";
 import { type CustomerResolver, customerResolver } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
 import {
@@ -11,15 +20,21 @@ import {
   reportDirtySims,
   usageHourly,
 } from "../db/schema.ts";
-import {
-  MAX_METER_VALUE,
-  meterEventIdentifier,
-  planHour,
-  STRIPE_BACKDATE_MS,
-  stampFor,
-} from "./plan.ts";
+import { MAX_METER_VALUE, meterEventIdentifier, planHour } from "./plan.ts";
 
-export type PlanSettings = { graceSeconds: number };
+export type PlanSettings = {
+  /** the account's invoice finalization grace, seconds (Stripe's default 3600) */
+  graceSeconds: number;
+  /** a previous period's draft is used only if it finalizes at least this long after planning */
+  marginSeconds?: number;
+};
+
+export const DEFAULT_MARGIN_SECONDS = 600;
+
+const policyOf = (s: PlanSettings): StampPolicy => ({
+  graceMs: s.graceSeconds * 1000,
+  marginMs: (s.marginSeconds ?? DEFAULT_MARGIN_SECONDS) * 1000,
+});
 
 /**
  * Usage rows planned per transaction (whole hours; at least one): bounds how long one planning
@@ -30,7 +45,12 @@ export const PLAN_CHUNK_ROWS = 2000;
 export type PlanResult = {
   hours: number;
   rows: Pick<MeterReport, "identifier" | "customerId" | "hour" | "value" | "timestamp" | "late">[];
+  /** customer-hours with a stopped row: wait for `report --retry-failed` */
   heldBack: { customerId: string; hour: number }[];
+  /** usage not sent because no invoice would carry it (no subscription, several, stale period) */
+  held: { customerId: string; hour: number; bytes: number; reason: HoldReason; detail: string }[];
+  /** pending rows replaced because the invoice their stamp pointed at closed before any call */
+  superseded: number;
   unmappedBytes: number;
   /** customer-hours left unplanned, with the reason (a total beyond exact integers) */
   problems: string[];
@@ -112,6 +132,39 @@ function collectDirtyHours(db: Db, dryRun: boolean): number[] {
   return [...dirty].sort((a, b) => a - b);
 }
 
+/**
+ * One row, one request: a row's parameters are fixed when it is written. A pending row whose stamp
+ * no longer reaches an open invoice (its draft finalized while the row waited) is superseded by a
+ * new row with a new identifier, but only if no call was ever made for it: after a call Stripe may
+ * hold the event, and a second one could bill it twice. Returns the rows superseded.
+ */
+function supersedeClosed(
+  db: Db,
+  billing: ReadonlyMap<string, CustomerBilling>,
+  now: number,
+  policy: StampPolicy,
+): number {
+  let n = 0;
+  for (const r of db
+    .select()
+    .from(meterReports)
+    .where(and(eq(meterReports.state, "pending"), eq(meterReports.attempts, 0)))
+    .all()) {
+    const b = billing.get(r.customerId);
+    if (!b || b.state !== "ok" || periodOpenAt(r.timestamp * 1000, now, b, policy)) continue;
+    db.update(meterReports)
+      .set({
+        state: "superseded",
+        lastError: `superseded: the invoice for ${new Date(r.timestamp * 1000).toISOString()} closed before it was sent`,
+      })
+      .where(and(eq(meterReports.identifier, r.identifier), eq(meterReports.state, "pending")))
+      .run();
+    db.insert(reportDirtyHours).values({ hour: r.hour }).onConflictDoNothing().run();
+    n++;
+  }
+  return n;
+}
+
 /** Step 2: the outbox rows for some dirty hours (one transaction per chunk of hours). */
 function planHours(
   db: Db,
@@ -122,6 +175,7 @@ function planHours(
   dryRun: boolean,
   result: PlanResult,
   rowBudget: number,
+  billing: ReadonlyMap<string, CustomerBilling>,
 ): number {
   let rowsSeen = 0;
   let done = 0;
@@ -157,7 +211,8 @@ function planHours(
     for (const r of reportedAt.all({ hour })) {
       nextSeq.set(r.customerId, Math.max(nextSeq.get(r.customerId) ?? 0, r.seq + 1));
       if (r.state === "failed") held.add(r.customerId);
-      else reported.set(r.customerId, (reported.get(r.customerId) ?? 0) + r.value);
+      else if (r.state !== "superseded")
+        reported.set(r.customerId, (reported.get(r.customerId) ?? 0) + r.value);
     }
     // A customer-hour beyond 2^53 - 1 bytes cannot be summed exactly here: hold it, loudly.
     for (const [customerId, v] of [...counted, ...reported]) {
@@ -169,8 +224,21 @@ function planHours(
       }
     }
     const plan = planHour(counted, reported, held);
+    let waiting = false;
     for (const d of plan.deltas) {
-      const stamp = stampFor(hour, now, settings.graceSeconds);
+      const stamp = stampFor(hour, now, billing.get(d.customerId), policyOf(settings));
+      if (stamp.kind === "hold") {
+        // Nothing is sent that no invoice would carry; the hour stays dirty until it can be.
+        result.held.push({
+          customerId: d.customerId,
+          hour,
+          bytes: d.value,
+          reason: stamp.reason,
+          detail: stamp.detail,
+        });
+        waiting = true;
+        continue;
+      }
       // Stripe takes at most 15 significant digits per value: larger differences go as parts.
       let left = d.value;
       let seq = nextSeq.get(d.customerId) ?? 0;
@@ -194,7 +262,7 @@ function planHours(
       }
     }
     for (const c of plan.heldBack) result.heldBack.push({ customerId: c, hour });
-    if (!dryRun && plan.heldBack.length === 0 && held.size === 0)
+    if (!dryRun && plan.heldBack.length === 0 && held.size === 0 && !waiting)
       db.delete(reportDirtyHours).where(eq(reportDirtyHours.hour, hour)).run();
   }
   return done;
@@ -218,7 +286,9 @@ function* planSteps(o: {
   const { db, dryRun } = o;
   const tx = <T>(fn: () => T): T =>
     dryRun ? fn() : durably(db, () => db.transaction(fn, { behavior: "immediate" }));
-  const { hours, resolver } = tx(() => ({
+  const billing = loadBilling(db);
+  const { hours, resolver, superseded } = tx(() => ({
+    superseded: dryRun ? 0 : supersedeClosed(db, billing, o.now, policyOf(o.settings)),
     hours: collectDirtyHours(db, dryRun),
     resolver: customerResolver(db),
   }));
@@ -226,13 +296,17 @@ function* planSteps(o: {
     hours: hours.length,
     rows: [],
     heldBack: [],
+    held: [],
+    superseded,
     unmappedBytes: 0,
     problems: [],
   };
   for (let i = 0; i < hours.length; ) {
     if (i > 0) yield;
     const rest = hours.slice(i);
-    i += tx(() => planHours(db, resolver, rest, o.now, o.settings, dryRun, result, o.chunkRows));
+    i += tx(() =>
+      planHours(db, resolver, rest, o.now, o.settings, dryRun, result, o.chunkRows, billing),
+    );
   }
   return result;
 }
@@ -342,22 +416,13 @@ export function isPending(db: Db, identifier: string): boolean {
   );
 }
 
-/** `timestamp`/`late`: where the event was stamped when sent (a row can turn late while pending). */
-export function markSent(
-  db: Db,
-  identifier: string,
-  now: number,
-  timestamp: number,
-  late: boolean,
-): void {
+export function markSent(db: Db, identifier: string, now: number): void {
   durably(db, () =>
     db
       .update(meterReports)
       .set({
         state: "sent",
         sentAt: now,
-        timestamp,
-        late: sql`${meterReports.late} or ${late ? 1 : 0}`,
         attempts: sql`${meterReports.attempts} + 1`,
         lastError: null,
       })

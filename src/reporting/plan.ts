@@ -1,6 +1,5 @@
-import { DAY_MS, nextMonthStart } from "../accounting/buckets.ts";
-
-// Pure reporting rules: what to send for an hour, with which identifier and timestamp.
+// Pure reporting rules: what to send for an hour, and with which identifier (where it is stamped:
+// src/billing/periods.ts).
 
 /**
  * WARNING: the identifier recipe is part of the billing contract. Stripe refuses a second event
@@ -14,26 +13,7 @@ export function meterEventIdentifier(customerId: string, hourMs: number, seq: nu
   return `${IDENTIFIER_VERSION}:${customerId}:${Math.floor(hourMs / 1000)}:${seq}`;
 }
 
-/** Stripe accepts timestamps up to 35 days old; keep a day of margin for clock skew and retries. */
-export const STRIPE_BACKDATE_MS = 35 * DAY_MS;
-export const BACKDATE_MARGIN_MS = DAY_MS;
-
-/**
- * Where a delta for an hour bucket is stamped. Normally inside the bucket (its start). Usage that
- * Stripe would refuse (older than 35 days minus the margin) or that belongs to a UTC calendar
- * month whose invoice has most likely been finalised (the month ended more than graceSeconds ago)
- * is stamped now and flagged late, so it is billed in the current period instead of being lost.
- */
-export function stampFor(
-  hourMs: number,
-  nowMs: number,
-  graceSeconds: number,
-): { timestamp: number; late: boolean } {
-  const tooOld = hourMs < nowMs - (STRIPE_BACKDATE_MS - BACKDATE_MARGIN_MS);
-  const monthClosed = nextMonthStart(hourMs) + graceSeconds * 1000 < nowMs;
-  if (tooOld || monthClosed) return { timestamp: Math.floor(nowMs / 1000), late: true };
-  return { timestamp: Math.floor(Math.min(hourMs, nowMs) / 1000), late: false };
-}
+export { STRIPE_BACKDATE_MS } from "../billing/periods.ts";
 
 /**
  * The deltas for one hour: counted minus what is already reported (sent or pending), per customer.

@@ -1,5 +1,13 @@
 import type { Redis } from "ioredis";
 import type Stripe from "stripe";
+import type { HoldReason } from "../billing/periods.ts";
+import {
+  billingRefreshDue,
+  loadBilling,
+  MissingMeterError,
+  refreshBilling,
+} from "../billing/subscriptions.ts";
+import { assignmentCustomers } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
 import type { MeterReport } from "../db/schema.ts";
 import { withLease } from "../lib/lock.ts";
@@ -14,12 +22,18 @@ import {
   planReportsYielding,
   recordAttempt,
 } from "./outbox.ts";
-import { stampFor } from "./plan.ts";
-import { sendMeterEvent } from "./stripe.ts";
+import { classifyStripeError, sendMeterEvent } from "./stripe.ts";
 
 export type ReporterSettings = {
   eventName: string;
+  /** the account's invoice finalization grace (Stripe's default 3600 s) */
   graceSeconds: number;
+  /** a previous period's draft is used only if it finalizes at least this long after planning */
+  marginSeconds?: number;
+  /** how often each customer's subscription is looked up again (also when a period ends) */
+  refreshSeconds?: number;
+  /** look every subscription up again before this pass (simmeter report) */
+  forceRefresh?: boolean;
   concurrency: number;
   timeoutMs: number;
   /** attempts per row within one run before it waits for the next run */
@@ -45,6 +59,10 @@ export type ReportSummary = {
   calls: number;
   fatal: string | null;
   heldBack: number;
+  /** customer-hours held because no invoice would carry them, and their bytes by reason */
+  held: number;
+  heldBytes: Partial<Record<HoldReason, number>>;
+  superseded: number;
   unmappedBytes: number;
   problems: string[];
 };
@@ -78,12 +96,59 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
   const now = deps.now ?? Date.now;
   const sleep = deps.sleep ?? realSleep;
   const { db, settings, logger } = deps;
+  const empty = (fatal: string): ReportSummary => ({
+    planned: 0,
+    sent: 0,
+    duplicates: 0,
+    failed: 0,
+    stillPending: pendingReports(db).length,
+    lockedCustomers: 0,
+    calls: 0,
+    fatal,
+    heldBack: 0,
+    held: 0,
+    heldBytes: {},
+    superseded: 0,
+    unmappedBytes: 0,
+    problems: [],
+  });
+  // Where a delta is stamped depends on each customer's subscription period: look them up when due.
+  try {
+    const customers = assignmentCustomers(db);
+    const refreshMs = (settings.refreshSeconds ?? 300) * 1000;
+    if (settings.forceRefresh || billingRefreshDue(loadBilling(db), customers, now(), refreshMs))
+      await refreshBilling({ db, stripe: deps.stripe, eventName: settings.eventName, now: now() });
+  } catch (err) {
+    if (err instanceof MissingMeterError) {
+      logger.error({ err: err.message }, "report run stopped; rows stay pending");
+      return empty(err.message);
+    }
+    const outcome = classifyStripeError(err);
+    if (outcome.kind === "fatal") return empty(outcome.reason);
+    logger.warn(
+      { err: (err as Error).message },
+      "could not look up subscriptions; planning with the stored periods",
+    );
+  }
   const plan = await planReportsYielding({
     db,
     now: now(),
-    settings: { graceSeconds: settings.graceSeconds },
+    settings: {
+      graceSeconds: settings.graceSeconds,
+      ...(settings.marginSeconds !== undefined ? { marginSeconds: settings.marginSeconds } : {}),
+    },
   });
   for (const p of plan.problems) logger.error({ problem: p }, "usage held from reporting");
+  const heldBytes: Partial<Record<HoldReason, number>> = {};
+  for (const h of plan.held) heldBytes[h.reason] = (heldBytes[h.reason] ?? 0) + h.bytes;
+  if (plan.held.length > 0)
+    logger.warn(
+      { heldBytes, customers: [...new Set(plan.held.map((h) => h.customerId))] },
+      "usage held: no invoice would carry it (simmeter report --status)",
+    );
+  for (const reason of ["no_subscription", "ambiguous_subscription", "stale_period"] as const)
+    deps.metrics?.unbilledBytes.set({ reason }, heldBytes[reason] ?? 0);
+  deps.metrics?.unbilledBytes.set({ reason: "unmapped" }, plan.unmappedBytes);
   const summary: ReportSummary = {
     planned: plan.rows.length,
     sent: 0,
@@ -94,6 +159,9 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
     calls: 0,
     fatal: null,
     heldBack: plan.heldBack.length,
+    held: plan.held.length,
+    heldBytes,
+    superseded: plan.superseded,
     unmappedBytes: plan.unmappedBytes,
     problems: plan.problems,
   };
@@ -134,20 +202,19 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
   };
   const sendRow = async (row: MeterReport): Promise<boolean> => {
     for (let attempt = 0; attempt < settings.attemptsPerRun; attempt++) {
-      // A row that waited past Stripe's window (or past its month) is restamped now, flagged late.
-      const stamp = stampFor(row.hour, now(), settings.graceSeconds);
-      const timestamp = stamp.late ? stamp.timestamp : row.timestamp;
+      // One row, one request: every attempt sends the parameters fixed when the row was written
+      // (a row whose invoice closed before any call is superseded by the planner instead).
       summary.calls++;
-      const outcome = await sendMeterEvent(deps.stripe, settings.eventName, { ...row, timestamp });
+      const outcome = await sendMeterEvent(deps.stripe, settings.eventName, row);
       deps.metrics?.reportCalls.inc({ outcome: outcome.kind });
       switch (outcome.kind) {
         case "sent":
-          markSent(db, row.identifier, now(), timestamp, stamp.late);
+          markSent(db, row.identifier, now());
           summary.sent++;
           return true;
         case "duplicate":
           // Our identifier is deterministic: Stripe already holds this exact event.
-          markSent(db, row.identifier, now(), timestamp, stamp.late);
+          markSent(db, row.identifier, now());
           summary.duplicates++;
           return true;
         case "permanent":

@@ -1,3 +1,4 @@
+import { storeBilling } from "../../src/billing/subscriptions.ts";
 import { openDb } from "../../src/db/client.ts";
 import { type IngestSettings, ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
 import type { Delivery } from "../../src/ingest/job.ts";
@@ -36,4 +37,30 @@ export function memoryIngest(settings: Partial<IngestSettings> = {}, now = () =>
       );
     },
   };
+}
+
+/**
+ * Stores, for each customer, one active metered subscription item whose current period spans
+ * [start, end): what the planner stamps by when a test plans without Stripe.
+ */
+export function subscribeAll(
+  db: ReturnType<typeof openDb>,
+  customers: readonly string[],
+  { start = 0, end = Date.UTC(2100, 0, 1), now = Date.now() } = {},
+): void {
+  storeBilling(
+    db,
+    customers.map((customerId) => ({
+      customerId,
+      state: "ok" as const,
+      detail: null,
+      subscriptionId: `sub_${customerId}`,
+      itemId: `si_${customerId}`,
+      priceId: "price_test",
+      periodStart: start,
+      periodEnd: end,
+      previous: null,
+      refreshedAt: now,
+    })),
+  );
 }

@@ -48,6 +48,7 @@ export async function reportingRig(o: {
   const now = { value: o.now };
   const emu = await startStripeEmulator({
     acceptAnyCustomer: true,
+    autoSubscribe: true,
     ...o.emulator,
     now: () => now.value,
   });

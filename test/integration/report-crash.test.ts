@@ -19,6 +19,7 @@ describe("the reporter process", () => {
   it("killed with SIGKILL between the Stripe call and the local commit, then restarted, reports nothing twice; reconcile sees zero drift, then a tamper", async () => {
     const emu = await startStripeEmulator({
       acceptAnyCustomer: true,
+      autoSubscribe: true,
       faults: { delayAfterRecordRate: 1, delayMs: 3000, seed: 1 },
     });
     const dbPath = join(tempDir(), "r.db");

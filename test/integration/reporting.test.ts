@@ -228,6 +228,9 @@ describe("reporting usage to Stripe Billing Meters", () => {
     rig.ingest(events);
     assignFleetCustomers(rig, 2);
     rig.emu.addCustomer("cus_fleet0");
+    // cus_fleet1 has a subscription, but Stripe refuses its meter events for good.
+    rig.emu.addCustomer("cus_fleet1");
+    rig.emu.setFaults({ refuseCustomers: ["cus_fleet1"] });
     const s = await rig.report();
     expect(s.failed).toBeGreaterThan(0);
     expect(s.sent).toBeGreaterThan(0);
@@ -238,7 +241,7 @@ describe("reporting usage to Stripe Billing Meters", () => {
     // Nothing is re-sent for the stopped customer until an operator fixes the cause and retries.
     const again = await rig.report();
     expect(again).toMatchObject({ planned: 0, calls: 0 });
-    rig.emu.addCustomer("cus_fleet1");
+    rig.emu.setFaults({});
     expect(retryFailed(rig.db)).toBe(failed.length);
     await rig.reportUntilDone();
     expect(failedReports(rig.db)).toEqual([]);

@@ -45,7 +45,7 @@ afterEach(async () => {
 
 async function workspace(emulator: StripeEmulatorOptions = {}): Promise<Workspace> {
   const dir = tempDir("simmeter-stripe-cli-");
-  const emu = await startStripeEmulator(emulator);
+  const emu = await startStripeEmulator({ autoSubscribe: true, ...emulator });
   cleanups.push(async () => {
     await emu.close();
     rmSync(dir, { recursive: true, force: true });

@@ -1,10 +1,15 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { assignCustomer, RebillRequired, unmappedUsage } from "../../src/customers/customers.ts";
+import {
+  assignCustomer,
+  assignmentCustomers,
+  RebillRequired,
+  unmappedUsage,
+} from "../../src/customers/customers.ts";
 import type { TargetType } from "../../src/customers/resolve.ts";
 import { markSent, pendingReports, planReports } from "../../src/reporting/outbox.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
-import { memoryIngest } from "../helpers/db.ts";
+import { memoryIngest, subscribeAll } from "../helpers/db.ts";
 import { shuffle } from "../helpers/sessions.ts";
 
 // The acceptance property of the customer history (src/customers/resolve.ts, README "Customers"):
@@ -380,9 +385,9 @@ describe("customer history (property)", () => {
           const delivered: Ev[] = [];
           const applied: Applied[] = [];
           const report = () => {
+            subscribeAll(t.db, assignmentCustomers(t.db), { now: planNow });
             planReports({ db: t.db, now: planNow, settings: { graceSeconds: 3600 } });
-            for (const r of pendingReports(t.db))
-              markSent(t.db, r.identifier, planNow, r.timestamp, false);
+            for (const r of pendingReports(t.db)) markSent(t.db, r.identifier, planNow);
             stats.reports++;
           };
           let batch: Ev[] = [];
