@@ -66,8 +66,18 @@ export const envSchema = z.object({
   STRIPE_TIMEOUT_MS: intFrom(100, 120_000).default(20_000),
   REPORT_INTERVAL_SECONDS: intFrom(1, 86_400).default(300),
   REPORT_CONCURRENCY: intFrom(1, 64).default(4),
-  LATE_USAGE_GRACE_SECONDS: intFrom(0, 30 * 86_400).default(3600),
+  /** the Stripe account's invoice finalization grace period (Dashboard; Stripe's default 1 h, max 72 h) */
+  INVOICE_GRACE_SECONDS: intFrom(0, 72 * 3600).default(3600),
+  /** a previous period's draft invoice is only used when it finalizes at least this long after planning */
+  INVOICE_MARGIN_SECONDS: intFrom(0, 86_400).default(600),
+  SUBSCRIPTION_REFRESH_SECONDS: intFrom(10, 86_400).default(300),
 });
+
+/** Variables whose meaning changed: refused with the replacement rather than silently ignored. */
+const RETIRED: Record<string, string> = {
+  LATE_USAGE_GRACE_SECONDS:
+    "was the calendar-month late-usage rule, which is gone: usage now follows each customer's own subscription period. Set INVOICE_GRACE_SECONDS to your Stripe account's invoice finalization grace period instead (default 3600)",
+};
 
 export type Config = z.infer<typeof envSchema>;
 
@@ -89,6 +99,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
   for (const key of Object.keys(envSchema.shape)) {
     const v = env[key];
     if (v !== undefined && v !== "") cleaned[key] = v;
+  }
+  const retired = Object.keys(RETIRED).filter((k) => env[k] !== undefined && env[k] !== "");
+  if (retired.length > 0) {
+    throw new ConfigError(
+      `invalid configuration:\n${retired.map((k) => `  ${k}: ${RETIRED[k]}`).join("\n")}`,
+    );
   }
   const parsed = envSchema.safeParse(cleaned);
   if (!parsed.success) {

@@ -80,7 +80,10 @@ export function registerReportCommands(program: Command): void {
           const plan = planReports({
             db,
             now: Date.now(),
-            settings: { graceSeconds: config.LATE_USAGE_GRACE_SECONDS },
+            settings: {
+              graceSeconds: config.INVOICE_GRACE_SECONDS,
+              marginSeconds: config.INVOICE_MARGIN_SECONDS,
+            },
             dryRun: true,
           });
           const rows = [

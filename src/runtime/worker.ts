@@ -7,9 +7,9 @@ import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import { checkEvictionPolicy, createRedis } from "../lib/redis.ts";
 import type { Closer } from "../lib/shutdown.ts";
+import { compactOutbox } from "../reporting/outbox.ts";
 import type { ReporterSettings } from "../reporting/reporter.ts";
 import { startReportSchedule } from "../reporting/schedule.ts";
-import { compactOutbox } from "../reporting/outbox.ts";
 import { createStripe } from "../reporting/stripe.ts";
 
 export type WorkerHandle = { closers: Closer[] };
@@ -100,7 +100,9 @@ export async function startWorker(
 export function reporterSettings(config: Config): ReporterSettings {
   return {
     eventName: config.STRIPE_METER_EVENT_NAME,
-    graceSeconds: config.LATE_USAGE_GRACE_SECONDS,
+    graceSeconds: config.INVOICE_GRACE_SECONDS,
+    marginSeconds: config.INVOICE_MARGIN_SECONDS,
+    refreshSeconds: config.SUBSCRIPTION_REFRESH_SECONDS,
     concurrency: config.REPORT_CONCURRENCY,
     timeoutMs: config.STRIPE_TIMEOUT_MS,
     attemptsPerRun: 6,

@@ -28,11 +28,10 @@ import { EVENT_NAME, type ReportingRig, reportingRig } from "../helpers/reportin
 
 const SIM = `HS${"e".repeat(32)}`;
 const CUSTOMER = "cus_durable";
-// Times relative to the real clock, as the CLI test uses it; a long grace keeps the calendar-month
-// rule from restamping them whatever day the suite runs on.
+// Times relative to the real clock, as the CLI test uses it; the customer's billing period is
+// anchored 10 days before the usage, so it lies inside the current period whatever day it is.
 const NOW = Date.now();
 const HOUR = hourStart(NOW) - 3 * HOUR_MS;
-const GRACE_SECONDS = 5 * 86_400;
 
 let rig: ReportingRig | undefined;
 let proxy: Server | undefined;
@@ -96,8 +95,14 @@ async function proxyTo(target: string, beforeCall: () => void): Promise<string> 
 }
 
 async function setup(): Promise<ReportingRig> {
-  const r = await reportingRig({ redisUrl: inject("redisUrl"), now: NOW });
-  r.settings.graceSeconds = GRACE_SECONDS;
+  const r = await reportingRig({
+    redisUrl: inject("redisUrl"),
+    now: NOW,
+    emulator: { autoSubscribe: false },
+  });
+  const price = r.emu.addPrice({ eventName: EVENT_NAME });
+  const anchor = HOUR - 10 * 24 * HOUR_MS;
+  r.emu.addSubscription({ customer: CUSTOMER, price: price.id, anchor, startDate: anchor });
   assignCustomer({
     db: r.db,
     now: NOW,
@@ -229,7 +234,6 @@ describe("a lost local commit cannot strand Stripe", () => {
       STRIPE_API_BASE: rig.emu.url,
       REDIS_URL: inject("redisUrl"),
       REDIS_PREFIX: rig.prefix,
-      LATE_USAGE_GRACE_SECONDS: String(GRACE_SECONDS),
       LOG_LEVEL: "silent",
     };
     const before = await runCli(["reconcile", "--json"], env);

@@ -14,7 +14,9 @@ describe("configuration from the environment", () => {
       RETENTION_DAYS: 40,
       REPORT_INTERVAL_SECONDS: 300,
       STRIPE_METER_EVENT_NAME: "supersim_data_bytes",
-      LATE_USAGE_GRACE_SECONDS: 3600,
+      INVOICE_GRACE_SECONDS: 3600,
+      INVOICE_MARGIN_SECONDS: 600,
+      SUBSCRIPTION_REFRESH_SECONDS: 300,
     });
     expect(c.TWILIO_AUTH_TOKEN).toBeUndefined();
   });
@@ -75,6 +77,17 @@ describe("configuration from the environment", () => {
 
   it("ALLOW_UNSIGNED=true lets a development receiver start without secrets", () => {
     expect(loadConfig({ ALLOW_UNSIGNED: "true" }, { receiver: true }).ALLOW_UNSIGNED).toBe(true);
+  });
+
+  it("refuses LATE_USAGE_GRACE_SECONDS, whose calendar-month rule is gone, naming its replacement", () => {
+    expect(() => loadConfig({ LATE_USAGE_GRACE_SECONDS: "3600" })).toThrow(ConfigError);
+    expect(() => loadConfig({ LATE_USAGE_GRACE_SECONDS: "3600" })).toThrow(
+      /LATE_USAGE_GRACE_SECONDS: .*INVOICE_GRACE_SECONDS/,
+    );
+    expect(loadConfig({ INVOICE_GRACE_SECONDS: "7200" }).INVOICE_GRACE_SECONDS).toBe(7200);
+    expect(() => loadConfig({ INVOICE_GRACE_SECONDS: String(73 * 3600) })).toThrow(
+      /INVOICE_GRACE_SECONDS/,
+    );
   });
 
   it("empty values count as unset (blank lines in .env files)", () => {
