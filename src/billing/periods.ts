@@ -94,7 +94,7 @@ export function stampFor(
     return {
       kind: "hold",
       reason: "no_subscription",
-      detail: b?.detail ?? "no active subscription item with a price on the meter",
+      detail: b?.detail ?? "not looked up in Stripe yet (every report run does)",
     };
   if (b.state === "ambiguous")
     return {

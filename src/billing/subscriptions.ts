@@ -1,8 +1,8 @@
 import type Stripe from "stripe";
 import { assignmentCustomers } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
-import { findMeter } from "../reporting/stripe-setup.ts";
 import { billingCustomers } from "../db/schema.ts";
+import { findMeter } from "../reporting/stripe-setup.ts";
 import {
   type CustomerBilling,
   type Interval,
@@ -188,8 +188,9 @@ export async function lookUpBilling(
       out.push({
         ...base,
         state: "none",
-        detail:
-          "no active subscription item with a price on the meter: usage is held until one exists",
+        detail: unknown.has(customerId)
+          ? "unknown to Stripe (no such customer): usage is held; check the mapping (simmeter customers list)"
+          : "no active subscription item with a price on the meter: usage is held until one exists",
       });
       continue;
     }
@@ -309,10 +310,13 @@ export async function refreshBilling(o: {
   stripe: Stripe;
   eventName: string;
   now: number;
+  /** look up only, store nothing (a dry run) */
+  dryRun?: boolean;
 }): Promise<Map<string, CustomerBilling>> {
   const meter = await findMeter(o.stripe, o.eventName);
   if (!meter) throw new MissingMeterError(o.eventName);
   const rows = await lookUpBilling(o.stripe, meter.id, assignmentCustomers(o.db), o.now);
+  if (o.dryRun) return new Map(rows.map((b) => [b.customerId, b]));
   storeBilling(o.db, rows);
   return loadBilling(o.db);
 }

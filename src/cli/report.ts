@@ -2,6 +2,9 @@ import { type Command, InvalidArgumentError } from "commander";
 import type Stripe from "stripe";
 import { HOUR_MS, hourStart } from "../accounting/buckets.ts";
 import type { PeriodChoice } from "../billing/parity.ts";
+import type { CustomerBilling } from "../billing/periods.ts";
+import { refreshBilling } from "../billing/subscriptions.ts";
+import type { Config } from "../config.ts";
 import { assignmentCustomers } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
 import { ENDED_ONLY_NEEDS_CUMULATIVE } from "../ingest/ingest.ts";
@@ -32,6 +35,24 @@ import { cliContext, printJsonOrTable, table } from "./context.ts";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
+/**
+ * Fresh subscription periods when Stripe can be asked (stored nowhere: read-only commands), else
+ * undefined (the stored ones).
+ */
+async function lookUpWithoutStoring(
+  config: Config,
+  db: Db,
+): Promise<Map<string, CustomerBilling> | undefined> {
+  if (!config.STRIPE_SECRET_KEY) return undefined;
+  return refreshBilling({
+    db,
+    stripe: createStripe(config),
+    eventName: config.STRIPE_METER_EVENT_NAME,
+    now: Date.now(),
+    dryRun: true,
+  });
+}
+
 export function registerReportCommands(program: Command): void {
   program
     .command("report")
@@ -48,7 +69,7 @@ export function registerReportCommands(program: Command): void {
     .action(
       async (o: { dryRun?: boolean; status?: boolean; retryFailed?: boolean; json?: boolean }) => {
         if (o.status) {
-          const { db } = cliContext({}, "warn");
+          const { db, config } = cliContext({}, "warn");
           const failed = failedReports(db).map((r) => ({
             identifier: r.identifier,
             customer: r.customerId,
@@ -57,9 +78,37 @@ export function registerReportCommands(program: Command): void {
             reason: r.lastError,
           }));
           const pending = pendingReports(db);
+          // Usage no invoice would carry yet: what the next pass would hold, and why.
+          const billing = await lookUpWithoutStoring(config, db);
+          const plan = planReports({
+            ...(billing ? { billing } : {}),
+            db,
+            now: Date.now(),
+            settings: {
+              graceSeconds: config.INVOICE_GRACE_SECONDS,
+              marginSeconds: config.INVOICE_MARGIN_SECONDS,
+            },
+            dryRun: true,
+          });
+          const heldBy = new Map<
+            string,
+            { customer: string; reason: string; bytes: number; detail: string }
+          >();
+          for (const h of plan.held) {
+            const k = `${h.customerId}|${h.reason}`;
+            const e = heldBy.get(k) ?? {
+              customer: h.customerId,
+              reason: h.reason,
+              bytes: 0,
+              detail: h.detail,
+            };
+            e.bytes += h.bytes;
+            heldBy.set(k, e);
+          }
+          const held = [...heldBy.values()];
           if (o.json) {
             process.stdout.write(
-              `${JSON.stringify({ states: reportStatus(db), failed, pending: pending.length }, null, 2)}\n`,
+              `${JSON.stringify({ states: reportStatus(db), failed, pending: pending.length, held }, null, 2)}\n`,
             );
           } else {
             printJsonOrTable(false, reportStatus(db), "the outbox is empty");
@@ -71,13 +120,19 @@ export function registerReportCommands(program: Command): void {
               process.stdout.write(
                 `\n${pending.length} row(s) pending, oldest from ${iso(pending[0]?.createdAt ?? 0)}\n`,
               );
+            if (held.length > 0)
+              process.stdout.write(
+                `\nheld, not sent (no invoice would carry it; sent once the cause is fixed):\n${table(held)}\n`,
+              );
           }
-          if (failed.length > 0) process.exitCode = 1;
+          if (failed.length > 0 || held.length > 0) process.exitCode = 1;
           return;
         }
         if (o.dryRun) {
           const { db, config } = cliContext({}, "warn");
+          const billing = await lookUpWithoutStoring(config, db);
           const plan = planReports({
+            ...(billing ? { billing } : {}),
             db,
             now: Date.now(),
             settings: {
@@ -102,6 +157,11 @@ export function registerReportCommands(program: Command): void {
           if (plan.unmappedBytes > 0)
             process.stderr.write(
               `${plan.unmappedBytes} bytes in these hours belong to unmapped SIMs (simmeter usage --unmapped)\n`,
+            );
+          const heldBytes = plan.held.reduce((n, h) => n + h.bytes, 0);
+          if (heldBytes !== 0)
+            process.stderr.write(
+              `${heldBytes} bytes would be held: no invoice would carry them (simmeter report --status)\n`,
             );
           return;
         }
@@ -129,7 +189,13 @@ export function registerReportCommands(program: Command): void {
               `${s.lockedCustomers} customer(s) are being reported by another process\n`,
             );
           }
-          if (s.fatal || s.failed > 0 || s.stillPending > 0 || s.lockedCustomers > 0)
+          if (s.held > 0)
+            process.stderr.write(
+              `usage held, not sent: ${Object.entries(s.heldBytes)
+                .map(([reason, bytes]) => `${bytes} bytes (${reason})`)
+                .join(", ")} (simmeter report --status)\n`,
+            );
+          if (s.fatal || s.failed > 0 || s.stillPending > 0 || s.lockedCustomers > 0 || s.held > 0)
             process.exitCode = 1;
         } finally {
           redis.disconnect();
@@ -371,7 +437,15 @@ type Add = (check: string, result: "ok" | "warn" | "fail", detail?: string) => v
 /** The Stripe half of doctor: each check reports for itself, so one failure names its own cause. */
 async function doctorStripe(
   stripe: Stripe,
-  config: { STRIPE_SECRET_KEY?: string | undefined; STRIPE_METER_EVENT_NAME: string },
+  config: Pick<
+    Config,
+    | "STRIPE_SECRET_KEY"
+    | "STRIPE_METER_EVENT_NAME"
+    | "INVOICE_GRACE_SECONDS"
+    | "INVOICE_MARGIN_SECONDS"
+    | "REPORT_INTERVAL_SECONDS"
+    | "STRIPE_TIMEOUT_MS"
+  >,
   db: Db,
   add: Add,
 ): Promise<void> {
@@ -427,4 +501,76 @@ async function doctorStripe(
   if (unchecked.length > 0) add("customers", "warn", `could not check: ${unchecked.join(", ")}`);
   if (unknown.length === 0 && unchecked.length === 0)
     add("customers", "ok", "every mapped customer exists");
+  await doctorSubscriptions(stripe, config, db, add);
+}
+
+/**
+ * Per mapped customer: exactly one active subscription item whose price uses the meter, and its
+ * period; and whether the draft window leaves a report run time to land late usage on a draft.
+ */
+async function doctorSubscriptions(
+  stripe: Stripe,
+  config: Parameters<typeof doctorStripe>[1],
+  db: Db,
+  add: Add,
+): Promise<void> {
+  let billing: Map<string, CustomerBilling>;
+  try {
+    billing = await refreshBilling({
+      db,
+      stripe,
+      eventName: config.STRIPE_METER_EVENT_NAME,
+      now: Date.now(),
+    });
+  } catch (err) {
+    add("subscriptions", "fail", `could not look them up: ${(err as Error).message}`);
+    return;
+  }
+  const mapped = new Set(assignmentCustomers(db));
+  const rows = [...billing.values()].filter((b) => mapped.has(b.customerId));
+  const ambiguous = rows.filter((b) => b.state === "ambiguous");
+  const none = rows.filter((b) => b.state === "none");
+  const ok = rows.filter((b) => b.state === "ok");
+  if (ambiguous.length)
+    add("subscriptions", "fail", ambiguous.map((b) => `${b.customerId}: ${b.detail}`).join("; "));
+  if (none.length)
+    add(
+      "subscriptions",
+      "warn",
+      `${none.length} mapped customer(s) without an active item on the meter, their usage held: ${none.map((b) => `${b.customerId} (${b.detail})`).join("; ")}`,
+    );
+  if (ok.length)
+    add(
+      "subscriptions",
+      ambiguous.length || none.length ? "warn" : "ok",
+      ok
+        .slice(0, 20)
+        .map(
+          (b) =>
+            `${b.customerId}: ${b.subscriptionId}/${b.itemId}, period ${iso(b.periodStart as number)} → ${iso(b.periodEnd as number)}`,
+        )
+        .join("; ") + (ok.length > 20 ? `; and ${ok.length - 20} more` : ""),
+    );
+  if (rows.length === 0) add("subscriptions", "ok", "no mapped customers yet");
+  // The previous period's draft takes late usage for (grace − margin); a report run must fit in it.
+  const window = config.INVOICE_GRACE_SECONDS - config.INVOICE_MARGIN_SECONDS;
+  const needed = config.REPORT_INTERVAL_SECONDS + Math.ceil(config.STRIPE_TIMEOUT_MS / 1000);
+  const seen = ok
+    .map((b) =>
+      b.previous?.finalizesAt && b.previous.end
+        ? (b.previous.finalizesAt - b.previous.end) / 1000
+        : null,
+    )
+    .find((g) => g !== null);
+  const observed =
+    seen !== undefined && seen !== null && Math.abs(seen - config.INVOICE_GRACE_SECONDS) > 60
+      ? `; a draft seen in Stripe finalizes ${Math.round(seen)} s after its period ended, so set INVOICE_GRACE_SECONDS=${Math.round(seen)}`
+      : "";
+  add(
+    "invoice grace",
+    window < needed || observed ? "warn" : "ok",
+    window < needed
+      ? `the draft window (INVOICE_GRACE_SECONDS ${config.INVOICE_GRACE_SECONDS} − INVOICE_MARGIN_SECONDS ${config.INVOICE_MARGIN_SECONDS} = ${window} s) is shorter than a report run (REPORT_INTERVAL_SECONDS + STRIPE_TIMEOUT_MS = ${needed} s): usage that arrives just after a period ends goes to the next invoice as late usage; lengthen the grace in Stripe's Dashboard or report more often${observed}`
+      : `late usage reaches the previous period's draft for ${window} s after it ends${observed}`,
+  );
 }

@@ -282,11 +282,12 @@ function* planSteps(o: {
   settings: PlanSettings;
   dryRun: boolean;
   chunkRows: number;
+  billing: ReadonlyMap<string, CustomerBilling> | undefined;
 }): Generator<void, PlanResult> {
   const { db, dryRun } = o;
   const tx = <T>(fn: () => T): T =>
     dryRun ? fn() : durably(db, () => db.transaction(fn, { behavior: "immediate" }));
-  const billing = loadBilling(db);
+  const billing = o.billing ?? loadBilling(db);
   const { hours, resolver, superseded } = tx(() => ({
     superseded: dryRun ? 0 : supersedeClosed(db, billing, o.now, policyOf(o.settings)),
     hours: collectDirtyHours(db, dryRun),
@@ -317,6 +318,8 @@ type PlanOptions = {
   settings: PlanSettings;
   dryRun?: boolean;
   chunkRows?: number;
+  /** billing state to stamp by instead of the stored one (a dry run with fresh lookups) */
+  billing?: ReadonlyMap<string, CustomerBilling>;
 };
 
 const stepsOf = (o: PlanOptions) =>
@@ -326,6 +329,7 @@ const stepsOf = (o: PlanOptions) =>
     settings: o.settings,
     dryRun: o.dryRun ?? false,
     chunkRows: o.chunkRows ?? PLAN_CHUNK_ROWS,
+    billing: o.billing,
   });
 
 /** Plans every dirty hour now (CLI, tests). */

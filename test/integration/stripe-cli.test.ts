@@ -249,6 +249,8 @@ describe("simmeter doctor (CLI)", () => {
       "stripe clock",
       "meter",
       "customers",
+      "subscriptions",
+      "invoice grace",
     ]);
     for (const [name, c] of Object.entries(checks)) expect(c.result, name).toBe("ok");
     expect(checks.customers?.detail).toBe("every mapped customer exists");
@@ -379,7 +381,7 @@ describe("simmeter report (CLI)", () => {
     expect(w.emu.stats().meterEventCalls).toBe(0);
     const status = await w.cli(["report", "--status", "--json"]);
     expect(status.status).toBe(0);
-    expect(JSON.parse(status.stdout)).toEqual({ states: [], failed: [], pending: 0 });
+    expect(JSON.parse(status.stdout)).toEqual({ states: [], failed: [], pending: 0, held: [] });
 
     const real = await w.cli(["report", "--json"]);
     expect(real.stderr).toBe("");
@@ -397,7 +399,7 @@ describe("simmeter report (CLI)", () => {
     expect(after.stdout).toBe("nothing to report\n");
   });
 
-  it("--status after a permanent failure (customer unknown to Stripe) exits 1 and lists the stopped row with its reason", async () => {
+  it("a customer unknown to Stripe is held, not sent: report and --status exit 1 and name it", async () => {
     const w = await workspace();
     const hour = pastHour(2);
     seed(w.dbPath, {
@@ -408,10 +410,43 @@ describe("simmeter report (CLI)", () => {
 
     const report = await w.cli(["report", "--json"]);
     expect(report.status).toBe(1);
-    expect(JSON.parse(report.stdout)).toMatchObject({ planned: 1, sent: 0, failed: 1 });
+    expect(JSON.parse(report.stdout)).toMatchObject({
+      planned: 0,
+      sent: 0,
+      failed: 0,
+      held: 1,
+      heldBytes: { no_subscription: 5000 },
+    });
+    expect(report.stderr).toContain("usage held, not sent: 5000 bytes (no_subscription)");
     expect(w.emu.events()).toEqual([]);
 
-    const identifier = `v1:cus_ghost:${hour / 1000}:0`;
+    const status = await w.cli(["report", "--status"]);
+    expect(status.status).toBe(1);
+    const held = tableRows(status.stdout.split("held, not sent")[1] ?? "", "customer");
+    expect(held.map((r) => r.slice(0, 3))).toEqual([["cus_ghost", "no_subscription", "5000"]]);
+    expect(held[0]?.[3]).toContain("unknown to Stripe");
+    const json = JSON.parse((await w.cli(["report", "--status", "--json"])).stdout) as {
+      held: { customer: string; reason: string; bytes: number }[];
+    };
+    expect(json.held).toEqual([expect.objectContaining({ customer: "cus_ghost", bytes: 5000 })]);
+  });
+
+  it("--status after a permanent failure exits 1 and lists the stopped row with its reason", async () => {
+    const w = await workspace({
+      faults: { refuseCustomers: ["cus_gone"] },
+      acceptAnyCustomer: true,
+    });
+    const hour = pastHour(2);
+    seed(w.dbPath, {
+      events: sessionEvents(SIM_A, ICCID_A, 1, hour, 5000),
+      assign: [{ sim: SIM_A, customer: "cus_gone" }],
+    });
+    expect((await w.cli(["stripe", "setup"])).status).toBe(0);
+    const report = await w.cli(["report", "--json"]);
+    expect(report.status).toBe(1);
+    expect(JSON.parse(report.stdout)).toMatchObject({ planned: 1, sent: 0, failed: 1 });
+
+    const identifier = `v1:cus_gone:${hour / 1000}:0`;
     const status = await w.cli(["report", "--status"]);
     expect(status.status).toBe(1);
     expect(status.stdout).toContain(
@@ -421,25 +456,13 @@ describe("simmeter report (CLI)", () => {
     expect(stopped).toHaveLength(1);
     expect(stopped[0]?.slice(0, 4)).toEqual([
       identifier,
-      "cus_ghost",
+      "cus_gone",
       new Date(hour).toISOString(),
       "5000",
     ]);
-    expect(stopped[0]?.[4]).toContain("No such customer: 'cus_ghost'");
+    expect(stopped[0]?.[4]).toContain("No such customer: 'cus_gone'");
     const states = tableRows(status.stdout, "state");
     expect(states.map(([state, rows]) => [state, rows])).toEqual([["failed", "1"]]);
-
-    const json = await w.cli(["report", "--status", "--json"]);
-    expect(json.status).toBe(1);
-    const parsed = JSON.parse(json.stdout) as {
-      failed: { identifier: string; customer: string; value: number; reason: string }[];
-      pending: number;
-    };
-    expect(parsed.pending).toBe(0);
-    expect(parsed.failed).toEqual([
-      expect.objectContaining({ identifier, customer: "cus_ghost", value: 5000 }),
-    ]);
-    expect(parsed.failed[0]?.reason).toContain("No such customer: 'cus_ghost'");
   });
 
   it("with a key Stripe refuses, stops the run, exits 1 with a message about STRIPE_SECRET_KEY and keeps the rows pending", async () => {
@@ -455,9 +478,10 @@ describe("simmeter report (CLI)", () => {
     expect(r.stderr).toContain("stopped:");
     expect(r.stderr).toContain("check STRIPE_SECRET_KEY");
     expect(w.emu.events()).toEqual([]);
+    // Nothing was planned: where to stamp needs the subscription periods the key could not read.
     const status = await w.cli(["report", "--status", "--json"]);
     expect(status.status).toBe(0);
-    expect(JSON.parse(status.stdout)).toMatchObject({ failed: [], pending: 1 });
+    expect(JSON.parse(status.stdout)).toMatchObject({ failed: [], pending: 0 });
 
     const retry = await w.cli(["report", "--json"]);
     expect(retry.status).toBe(0);
