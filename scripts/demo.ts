@@ -5,12 +5,13 @@
 
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { join, relative, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import Database from "better-sqlite3";
 import { Redis as RedisClient } from "ioredis";
+import type { ParityRow } from "../src/billing/parity.ts";
 import { envSchema } from "../src/config.ts";
 import { importCustomersCsv } from "../src/customers/customers.ts";
 import { openDb } from "../src/db/client.ts";
@@ -618,6 +619,7 @@ async function main(): Promise<number> {
     );
 
     // 8. Per customer: counted (simmeter reconcile), Stripe (emulator), ground truth (simulator).
+    const problemsBefore: string[] = [];
     const rec = await runCli(["reconcile", "--json"], env);
     let rows: DriftRow[];
     try {
@@ -626,23 +628,47 @@ async function main(): Promise<number> {
       throw new Error(`simmeter reconcile printed no JSON (${rec.status}):\n${rec.stderr}`);
     }
     const byCustomer = new Map(rows.map((r) => [r.customer, r]));
+    // What the customers pay: the invoice line quantities (the previous period's invoice and the
+    // open period's preview), from simmeter's own invoice parity.
+    const invoiced = new Map<string, number>();
+    for (const period of ["previous", "current"]) {
+      const p = await runCli(["reconcile", "--period", period, "--json"], env);
+      let parity: ParityRow[];
+      try {
+        parity = JSON.parse(p.stdout) as ParityRow[];
+      } catch {
+        throw new Error(
+          `simmeter reconcile --period ${period} printed no JSON (${p.status}):\n${p.stderr}`,
+        );
+      }
+      for (const r of parity) {
+        invoiced.set(r.customer, (invoiced.get(r.customer) ?? 0) + (r.invoice_quantity ?? 0));
+        if (r.problem === null && (r.difference !== 0 || r.unreported !== 0))
+          problemsBefore.push(
+            `${r.customer} (${period} period): invoice ${r.invoice_quantity}, reported ${r.reported}, unreported ${r.unreported}`,
+          );
+      }
+    }
     const stripeTotals = (emu as StripeEmulator).totalsByCustomer();
     const simsOf = new Map<string, number>();
     for (const c of Object.values(truth.customers)) simsOf.set(c, (simsOf.get(c) ?? 0) + 1);
     const customers = [
       ...new Set([...truth.customerHour.keys(), ...byCustomer.keys(), ...stripeTotals.keys()]),
     ].sort();
-    const problems: string[] = [];
+    const problems: string[] = [...problemsBefore];
     const table: string[][] = [];
-    const sum = { sims: 0, counted: 0, stripe: 0, drift: 0, truth: 0 };
+    const sum = { sims: 0, counted: 0, stripe: 0, invoiced: 0, drift: 0, truth: 0 };
     for (const c of customers) {
       const counted = byCustomer.get(c)?.counted ?? 0;
       const stripe = stripeTotals.get(c) ?? 0;
       const expected = [...(truth.customerHour.get(c)?.values() ?? [])].reduce((a, b) => a + b, 0);
       const drift = counted - stripe;
+      const onInvoices = invoiced.get(c) ?? 0;
       const sims = simsOf.get(c) ?? 0;
-      const ok = drift === 0 && counted === expected;
+      const ok = drift === 0 && counted === expected && onInvoices === counted;
       if (drift !== 0) problems.push(`${c}: counted ${fmt(counted)} but Stripe has ${fmt(stripe)}`);
+      if (onInvoices !== counted)
+        problems.push(`${c}: counted ${fmt(counted)} but its invoices show ${fmt(onInvoices)}`);
       if (counted !== expected)
         problems.push(`${c}: counted ${fmt(counted)} but the ground truth is ${fmt(expected)}`);
       const r = byCustomer.get(c);
@@ -656,12 +682,15 @@ async function main(): Promise<number> {
         fmt(counted),
         fmt(stripe),
         fmt(drift),
+        fmt(onInvoices),
+        fmt(onInvoices - counted),
         fmt(expected),
         ok ? "ok" : "MISMATCH",
       ]);
       sum.sims += sims;
       sum.counted += counted;
       sum.stripe += stripe;
+      sum.invoiced += onInvoices;
       sum.drift += drift;
       sum.truth += expected;
     }
@@ -671,6 +700,8 @@ async function main(): Promise<number> {
       fmt(sum.counted),
       fmt(sum.stripe),
       fmt(sum.drift),
+      fmt(sum.invoiced),
+      fmt(sum.invoiced - sum.counted),
       fmt(sum.truth),
       problems.length === 0 ? "ok" : "MISMATCH",
     ];
@@ -680,6 +711,8 @@ async function main(): Promise<number> {
       "bytes counted",
       "bytes in Stripe",
       "drift",
+      "on invoices",
+      "difference",
       "ground truth",
       "",
     ];
@@ -695,7 +728,7 @@ async function main(): Promise<number> {
     const rule = widths.map((w) => "-".repeat(w)).join("  ");
     say();
     say(
-      "drift = bytes counted − bytes in Stripe; ground truth = bytes the simulator says were used",
+      "drift = bytes counted − bytes in Stripe; on invoices = the invoice line quantities (previous invoice + open period preview); difference = on invoices − bytes counted; ground truth = bytes the simulator says were used",
     );
     say(line(head));
     say(rule);
@@ -704,6 +737,24 @@ async function main(): Promise<number> {
     say(line(total));
     if (rec.status !== 0 && problems.length === 0)
       problems.push(`simmeter reconcile exited ${rec.status}: ${rec.stderr.trim()}`);
+
+    // The itemisation an IoT customer asks for ("which device?"): one per-SIM statement.
+    const first = customers.find((c) => (invoiced.get(c) ?? 0) > 0);
+    if (first) {
+      const st = await runCli(
+        ["statement", "--customer", first, "--period", "current", "--format", "csv"],
+        env,
+      );
+      const statementPath = join(DATA, `demo-${stamp}-statement-${first}.csv`);
+      writeFileSync(statementPath, st.stdout);
+      const simLines = st.stdout.split("\n").filter((l) => l.startsWith("sim,")).length;
+      say();
+      say(
+        `statement      ${relative(process.cwd(), statementPath)}: ${first}'s current invoice, ${simLines} SIM line(s) (simmeter statement --customer ${first})`,
+      );
+      if (st.status !== 0)
+        problems.push(`simmeter statement exited ${st.status}: ${st.stderr.trim()}`);
+    }
 
     // Event volume of the two subscriptions, scaled to a month per device.
     const endedEvents = endedTruth.events;

@@ -77,9 +77,12 @@ describe("npm run demo", () => {
         "bytes counted",
         "bytes in Stripe",
         "drift",
+        "on invoices",
+        "difference",
         "ground truth",
       ]);
       const driftCol = header.indexOf("drift");
+      const differenceCol = header.indexOf("difference");
       const body: string[][] = [];
       let total: string[] | undefined;
       for (const l of lines.slice(head + 2)) {
@@ -95,14 +98,22 @@ describe("npm run demo", () => {
       for (const row of body) {
         expect(row[0], row.join(" | ")).toMatch(/^cus_[A-Za-z0-9]+$/);
         expect(row[driftCol], row.join(" | ")).toBe("0");
+        expect(row[differenceCol], row.join(" | ")).toBe("0");
         expect(row.at(-1), row.join(" | ")).toBe("ok");
-        // counted equals what Stripe holds equals the simulator's ground truth
+        // counted equals what Stripe holds, what the invoices show and the simulator's ground truth
         expect(row[3]).toBe(row[2]);
         expect(row[5]).toBe(row[2]);
+        expect(row[7]).toBe(row[2]);
       }
       expect(total, output).toBeDefined();
       expect(total?.[1]).toBe("12");
       expect(total?.[driftCol]).toBe("0");
+      expect(total?.[differenceCol]).toBe("0");
+      const statement = /^statement\s+(\S+): (cus_\S+)'s current invoice, (\d+) SIM line/m.exec(
+        r.stdout,
+      );
+      expect(statement, output).not.toBeNull();
+      leftovers.push(join(ROOT, statement?.[1] ?? ""));
       expect(total?.at(-1)).toBe("ok");
       expect(r.stdout).toMatch(/^OK: every customer's usage is counted exactly once/m);
       expect(r.stdout).not.toContain("FAILED");
