@@ -64,6 +64,8 @@ export type EmulatorStats = {
   injectedDelays: number;
   duplicateIdentifiers: number;
   idempotentReplays: number;
+  /** 400 idempotency_error: a key reused with other parameters (a client bug) */
+  idempotencyErrors: number;
   /** answers refused by the rateLimitPerSecond budget */
   rateLimited: number;
   /** "METHOD /route/pattern STATUS" -> count */
@@ -1696,6 +1698,7 @@ export async function startStripeEmulator(
     injectedDelays: 0,
     duplicateIdentifiers: 0,
     idempotentReplays: 0,
+    idempotencyErrors: 0,
     rateLimited: 0,
     byRoute: {},
   };
@@ -2215,6 +2218,7 @@ export async function startStripeEmulator(
         if (stored && now() - stored.savedAt >= IDEMPOTENCY_TTL_MS) idempotency.delete(key);
         else if (stored) {
           if (stored.fingerprint !== fingerprint) {
+            stats.idempotencyErrors++;
             throw new StripeHttpError(
               400,
               "idempotency_error",

@@ -97,6 +97,8 @@ describe("the reporter process", () => {
       expect(emu.totalsByCustomer(EVENT_NAME).get("cus_crash")).toBe(3000);
       expect(new Set(emu.events().map((e) => e.identifier)).size).toBe(3);
       expect(emu.stats().idempotentReplays + emu.stats().duplicateIdentifiers).toBe(1);
+      // One row, one request: the retry of the killed call sent the same parameters.
+      expect(emu.stats().idempotencyErrors).toBe(0);
       expect(
         readDb<{ state: string }>(dbPath, "select state from meter_reports").map((r) => r.state),
       ).toEqual(["sent", "sent", "sent"]);

@@ -101,6 +101,7 @@ describe("reporting usage to Stripe Billing Meters", () => {
     expect(stats.injectedDelays).toBeGreaterThan(0);
     expect(emulatorTotals(rig)).toEqual(counted(rig));
     expect(stats.concurrencyViolations).toBe(0);
+    expect(stats.idempotencyErrors).toBe(0);
     expect(pendingReports(rig.db)).toEqual([]);
     const calls = rig.db.$client.prepare("select count(*) as n from meter_reports").get() as {
       n: number;
