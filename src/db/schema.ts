@@ -208,6 +208,11 @@ export const meterReports = sqliteTable(
      */
     state: text("state", { enum: ["pending", "sent", "failed", "superseded"] }).notNull(),
     attempts: integer("attempts").notNull().default(0),
+    /**
+     * 1 from just before a call whose outcome is unknown (a timeout, a 5xx, a crash mid-call) may
+     * have let Stripe record the event: such a row is never superseded, only re-sent as it is.
+     */
+    inDoubt: integer("in_doubt", { mode: "boolean" }).notNull().default(false),
     lastError: text("last_error"),
     createdAt: integer("created_at").notNull(),
     sentAt: integer("sent_at"),

@@ -135,8 +135,9 @@ function collectDirtyHours(db: Db, dryRun: boolean): number[] {
 /**
  * One row, one request: a row's parameters are fixed when it is written. A pending row whose stamp
  * no longer reaches an open invoice (its draft finalized while the row waited) is superseded by a
- * new row with a new identifier, but only if no call was ever made for it: after a call Stripe may
- * hold the event, and a second one could bill it twice. Returns the rows superseded.
+ * new row with a new identifier, but only if no call can have let Stripe record it (every call so
+ * far was refused outright, or none was made): otherwise Stripe may hold the event and a second
+ * one could bill it twice. Returns the rows superseded.
  */
 function supersedeClosed(
   db: Db,
@@ -148,7 +149,7 @@ function supersedeClosed(
   for (const r of db
     .select()
     .from(meterReports)
-    .where(and(eq(meterReports.state, "pending"), eq(meterReports.attempts, 0)))
+    .where(and(eq(meterReports.state, "pending"), eq(meterReports.inDoubt, false)))
     .all()) {
     const b = billing.get(r.customerId);
     if (!b || b.state !== "ok" || periodOpenAt(r.timestamp * 1000, now, b, policy)) continue;
@@ -432,6 +433,17 @@ export function markSent(db: Db, identifier: string, now: number): void {
       })
       .where(and(eq(meterReports.identifier, identifier), eq(meterReports.state, "pending")))
       .run(),
+  );
+}
+
+/**
+ * Committed durably just before a call: if the process dies during it, the row stays in doubt (and
+ * is re-sent as it is, never superseded). `inDoubt` false puts back a row whose call was refused
+ * outright (a 429), so it may still be superseded.
+ */
+export function setInDoubt(db: Db, identifier: string, inDoubt: boolean): void {
+  durably(db, () =>
+    db.update(meterReports).set({ inDoubt }).where(eq(meterReports.identifier, identifier)).run(),
   );
 }
 

@@ -21,6 +21,7 @@ import {
   pendingReports,
   planReportsYielding,
   recordAttempt,
+  setInDoubt,
 } from "./outbox.ts";
 import { classifyStripeError, sendMeterEvent } from "./stripe.ts";
 
@@ -205,7 +206,17 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
       // One row, one request: every attempt sends the parameters fixed when the row was written
       // (a row whose invoice closed before any call is superseded by the planner instead).
       summary.calls++;
+      // Durable before the call: a kill during it leaves the row in doubt, never superseded.
+      const wasInDoubt = row.inDoubt;
+      if (!wasInDoubt) setInDoubt(db, row.identifier, true);
+      row.inDoubt = true;
       const outcome = await sendMeterEvent(deps.stripe, settings.eventName, row);
+      const refusedOutright =
+        (outcome.kind === "retry" && outcome.notRecorded) || outcome.kind === "permanent";
+      if (refusedOutright && !wasInDoubt) {
+        setInDoubt(db, row.identifier, false);
+        row.inDoubt = false;
+      }
       deps.metrics?.reportCalls.inc({ outcome: outcome.kind });
       switch (outcome.kind) {
         case "sent":

@@ -33,7 +33,14 @@ export type SendOutcome =
    * 429, 5xx, timeout or connection error: try again later, with backoff. untilNextRun: backing
    * off within this run cannot help (host clock ahead of Stripe's); wait for the next run.
    */
-  | { kind: "retry"; reason: string; timedOut: boolean; untilNextRun?: boolean }
+  | {
+      kind: "retry";
+      reason: string;
+      timedOut: boolean;
+      untilNextRun?: boolean;
+      /** Stripe refused it outright (429, timestamp in the future): nothing was recorded */
+      notRecorded?: boolean;
+    }
   /** the row can never succeed as it is (unknown customer, inactive meter, timestamp too old) */
   | { kind: "permanent"; reason: string }
   /** nothing can succeed (bad key): stop the whole run */
@@ -59,15 +66,16 @@ export function classifyStripeError(err: unknown): SendOutcome {
       reason: `${msg} (the host clock looks ahead of Stripe's by more than 5 minutes: retried until Stripe's clock passes the timestamp; fix NTP on this host)`,
       timedOut: false,
       untilNextRun: true,
+      notRecorded: true,
     };
   }
   if (err instanceof Stripe.errors.StripeConnectionError) {
     return { kind: "retry", reason: msg, timedOut: /timeout/i.test(err.message) };
   }
-  if (
-    err instanceof Stripe.errors.StripeRateLimitError ||
-    err instanceof Stripe.errors.StripeAPIError
-  ) {
+  if (err instanceof Stripe.errors.StripeRateLimitError) {
+    return { kind: "retry", reason: msg, timedOut: false, notRecorded: true };
+  }
+  if (err instanceof Stripe.errors.StripeAPIError) {
     return { kind: "retry", reason: msg, timedOut: false };
   }
   if (

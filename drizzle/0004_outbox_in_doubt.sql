@@ -1,0 +1,1 @@
+ALTER TABLE `meter_reports` ADD `in_doubt` integer DEFAULT false NOT NULL;
