@@ -44,13 +44,20 @@ async function lookUpWithoutStoring(
   db: Db,
 ): Promise<Map<string, CustomerBilling> | undefined> {
   if (!config.STRIPE_SECRET_KEY) return undefined;
-  return refreshBilling({
-    db,
-    stripe: createStripe(config),
-    eventName: config.STRIPE_METER_EVENT_NAME,
-    now: Date.now(),
-    dryRun: true,
-  });
+  try {
+    return await refreshBilling({
+      db,
+      stripe: createStripe(config),
+      eventName: config.STRIPE_METER_EVENT_NAME,
+      now: Date.now(),
+      dryRun: true,
+    });
+  } catch (err) {
+    process.stderr.write(
+      `could not look the subscription periods up in Stripe (${(err as Error).message}); using the stored ones\n`,
+    );
+    return undefined;
+  }
 }
 
 export function registerReportCommands(program: Command): void {

@@ -54,7 +54,7 @@ export function createMetrics() {
     }),
     unbilledBytes: new Gauge({
       name: "simmeter_unbilled_bytes",
-      help: "Counted bytes no invoice will carry yet, by reason: no_subscription, ambiguous_subscription, stale_period (held, sent once possible), unmapped (no customer covers the SIM)",
+      help: "Counted bytes held from Stripe because no invoice would carry them yet, by reason: no_subscription, ambiguous_subscription, stale_period (sent once possible)",
       labelNames: ["reason"] as const,
       registers: [registry],
     }),

@@ -149,7 +149,6 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
     );
   for (const reason of ["no_subscription", "ambiguous_subscription", "stale_period"] as const)
     deps.metrics?.unbilledBytes.set({ reason }, heldBytes[reason] ?? 0);
-  deps.metrics?.unbilledBytes.set({ reason: "unmapped" }, plan.unmappedBytes);
   const summary: ReportSummary = {
     planned: plan.rows.length,
     sent: 0,

@@ -1,5 +1,5 @@
 import type { Server } from "node:http";
-import { Gauge } from "prom-client";
+import { Gauge, Registry } from "prom-client";
 import type { Config } from "../config.ts";
 import type { Db } from "../db/client.ts";
 import { addDeliveries, createIngestQueue } from "../ingest/queue.ts";
@@ -13,12 +13,24 @@ import { mountUsageApi } from "../usage/api.ts";
 
 export type ServerHandle = { port: number; closers: Closer[] };
 
+/** What `simmeter start` adds when the worker role runs in another thread of this process. */
+export type ServerOptions = {
+  /**
+   * Non-null (a reason) when deliveries must not be acknowledged, because nothing would count
+   * them: they are answered 503 (the sender retries) and /readyz fails.
+   */
+  refuseReason?: () => string | null;
+  /** /metrics shows this registry's families together with these (the worker thread's) */
+  mergedMetrics?: (local: Registry) => Promise<Registry>;
+};
+
 /** Composition root of the receiver role: HTTP → group enqueuer → BullMQ. */
 export async function startServer(
   config: Config,
   db: Db,
   logger: Logger,
   metrics: Metrics,
+  opts: ServerOptions = {},
 ): Promise<ServerHandle> {
   const redis = createRedis(config.REDIS_URL, "producer", logger);
   const queue = createIngestQueue(redis, config.REDIS_PREFIX);
@@ -45,14 +57,22 @@ export async function startServer(
     },
   });
 
+  const refuseReason = opts.refuseReason ?? (() => null);
   const app = createApp({
     config,
     logger,
-    metrics,
-    enqueue: (d, n) => enqueuer.enqueue(d, n),
+    metrics: opts.mergedMetrics
+      ? { ...metrics, registry: mergedRegistry(metrics.registry, opts.mergedMetrics) }
+      : metrics,
+    enqueue: (d, n) => {
+      const refused = refuseReason();
+      return refused ? Promise.reject(new Error(refused)) : enqueuer.enqueue(d, n);
+    },
     now: Date.now,
     ready: async () => {
       const checks: Record<string, string> = {};
+      const refused = refuseReason();
+      if (refused) checks.worker = refused;
       try {
         await redis.ping();
         checks.redis = "ok";
@@ -65,7 +85,7 @@ export async function startServer(
       } catch (err) {
         checks.database = (err as Error).message;
       }
-      return { ok: checks.redis === "ok" && checks.database === "ok", checks };
+      return { ok: !refused && checks.redis === "ok" && checks.database === "ok", checks };
     },
     mount: (a) => mountUsageApi(a, db),
   });
@@ -98,4 +118,16 @@ export async function startServer(
       { name: "redis-producer", close: () => void redis.disconnect() },
     ],
   };
+}
+
+/**
+ * The registry /metrics reads (createApp calls only metrics() and contentType): the receiver's
+ * own, merged at scrape time with the worker thread's. Receiver metrics still register in `local`.
+ */
+function mergedRegistry(local: Registry, merge: (local: Registry) => Promise<Registry>): Registry {
+  return new (class extends Registry {
+    override async metrics(): Promise<string> {
+      return (await merge(local)).metrics();
+    }
+  })();
 }
