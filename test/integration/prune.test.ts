@@ -64,6 +64,39 @@ describe("retention after pruning", () => {
     expect(Object.values(t.usage())).toEqual([500]);
   });
 
+  it("the pruned horizon moves only as far as the newest record it deleted, so older events never counted can still be counted after RETENTION_DAYS is raised", () => {
+    const t = memoryIngest({ retentionDays: 40 }, () => NOW);
+    const counted = ended(`EZ${"5".repeat(32)}`, `PI${"5".repeat(32)}`, NOW - 39 * DAY_MS, 500);
+    t.ingest([counted]);
+    // Nothing to delete yet: no horizon.
+    pruneExpired(t.db, 40, NOW);
+    expect(
+      t.db.$client.prepare("select value from meta where key = 'pruned_before'").all(),
+    ).toEqual([]);
+    // Ten days on, the counted event's record is deleted: the horizon is just past it.
+    pruneExpired(t.db, 40, NOW + 10 * DAY_MS);
+    const horizon = (
+      t.db.$client.prepare("select value from meta where key = 'pruned_before'").get() as {
+        value: number;
+      }
+    ).value;
+    expect(horizon).toBe(NOW - 39 * DAY_MS + 1);
+    // An event between the horizon and the 40-day cutoff had no record to lose: with the
+    // retention raised it is counted; the pruned one is still refused.
+    const never = ended(`EZ${"6".repeat(32)}`, `PI${"6".repeat(32)}`, NOW - 35 * DAY_MS, 300);
+    const raised = {
+      ...t.ctx,
+      settings: { ...t.ctx.settings, retentionDays: 400 },
+      now: () => NOW + 10 * DAY_MS,
+    };
+    const s = ingestDeliveries(raised, {
+      v: 1,
+      deliveries: [{ id: "archive", receivedAt: NOW, source: "replay", events: [never, counted] }],
+    });
+    expect(s).toMatchObject({ counted: 1, quarantined: 1 });
+    expect(Object.values(t.usage()).sort()).toEqual([300, 500]);
+  });
+
   it("keeps an open session whose last reading is past the retention, so its next reading is not billed again in full", () => {
     const t = memoryIngest({ retentionDays: 40 }, () => NOW);
     const update = buildCloudEvent({
