@@ -1473,7 +1473,8 @@ function createBilling(deps: BillingDeps) {
     if ([...subs.values()].some((x) => x.customer === customer)) return;
     if (deps.meters.length === 0) return;
     const price =
-      [...prices.values()].find((p) => p.active && p.usageType === "metered" && p.meter !== null) ?? addPrice({});
+      [...prices.values()].find((p) => p.active && p.usageType === "metered" && p.meter !== null) ??
+      addPrice({});
     const d = new Date(deps.now());
     addSubscription({
       customer,

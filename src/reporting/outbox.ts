@@ -152,7 +152,7 @@ function supersedeClosed(
     .where(and(eq(meterReports.state, "pending"), eq(meterReports.inDoubt, false)))
     .all()) {
     const b = billing.get(r.customerId);
-    if (!b || b.state !== "ok" || periodOpenAt(r.timestamp * 1000, now, b, policy)) continue;
+    if (b?.state !== "ok" || periodOpenAt(r.timestamp * 1000, now, b, policy)) continue;
     db.update(meterReports)
       .set({
         state: "superseded",
