@@ -171,6 +171,7 @@ function planHours(
   db: Db,
   resolver: CustomerResolver,
   hours: readonly number[],
+  from: number,
   now: number,
   settings: PlanSettings,
   dryRun: boolean,
@@ -196,7 +197,8 @@ function planHours(
     .where(eq(meterReports.hour, sql.placeholder("hour")))
     .groupBy(meterReports.customerId, meterReports.state)
     .prepare();
-  for (const hour of hours) {
+  for (let k = from; k < hours.length; k++) {
+    const hour = hours[k] as number;
     if (done > 0 && rowsSeen >= rowBudget) break;
     done++;
     const counted = new Map<string, number>();
@@ -273,9 +275,9 @@ function planHours(
  * Writes the outbox rows that bring Stripe up to what is counted. Each step is one immediate,
  * durable transaction: the intent is on disk before any call, and two planners (service and CLI)
  * serialise on SQLite's write lock, so a difference is never planned twice. Dirty hours are
- * planned PLAN_CHUNK_HOURS at a time, and `yieldBetween` (when given) runs between chunks, so a
- * large backlog never holds the writer, or the event loop, for long. With dryRun nothing is
- * written.
+ * planned about PLAN_CHUNK_ROWS usage rows per transaction, and the generator yields between
+ * chunks (planReportsYielding gives the event loop back there), so a large backlog never holds the
+ * writer, or the event loop, for long. With dryRun nothing is written.
  */
 function* planSteps(o: {
   db: Db;
@@ -305,9 +307,9 @@ function* planSteps(o: {
   };
   for (let i = 0; i < hours.length; ) {
     if (i > 0) yield;
-    const rest = hours.slice(i);
+    const from = i;
     i += tx(() =>
-      planHours(db, resolver, rest, o.now, o.settings, dryRun, result, o.chunkRows, billing),
+      planHours(db, resolver, hours, from, o.now, o.settings, dryRun, result, o.chunkRows, billing),
     );
   }
   return result;
