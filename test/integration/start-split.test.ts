@@ -207,6 +207,10 @@ if (workerData && workerData.kind === ${JSON.stringify(WORKER_THREAD_KIND)}) {
         DATABASE_PATH: dbPath,
         ALLOW_UNSIGNED: "true",
         LOG_LEVEL: "info",
+        // A job the dead thread held is retried once its lock expires and the stalled check runs:
+        // short ones, so the restart picks it up within the test's wait (defaults: 30 s each).
+        WORKER_LOCK_MS: "2000",
+        WORKER_STALLED_INTERVAL_MS: "1000",
       };
       const app = await startSimmeter("start", {
         ...env,
