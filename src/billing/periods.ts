@@ -65,7 +65,12 @@ const iso = (ms: number) => new Date(ms).toISOString();
 export function periodOpenAt(t: number, now: number, b: CustomerBilling, p: StampPolicy): boolean {
   if (b.state !== "ok" || b.periodStart === null || b.periodEnd === null) return false;
   if (t < now - (STRIPE_BACKDATE_MS - BACKDATE_MARGIN_MS)) return false;
-  if (t >= b.periodStart) return t < b.periodEnd;
+  if (t >= b.periodStart) {
+    if (t >= b.periodEnd) return false;
+    // The stored period has ended (no refresh since): like a previous period whose draft is not
+    // visible, open only while the grace has not run out.
+    return now < b.periodEnd || now + p.marginMs < b.periodEnd + p.graceMs;
+  }
   const prev = b.previous;
   if (!prev || t < prev.start || t >= prev.end) return false;
   if (prev.invoiceId === null) return now + p.marginMs < prev.end + p.graceMs;

@@ -282,13 +282,15 @@ export function loadBilling(db: Db): Map<string, CustomerBilling> {
 
 /**
  * Whether the stored state must be refreshed before planning: never fetched, older than the
- * refresh interval, a period that has ended, or a draft that has reached its finalization time.
+ * refresh interval, a period that has ended, a draft that has reached its finalization time, or a
+ * rollover whose draft is not visible yet (within the grace).
  */
 export function billingRefreshDue(
   billing: ReadonlyMap<string, CustomerBilling>,
   customers: readonly string[],
   now: number,
   refreshMs: number,
+  graceMs = 3_600_000,
 ): boolean {
   for (const c of customers) {
     const b = billing.get(c);
@@ -296,7 +298,9 @@ export function billingRefreshDue(
     if (b.periodEnd !== null && now >= b.periodEnd) return true;
     const f = b.previous?.finalizesAt;
     if (b.previous?.status === "draft" && f !== null && f !== undefined && now >= f) return true;
-    if (b.previous && b.previous.invoiceId === null) return true;
+    // Just after a rollover, until the draft shows up (or the grace runs out: some periods never
+    // get an invoice line, and must not force a lookup on every pass).
+    if (b.previous && b.previous.invoiceId === null && now < b.previous.end + graceMs) return true;
   }
   return false;
 }

@@ -152,11 +152,15 @@ function supersedeClosed(
     .where(and(eq(meterReports.state, "pending"), eq(meterReports.inDoubt, false)))
     .all()) {
     const b = billing.get(r.customerId);
-    if (b?.state !== "ok" || periodOpenAt(r.timestamp * 1000, now, b, policy)) continue;
+    // Never looked up: nothing known yet. No (or several) items now: no invoice would carry it.
+    if (!b || (b.state === "ok" && periodOpenAt(r.timestamp * 1000, now, b, policy))) continue;
     db.update(meterReports)
       .set({
         state: "superseded",
-        lastError: `superseded: the invoice for ${new Date(r.timestamp * 1000).toISOString()} closed before it was sent`,
+        lastError:
+          b.state === "ok"
+            ? `superseded: the invoice for ${new Date(r.timestamp * 1000).toISOString()} closed before it was sent`
+            : `superseded: ${b.detail ?? "no subscription item on the meter"}`,
       })
       .where(and(eq(meterReports.identifier, r.identifier), eq(meterReports.state, "pending")))
       .run();
@@ -446,6 +450,23 @@ export function markSent(db: Db, identifier: string, now: number): void {
 export function setInDoubt(db: Db, identifier: string, inDoubt: boolean): void {
   durably(db, () =>
     db.update(meterReports).set({ inDoubt }).where(eq(meterReports.identifier, identifier)).run(),
+  );
+}
+
+/**
+ * Marks a row in doubt just before its call, in one statement that also checks it is still
+ * pending: a planner in another process may have superseded it since it was read. Returns false
+ * when the row must not be sent.
+ */
+export function claimForCall(db: Db, identifier: string): boolean {
+  return durably(
+    db,
+    () =>
+      db
+        .update(meterReports)
+        .set({ inDoubt: true })
+        .where(and(eq(meterReports.identifier, identifier), eq(meterReports.state, "pending")))
+        .run().changes > 0,
   );
 }
 

@@ -145,7 +145,10 @@ export async function stripeDifferences({
     const l = byHour.get(hour) ?? { sent: 0, unsettled: false, buckets: new Map() };
     byHour.set(hour, l);
     if (m.state === "sent") l.sent += m.value;
-    if (m.state === "pending" || (m.sentAt ?? 0) > now - settleMs) l.unsettled = true;
+    // A pending row, or a stopped one (its failed call may have been recorded), or one sent
+    // recently (Stripe aggregates asynchronously): not settled.
+    if (m.state === "pending" || m.state === "failed" || (m.sentAt ?? 0) > now - settleMs)
+      l.unsettled = true;
     l.buckets.set(m.hour, (l.buckets.get(m.hour) ?? false) || (!m.late && m.hour === hour));
   }
   const customers = new Set([...local.keys(), ...assignmentCustomers(db)]);
@@ -191,12 +194,30 @@ export function recordStripeDifferences(
   db: Db,
   diffs: readonly StripeDifference[],
   now: number,
+  /** when stripeDifferences read the outbox (default: now) */
+  comparedAt: number = now,
 ): MeterReport[] {
   return durably(db, () =>
     db.transaction(
       () => {
         const written: MeterReport[] = [];
+        // Rows planned or sent for the hour after the comparison began make it stale: skip it
+        // (the next repair sees it settled), or the same difference would be corrected twice.
+        const touchedSince = db.$client.prepare<
+          [string, number, number, number, number],
+          { n: number }
+        >(
+          `select count(*) as n from meter_reports
+           where customer_id = ? and timestamp >= ? and timestamp < ?
+             and (created_at > ? or coalesce(sent_at, 0) > ? or state in ('pending', 'failed'))`,
+        );
         for (const d of diffs) {
+          const since = Math.min(now, comparedAt);
+          if (
+            (touchedSince.get(d.customer, d.hour / 1000, d.hour / 1000 + 3600, since, since)?.n ??
+              0) > 0
+          )
+            continue;
           const seq =
             (db
               .select({ seq: sql<number | null>`max(${meterReports.seq})` })

@@ -14,6 +14,7 @@ import { withLease } from "../lib/lock.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import {
+  claimForCall,
   failedReports,
   isPending,
   markFailed,
@@ -117,7 +118,11 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
   try {
     const customers = assignmentCustomers(db);
     const refreshMs = (settings.refreshSeconds ?? 300) * 1000;
-    if (settings.forceRefresh || billingRefreshDue(loadBilling(db), customers, now(), refreshMs))
+    const graceMs = settings.graceSeconds * 1000;
+    if (
+      settings.forceRefresh ||
+      billingRefreshDue(loadBilling(db), customers, now(), refreshMs, graceMs)
+    )
       await refreshBilling({ db, stripe: deps.stripe, eventName: settings.eventName, now: now() });
   } catch (err) {
     if (err instanceof MissingMeterError) {
@@ -205,9 +210,10 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
       // One row, one request: every attempt sends the parameters fixed when the row was written
       // (a row whose invoice closed before any call is superseded by the planner instead).
       summary.calls++;
-      // Durable before the call: a kill during it leaves the row in doubt, never superseded.
+      // Durable before the call: a kill during it leaves the row in doubt, never superseded. The
+      // same statement checks the row is still pending (another process may have superseded it).
       const wasInDoubt = row.inDoubt;
-      if (!wasInDoubt) setInDoubt(db, row.identifier, true);
+      if (!claimForCall(db, row.identifier)) return true;
       row.inDoubt = true;
       const outcome = await sendMeterEvent(deps.stripe, settings.eventName, row);
       const refusedOutright =

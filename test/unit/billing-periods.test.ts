@@ -5,9 +5,11 @@ import {
   type CustomerBilling,
   type Interval,
   type PreviousPeriod,
+  periodOpenAt,
   previousPeriodStart,
   stampFor,
 } from "../../src/billing/periods.ts";
+import { billingRefreshDue } from "../../src/billing/subscriptions.ts";
 
 const T = (iso: string) => Date.parse(iso);
 const HOUR = 3_600_000;
@@ -370,6 +372,33 @@ describe("where an hour's delta is stamped", () => {
           }
         },
       ),
+    );
+  });
+});
+
+describe("stale subscription data", () => {
+  it("a stored period that has ended stays open to its own rows only until the grace runs out", () => {
+    const now = T("2026-12-01T00:20:00Z");
+    const b = billing("2026-01-01T00:00:00Z", T("2026-11-20T00:00:00Z"));
+    const t = T("2026-11-30T22:00:00Z");
+    expect(periodOpenAt(t, now, b, policy)).toBe(true);
+    expect(periodOpenAt(t, T("2026-12-01T00:55:00Z"), b, policy)).toBe(false);
+    expect(periodOpenAt(t, T("2026-12-01T05:00:00Z"), b, policy)).toBe(false);
+  });
+
+  it("a previous period without an invoice forces a lookup only until the grace runs out", () => {
+    const b = billing("2026-01-01T00:00:00Z", T("2026-12-01T00:10:00Z"), {
+      invoiceId: null,
+      status: null,
+      finalizesAt: null,
+    });
+    const fresh = new Map([["cus_1", b]]);
+    expect(billingRefreshDue(fresh, ["cus_1"], T("2026-12-01T00:30:00Z"), 300_000, HOUR)).toBe(
+      true,
+    );
+    const later = new Map([["cus_1", { ...b, refreshedAt: T("2026-12-10T00:00:00Z") }]]);
+    expect(billingRefreshDue(later, ["cus_1"], T("2026-12-10T00:01:00Z"), 300_000, HOUR)).toBe(
+      false,
     );
   });
 });
