@@ -213,6 +213,8 @@ export const meterReports = sqliteTable(
      * have let Stripe record the event: such a row is never superseded, only re-sent as it is.
      */
     inDoubt: integer("in_doubt", { mode: "boolean" }).notNull().default(false),
+    /** when the first call that left the row in doubt began (Stripe dedupes identifiers ≥ 24 h) */
+    firstCallAt: integer("first_call_at"),
     lastError: text("last_error"),
     createdAt: integer("created_at").notNull(),
     sentAt: integer("sent_at"),

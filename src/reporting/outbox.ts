@@ -449,7 +449,33 @@ export function markSent(db: Db, identifier: string, now: number): void {
  */
 export function setInDoubt(db: Db, identifier: string, inDoubt: boolean): void {
   durably(db, () =>
-    db.update(meterReports).set({ inDoubt }).where(eq(meterReports.identifier, identifier)).run(),
+    db
+      .update(meterReports)
+      .set(inDoubt ? { inDoubt } : { inDoubt, firstCallAt: null })
+      .where(eq(meterReports.identifier, identifier))
+      .run(),
+  );
+}
+
+/**
+ * Stripe dedupes identifiers for at least 24 hours, not longer. A row still in doubt that long
+ * after its first uncertain call is counted as sent and never called again: re-sending could
+ * record it twice. If Stripe does not hold it, `simmeter reconcile --repair` bills the difference.
+ */
+export const UNCONFIRMED_AFTER_MS = 23 * 3_600_000;
+
+export function markUnconfirmed(db: Db, identifier: string, now: number): void {
+  durably(db, () =>
+    db
+      .update(meterReports)
+      .set({
+        state: "sent",
+        sentAt: now,
+        lastError:
+          "not confirmed by Stripe within 23 h of its first call: counted as sent so it can never be billed twice; simmeter reconcile --repair bills it if Stripe does not hold it",
+      })
+      .where(and(eq(meterReports.identifier, identifier), eq(meterReports.state, "pending")))
+      .run(),
   );
 }
 
@@ -458,13 +484,13 @@ export function setInDoubt(db: Db, identifier: string, inDoubt: boolean): void {
  * pending: a planner in another process may have superseded it since it was read. Returns false
  * when the row must not be sent.
  */
-export function claimForCall(db: Db, identifier: string): boolean {
+export function claimForCall(db: Db, identifier: string, now: number): boolean {
   return durably(
     db,
     () =>
       db
         .update(meterReports)
-        .set({ inDoubt: true })
+        .set({ inDoubt: true, firstCallAt: sql`coalesce(${meterReports.firstCallAt}, ${now})` })
         .where(and(eq(meterReports.identifier, identifier), eq(meterReports.state, "pending")))
         .run().changes > 0,
   );

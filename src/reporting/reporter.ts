@@ -19,10 +19,12 @@ import {
   isPending,
   markFailed,
   markSent,
+  markUnconfirmed,
   pendingReports,
   planReportsYielding,
   recordAttempt,
   setInDoubt,
+  UNCONFIRMED_AFTER_MS,
 } from "./outbox.ts";
 import { classifyStripeError, sendMeterEvent } from "./stripe.ts";
 
@@ -65,6 +67,8 @@ export type ReportSummary = {
   held: number;
   heldBytes: Partial<Record<HoldReason, number>>;
   superseded: number;
+  /** rows left in doubt past Stripe's 24-hour dedupe window: counted as sent, not re-sent */
+  unconfirmed: number;
   unmappedBytes: number;
   problems: string[];
 };
@@ -111,6 +115,7 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
     held: 0,
     heldBytes: {},
     superseded: 0,
+    unconfirmed: 0,
     unmappedBytes: 0,
     problems: [],
   });
@@ -167,6 +172,7 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
     held: plan.held.length,
     heldBytes,
     superseded: plan.superseded,
+    unconfirmed: 0,
     unmappedBytes: plan.unmappedBytes,
     problems: plan.problems,
   };
@@ -209,11 +215,24 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
     for (let attempt = 0; attempt < settings.attemptsPerRun; attempt++) {
       // One row, one request: every attempt sends the parameters fixed when the row was written
       // (a row whose invoice closed before any call is superseded by the planner instead).
-      summary.calls++;
       // Durable before the call: a kill during it leaves the row in doubt, never superseded. The
       // same statement checks the row is still pending (another process may have superseded it).
       const wasInDoubt = row.inDoubt;
-      if (!claimForCall(db, row.identifier)) return true;
+      if (
+        wasInDoubt &&
+        row.firstCallAt !== null &&
+        now() - row.firstCallAt > UNCONFIRMED_AFTER_MS
+      ) {
+        markUnconfirmed(db, row.identifier, now());
+        summary.unconfirmed++;
+        logger.warn(
+          { identifier: row.identifier, customerId: row.customerId, value: row.value },
+          "meter event unconfirmed for 23 h: counted as sent, not re-sent (simmeter reconcile --repair)",
+        );
+        return true;
+      }
+      if (!claimForCall(db, row.identifier, now())) return true;
+      summary.calls++;
       row.inDoubt = true;
       const outcome = await sendMeterEvent(deps.stripe, settings.eventName, row);
       const refusedOutright =

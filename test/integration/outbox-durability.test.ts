@@ -3,11 +3,12 @@ import { createServer, request, type Server } from "node:http";
 import { join } from "node:path";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { HOUR_MS, hourStart } from "../../src/accounting/buckets.ts";
+import { refreshBilling } from "../../src/billing/subscriptions.ts";
 import { assignCustomer } from "../../src/customers/customers.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
 import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
 import { createLogger } from "../../src/lib/logger.ts";
-import { durably } from "../../src/reporting/outbox.ts";
+import { durably, planReports } from "../../src/reporting/outbox.ts";
 import {
   hasDrift,
   reconcile,
@@ -216,6 +217,45 @@ describe("a lost local commit cannot strand Stripe", () => {
         settleMs: 0,
       }),
     ).toEqual([]);
+  });
+
+  it("a row still in doubt 23 hours after its first call is counted as sent and never re-sent; reconcile --repair bills what Stripe lacks", async () => {
+    rig = await setup();
+    ingestInto(rig.db, [reading(1, 300)], "a");
+    await refreshBilling({ db: rig.db, stripe: rig.stripe, eventName: EVENT_NAME, now: NOW });
+    expect(
+      planReports({ db: rig.db, now: NOW, settings: { graceSeconds: 3600 } }).rows,
+    ).toHaveLength(1);
+    // Its first call timed out a day ago (Stripe recorded nothing); past Stripe's 24-hour dedupe a
+    // re-send could be recorded twice had that call got through.
+    rig.db.$client
+      .prepare("update meter_reports set in_doubt = 1, first_call_at = ?, attempts = 1")
+      .run(NOW - 24 * HOUR_MS);
+    const s = await reportOn(rig, rig.db);
+    expect(s).toMatchObject({ unconfirmed: 1, calls: 0, sent: 0 });
+    expect(rig.emu.events()).toEqual([]);
+    const row = rig.db.$client
+      .prepare("select state, last_error as e from meter_reports")
+      .get() as {
+      state: string;
+      e: string;
+    };
+    expect(row.state).toBe("sent");
+    expect(row.e).toMatch(/not confirmed by Stripe within 23 h/);
+    const meterId = (await findMeter(rig.stripe, EVENT_NAME))?.id as string;
+    const range = { from: HOUR - HOUR_MS, to: hourStart(NOW) + HOUR_MS };
+    const diffs = await stripeDifferences({
+      db: rig.db,
+      stripe: rig.stripe,
+      meterId,
+      ...range,
+      now: NOW,
+      settleMs: 0,
+    });
+    expect(diffs.map((d) => d.difference)).toEqual([-300]);
+    recordStripeDifferences(rig.db, diffs, NOW);
+    expect(await reportOn(rig, rig.db)).toMatchObject({ sent: 1 });
+    expect(rig.emu.totalsByCustomer(EVENT_NAME).get(CUSTOMER)).toBe(300);
   });
 
   it("simmeter reconcile --repair on a restored ledger exits 0 and leaves reconcile with zero drift", async () => {

@@ -1,0 +1,1 @@
+ALTER TABLE `meter_reports` ADD `first_call_at` integer;
