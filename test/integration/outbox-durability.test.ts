@@ -8,7 +8,7 @@ import { assignCustomer } from "../../src/customers/customers.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
 import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
 import { createLogger } from "../../src/lib/logger.ts";
-import { durably, planReports } from "../../src/reporting/outbox.ts";
+import { claimForCall, durably, pendingReports, planReports } from "../../src/reporting/outbox.ts";
 import {
   hasDrift,
   reconcile,
@@ -35,6 +35,7 @@ const NOW = Date.now();
 const HOUR = hourStart(NOW) - 3 * HOUR_MS;
 
 let rig: ReportingRig | undefined;
+let subscriptionId = "";
 let proxy: Server | undefined;
 const opened: Db[] = [];
 afterEach(async () => {
@@ -103,7 +104,12 @@ async function setup(): Promise<ReportingRig> {
   });
   const price = r.emu.addPrice({ eventName: EVENT_NAME });
   const anchor = HOUR - 10 * 24 * HOUR_MS;
-  r.emu.addSubscription({ customer: CUSTOMER, price: price.id, anchor, startDate: anchor });
+  subscriptionId = r.emu.addSubscription({
+    customer: CUSTOMER,
+    price: price.id,
+    anchor,
+    startDate: anchor,
+  }).id;
   assignCustomer({
     db: r.db,
     now: NOW,
@@ -256,6 +262,60 @@ describe("a lost local commit cannot strand Stripe", () => {
     recordStripeDifferences(rig.db, diffs, NOW);
     expect(await reportOn(rig, rig.db)).toMatchObject({ sent: 1 });
     expect(rig.emu.totalsByCustomer(EVENT_NAME).get(CUSTOMER)).toBe(300);
+  });
+
+  it("a row superseded by another planner after the sender read it is not sent", async () => {
+    rig = await setup();
+    ingestInto(rig.db, [reading(1, 300)], "a");
+    await refreshBilling({ db: rig.db, stripe: rig.stripe, eventName: EVENT_NAME, now: NOW });
+    planReports({ db: rig.db, now: NOW, settings: { graceSeconds: 3600 } });
+    const [row] = pendingReports(rig.db);
+    rig.db.$client.prepare("update meter_reports set state = 'superseded'").run();
+    expect(claimForCall(rig.db, row?.identifier as string, NOW)).toBe(false);
+    expect(
+      rig.db.$client.prepare("select in_doubt as d, first_call_at as f from meter_reports").get(),
+    ).toEqual({ d: 0, f: null });
+  });
+
+  it("a pending row of a customer whose subscription was canceled before any call is superseded and held, not sent", async () => {
+    rig = await setup();
+    ingestInto(rig.db, [reading(1, 300)], "a");
+    await refreshBilling({ db: rig.db, stripe: rig.stripe, eventName: EVENT_NAME, now: NOW });
+    planReports({ db: rig.db, now: NOW, settings: { graceSeconds: 3600 } });
+    expect(pendingReports(rig.db)).toHaveLength(1);
+    rig.emu.setSubscriptionStatus(subscriptionId, "canceled");
+    rig.now.value = NOW + 6 * 60_000; // past SUBSCRIPTION_REFRESH_SECONDS: looked up again
+    const s = await reportOn(rig, rig.db);
+    expect(s).toMatchObject({
+      superseded: 1,
+      held: 1,
+      heldBytes: { no_subscription: 300 },
+      calls: 0,
+    });
+    expect(rig.emu.events()).toEqual([]);
+  });
+
+  it("reconcile --repair skips an hour whose rows changed after the comparison began", async () => {
+    rig = await setup();
+    ingestInto(rig.db, [reading(1, 300)], "a");
+    expect(await reportOn(rig, rig.db)).toMatchObject({ sent: 1 });
+    rig.emu.tamper({ customer: CUSTOMER, value: 50, timestamp: Math.floor(HOUR / 1000) + 60 });
+    const meterId = (await findMeter(rig.stripe, EVENT_NAME))?.id as string;
+    const range = { from: HOUR - HOUR_MS, to: hourStart(NOW) + HOUR_MS };
+    const diffs = await stripeDifferences({
+      db: rig.db,
+      stripe: rig.stripe,
+      meterId,
+      ...range,
+      now: NOW,
+      settleMs: 0,
+    });
+    expect(diffs.map((d) => d.difference)).toEqual([50]);
+    // Meanwhile the service reports a late reading for that hour.
+    rig.now.value = NOW + 60_000;
+    ingestInto(rig.db, [reading(2, 400)], "b");
+    expect(await reportOn(rig, rig.db)).toMatchObject({ sent: 1 });
+    expect(recordStripeDifferences(rig.db, diffs, rig.now.value, NOW)).toEqual([]);
   });
 
   it("simmeter reconcile --repair on a restored ledger exits 0 and leaves reconcile with zero drift", async () => {
