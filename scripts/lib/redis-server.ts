@@ -55,8 +55,13 @@ async function waitForPort(port: number, timeoutMs: number): Promise<void> {
   throw new Error(`redis-server did not listen on ${port} within ${timeoutMs} ms`);
 }
 
-/** Starts a private redis-server (AOF everysec, noeviction) on a free port. */
-export async function startRedis(opts: { evictionPolicy?: string } = {}): Promise<RedisHandle> {
+/**
+ * Starts a private redis-server (AOF everysec, noeviction) on a free port. persistence: false
+ * runs it without AOF, so a restart comes back empty (as a Redis without persistence does).
+ */
+export async function startRedis(
+  opts: { evictionPolicy?: string; persistence?: boolean } = {},
+): Promise<RedisHandle> {
   const bin = redisBinary();
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "simmeter-redis-"));
@@ -71,10 +76,9 @@ export async function startRedis(opts: { evictionPolicy?: string } = {}): Promis
         "127.0.0.1",
         "--dir",
         dir,
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
+        ...(opts.persistence === false
+          ? ["--appendonly", "no"]
+          : ["--appendonly", "yes", "--appendfsync", "everysec"]),
         "--maxmemory-policy",
         opts.evictionPolicy ?? "noeviction",
         "--save",

@@ -116,6 +116,18 @@ export async function lookUpBilling(
   now: number,
 ): Promise<CustomerBilling[]> {
   const byCustomer = new Map<string, Found[]>();
+  /** Keeps the subscription's billed items on the meter, each item once. */
+  const collect = async (sub: Stripe.Subscription) => {
+    if (!BILLED_STATUSES.has(sub.status)) return;
+    for (const item of await itemsOf(stripe, sub)) {
+      if (item.price.recurring?.meter !== meterId) continue;
+      const c = customerOf(sub);
+      const list = byCustomer.get(c) ?? [];
+      // One subscription listed under two of its prices: count each item once.
+      if (!list.some((f) => f.item.id === item.id)) list.push({ sub, item });
+      byCustomer.set(c, list);
+    }
+  };
   // An archived price stops taking new subscriptions but keeps billing existing ones, and the
   // price list holds only active prices unless asked for the others.
   const prices: Stripe.Price[] = [];
@@ -131,17 +143,8 @@ export async function lookUpBilling(
       price: price.id,
       status: "all",
       limit: 100,
-    })) {
-      if (!BILLED_STATUSES.has(sub.status)) continue;
-      for (const item of await itemsOf(stripe, sub)) {
-        if (item.price.recurring?.meter !== meterId) continue;
-        const c = customerOf(sub);
-        const list = byCustomer.get(c) ?? [];
-        // One subscription listed under two of its prices: count each item once.
-        if (!list.some((f) => f.item.id === item.id)) list.push({ sub, item });
-        byCustomer.set(c, list);
-      }
-    }
+    }))
+      await collect(sub);
   }
   const unknown = new Set<string>();
   // A mapped customer none of those prices named: ask about it directly (one call per such
@@ -161,15 +164,7 @@ export async function lookUpBilling(
       }
       throw err;
     }
-    for (const sub of subs) {
-      if (!BILLED_STATUSES.has(sub.status)) continue;
-      for (const item of await itemsOf(stripe, sub)) {
-        if (item.price.recurring?.meter !== meterId) continue;
-        const list = byCustomer.get(customerId) ?? [];
-        if (!list.some((f) => f.item.id === item.id)) list.push({ sub, item });
-        byCustomer.set(customerId, list);
-      }
-    }
+    for (const sub of subs) await collect(sub);
   }
   const out: CustomerBilling[] = [];
   for (const customerId of [...new Set([...customers, ...byCustomer.keys()])].sort()) {

@@ -35,6 +35,12 @@ import { cliContext, printJsonOrTable, table } from "./context.ts";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
+/** The planner's stamping settings, as the service uses them (reporterSettings). */
+const planSettings = (config: Config) => ({
+  graceSeconds: config.INVOICE_GRACE_SECONDS,
+  marginSeconds: config.INVOICE_MARGIN_SECONDS,
+});
+
 /**
  * Fresh subscription periods when Stripe can be asked (stored nowhere: read-only commands), else
  * undefined (the stored ones).
@@ -91,10 +97,7 @@ export function registerReportCommands(program: Command): void {
             ...(billing ? { billing } : {}),
             db,
             now: Date.now(),
-            settings: {
-              graceSeconds: config.INVOICE_GRACE_SECONDS,
-              marginSeconds: config.INVOICE_MARGIN_SECONDS,
-            },
+            settings: planSettings(config),
             dryRun: true,
           });
           const heldBy = new Map<
@@ -142,10 +145,7 @@ export function registerReportCommands(program: Command): void {
             ...(billing ? { billing } : {}),
             db,
             now: Date.now(),
-            settings: {
-              graceSeconds: config.INVOICE_GRACE_SECONDS,
-              marginSeconds: config.INVOICE_MARGIN_SECONDS,
-            },
+            settings: planSettings(config),
             dryRun: true,
           });
           const rows = [

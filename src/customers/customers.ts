@@ -308,6 +308,12 @@ export function customerResolver(db: Db) {
     return h;
   };
   const firstCache = new Map<string, ReturnType<typeof firstCoverage>>();
+  /** Rule 3 of customerAt: an hour before the SIM was first covered goes to that first customer. */
+  const beforeFirstCoverage = (simSid: string, hour: number): string | null => {
+    if (!firstCache.has(simSid)) firstCache.set(simSid, firstCoverage(history(simSid)));
+    const first = firstCache.get(simSid);
+    return first && hour < first.hour ? first.customerId : null;
+  };
   return {
     resolve(simSid: string, hour: number): string | null {
       const mine = own(simSid);
@@ -315,20 +321,12 @@ export function customerResolver(db: Db) {
         { own: mine, fleets: nearFleets(simSid, hour), fleetAssignments },
         hour,
       );
-      if (covering) return covering;
-      if (!firstCache.has(simSid)) firstCache.set(simSid, firstCoverage(history(simSid)));
-      const first = firstCache.get(simSid);
-      return first && hour < first.hour ? first.customerId : null;
+      return covering ?? beforeFirstCoverage(simSid, hour);
     },
     /** the customers of many hours of one SIM, from its whole history read once */
     resolveHours(simSid: string, hours: readonly number[]): (string | null)[] {
       const h = history(simSid);
-      if (!firstCache.has(simSid)) firstCache.set(simSid, firstCoverage(h));
-      const first = firstCache.get(simSid);
-      return hours.map(
-        (hour) =>
-          coveringCustomer(h, hour) ?? (first && hour < first.hour ? first.customerId : null),
-      );
+      return hours.map((hour) => coveringCustomer(h, hour) ?? beforeFirstCoverage(simSid, hour));
     },
     /** everything that decides the SIM's customer (for explaining and for re-bill previews) */
     history,

@@ -326,7 +326,6 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
   // SIM rows written by this transaction enter the caches only once it commits.
   let written: [string, string][] = [];
   let fleetsWritten: [string, FleetMark][] = [];
-  let fleetsForgotten: string[] = [];
   db.transaction(
     () => {
       const now = ctx.now();
@@ -338,21 +337,6 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
       written = [];
       fleetsWritten = [];
       const fleetCache = new Map<string, FleetMark>();
-      // SIMs whose latest observed hour is no longer known (an out-of-order observation).
-      const forgotten = new Set<string>();
-      const trackedCache: FleetCache = {
-        // This job's marks first, then those committed earlier, unless this job forgot the SIM.
-        get: (sim: string) =>
-          forgotten.has(sim) ? undefined : (fleetCache.get(sim) ?? stmts.fleetsWritten.get(sim)),
-        set: (sim: string, m: FleetMark) => {
-          forgotten.delete(sim);
-          fleetCache.set(sim, m);
-        },
-        delete: (sim: string) => {
-          fleetCache.delete(sim);
-          forgotten.add(sim);
-        },
-      };
       const quarantineOne = (
         d: Delivery,
         position: number,
@@ -455,7 +439,7 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
             });
             written.push([e.simSid, simKey]);
           }
-          recordFleet(stmts, trackedCache, e);
+          recordFleet(stmts, fleetCache, e);
           if (e.oddities.length > 0) {
             // Billed all the same: only descriptive fields are odd (one row per event).
             stmts.insertAnomaly.run({
@@ -524,13 +508,11 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
         summary.sessions = touched.size;
       }
       fleetsWritten = [...fleetCache.entries()];
-      fleetsForgotten = [...forgotten].filter((sim) => !fleetCache.has(sim));
     },
     { behavior: "immediate" },
   );
   for (const [sim, key] of written) stmts.simsWritten.set(sim, key);
   for (const [sim, f] of fleetsWritten) stmts.fleetsWritten.set(sim, f);
-  for (const sim of fleetsForgotten) stmts.fleetsWritten.delete(sim);
   if (stmts.fleetsWritten.size > 1_000_000) stmts.fleetsWritten.clear();
   if (stmts.simsWritten.size > 1_000_000) stmts.simsWritten.clear();
   return summary;
@@ -539,13 +521,13 @@ export function ingestDeliveries(ctx: IngestContext, job: IngestJobData): Ingest
 export const ENDED_ONLY_NEEDS_CUMULATIVE =
   "ended-only mode needs data_session_data_total (schema v2) on data-session.ended: without it only the last window would be billed; pin schema version 2 on the subscription, or use BILLING_MODE=realtime, then requeue (simmeter quarantine requeue)";
 
-/** A SIM's latest observed hour, and its fleet when that hour holds only one (else null). */
+/**
+ * A SIM's latest observed hour, and its fleet when that hour holds only one (else null). After an
+ * out-of-order observation the latest hour is not known here: UNKNOWN sends the SIM's next events
+ * down the full path until one of them is the latest again.
+ */
 type FleetMark = { latestHour: number; latestFleet: string | null };
-type FleetCache = {
-  get(simSid: string): FleetMark | undefined;
-  set(simSid: string, mark: FleetMark): void;
-  delete(simSid: string): void;
-};
+const UNKNOWN: FleetMark = { latestHour: Number.POSITIVE_INFINITY, latestFleet: null };
 
 /**
  * Records which fleet the SIM was in during the event's hour (the customer history), and marks
@@ -554,13 +536,18 @@ type FleetCache = {
  * observed out of order. In-order events of an unchanged fleet cost one insert per SIM-hour and
  * no reads.
  */
-function recordFleet(stmts: IngestStatements, cache: FleetCache, e: ConnectionEvent): void {
+function recordFleet(
+  stmts: IngestStatements,
+  /** this job's marks; the committed ones are in stmts.fleetsWritten */
+  cache: Map<string, FleetMark>,
+  e: ConnectionEvent,
+): void {
   // fleet_sid may be absent (or unusable): that says nothing about membership.
   if (e.fleetSid === null) return;
   const fleetSid = e.fleetSid;
   const simSid = e.simSid;
   const hour = hourStart(e.timestampMs);
-  const known = cache.get(simSid);
+  const known = cache.get(simSid) ?? stmts.fleetsWritten.get(simSid);
   if (known?.latestFleet === fleetSid) {
     if (hour === known.latestHour) return;
     if (hour > known.latestHour) {
@@ -575,7 +562,7 @@ function recordFleet(stmts: IngestStatements, cache: FleetCache, e: ConnectionEv
   const later = Boolean(n?.later);
   const same = n?.same ?? 1;
   if (!later) cache.set(simSid, { latestHour: hour, latestFleet: same === 1 ? fleetSid : null });
-  else cache.delete(simSid);
+  else cache.set(simSid, UNKNOWN);
   if (!inserted) return;
   const before = n?.fleets ? n.fleets.split(" ") : [];
   if (later || same > 1 || before.length === 0 || before.some((f) => f !== fleetSid)) {

@@ -1,11 +1,8 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { rmSync } from "node:fs";
-import net from "node:net";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { freePort, startRedis } from "../../scripts/lib/redis-server.ts";
+import { startRedis } from "../../scripts/lib/redis-server.ts";
 import { assignCustomer } from "../../src/customers/customers.ts";
 import type { Logger } from "../../src/lib/logger.ts";
 import { createMetrics } from "../../src/lib/metrics.ts";
@@ -13,7 +10,7 @@ import { createRedis } from "../../src/lib/redis.ts";
 import { closeAll } from "../../src/lib/shutdown.ts";
 import { REPORT_QUEUE, startReportSchedule } from "../../src/reporting/schedule.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
-import { tempDir, waitFor } from "../helpers/process.ts";
+import { waitFor } from "../helpers/process.ts";
 import { EVENT_NAME, type ReportingRig, reportingRig } from "../helpers/reporting.ts";
 
 // Each test runs its own redis-server: FLUSHALL and restarts must not touch the shared one that
@@ -27,51 +24,6 @@ const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-/** A redis-server without AOF or RDB: a restart comes back empty, as it does in production. */
-async function startVolatileRedis() {
-  const port = await freePort();
-  const dir = tempDir("simmeter-volatile-redis-");
-  let child: ChildProcess | undefined;
-  const listening = () =>
-    new Promise<boolean>((resolve) => {
-      const s = net.connect(port, "127.0.0.1");
-      s.once("connect", () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once("error", () => resolve(false));
-    });
-  const start = async () => {
-    child = spawn(
-      "redis-server",
-      [
-        ...["--port", String(port), "--bind", "127.0.0.1", "--dir", dir],
-        ...["--appendonly", "no", "--save", "", "--maxmemory-policy", "noeviction"],
-      ],
-      { stdio: "ignore" },
-    );
-    await waitFor(listening, "the volatile redis-server to listen", 10_000);
-  };
-  const kill = async () => {
-    const c = child;
-    if (!c || c.exitCode !== null) return;
-    await new Promise<void>((resolve) => {
-      c.once("exit", () => resolve());
-      c.kill("SIGTERM");
-    });
-  };
-  await start();
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    start,
-    kill,
-    stop: async () => {
-      await kill();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 function capturingLogger(): { logger: Logger; messages: () => string[] } {
   const lines: { msg?: string }[] = [];
@@ -216,7 +168,8 @@ describe("the report schedule", () => {
   });
 
   it("after a restart of a Redis without persistence it is re-created on reconnect and usage keeps reaching Stripe", async () => {
-    const redis = await startVolatileRedis();
+    // Without AOF or RDB: a restart comes back empty, as it does in production.
+    const redis = await startRedis({ persistence: false });
     cleanups.push(() => redis.stop());
     const rig = await schedulingRig(redis.url);
     const { logger, messages } = capturingLogger();
