@@ -30,6 +30,14 @@ const basicAuth = z
 export const envSchema = z.object({
   PORT: intFrom(0, 65535).default(8080),
   HOST: z.string().min(1).default("0.0.0.0"),
+  /** the admin listener (/healthz, /readyz, /metrics, /api): loopback unless ADMIN_TOKEN is set */
+  ADMIN_HOST: z.string().min(1).default("127.0.0.1"),
+  ADMIN_PORT: intFrom(0, 65535).default(8081),
+  ADMIN_TOKEN: z
+    .string()
+    .min(24, "must be at least 24 characters (e.g. openssl rand -hex 32)")
+    .regex(/^[\x21-\x7e]+$/, "printable ASCII without spaces")
+    .optional(),
   PUBLIC_URL: z
     .url({ protocol: /^https?$/ })
     .optional()
@@ -90,7 +98,15 @@ export type ConfigNeeds = {
   receiver?: boolean;
   /** the reporter needs a Stripe key */
   stripe?: boolean;
+  /** the process serves the admin listener (every role: start, serve, work) */
+  admin?: boolean;
 };
+
+/** Names and literal addresses that only the local machine can reach. */
+export function isLoopback(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, "");
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
 
 /** Parses the environment; throws ConfigError naming each bad variable and the fix. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNeeds = {}): Config {
@@ -139,6 +155,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
       );
     }
   }
+  if (config.ALLOW_UNSIGNED && /^(sk|rk)_live_/.test(config.STRIPE_SECRET_KEY ?? "")) {
+    throw new ConfigError(
+      "ALLOW_UNSIGNED=true with a live Stripe key: anyone who can reach the webhook could bill your " +
+        "customers. Unset ALLOW_UNSIGNED and set TWILIO_AUTH_TOKEN or KORE_WEBHOOK_SECRET, or use " +
+        "an sk_test_ key for development.",
+    );
+  }
+  if (needs.admin && !isLoopback(config.ADMIN_HOST) && !config.ADMIN_TOKEN) {
+    throw new ConfigError(
+      `ADMIN_HOST=${config.ADMIN_HOST} exposes per-SIM usage, metrics and the operator API beyond ` +
+        "this machine: set ADMIN_TOKEN (at least 24 characters, e.g. `openssl rand -hex 32`); " +
+        "clients send it as `Authorization: Bearer <token>`. Or keep ADMIN_HOST=127.0.0.1.",
+    );
+  }
   if (needs.stripe && !config.STRIPE_SECRET_KEY) {
     throw new ConfigError(
       "STRIPE_SECRET_KEY is required for reporting: set it to a Stripe secret key (sk_live_… or " +
@@ -149,6 +179,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
 }
 
 const SECRET_NAMES = new Set([
+  "ADMIN_TOKEN",
   "TWILIO_AUTH_TOKEN",
   "KORE_WEBHOOK_SECRET",
   "BASIC_AUTH",

@@ -15,6 +15,7 @@ export function createLogger(level: string, name = "simmeter"): Logger {
           "*.KORE_WEBHOOK_SECRET",
           "*.STRIPE_SECRET_KEY",
           "*.BASIC_AUTH",
+          "*.ADMIN_TOKEN",
         ],
         censor: "(redacted)",
       },
