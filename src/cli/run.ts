@@ -1,9 +1,14 @@
 import type { Command } from "commander";
-import type { Registry } from "prom-client";
+import { createAdminApp, type Readiness } from "../admin/app.ts";
+import { listenAdmin } from "../admin/listener.ts";
+import { loadBilling } from "../billing/subscriptions.ts";
+import { redactedConfig } from "../config.ts";
 import { createMetrics } from "../lib/metrics.ts";
 import { type Closer, closeAll, onSignals } from "../lib/shutdown.ts";
+import { VERSION } from "../lib/version.ts";
 import { startServer } from "../runtime/server.ts";
-import { startWorker } from "../runtime/worker.ts";
+import type { MetricFamilies } from "../runtime/thread-protocol.ts";
+import { reporterSettings, startWorker } from "../runtime/worker.ts";
 import { mergeMetrics, startWorkerThread, type WorkerThread } from "../runtime/worker-host.ts";
 import { cliContext } from "./context.ts";
 
@@ -15,12 +20,28 @@ type Role = "start" | "serve" | "work";
  * worker's synchronous SQLite transactions (ingest jobs, planning chunks) never delay an ack.
  */
 async function run(role: Role): Promise<void> {
-  const ctx = cliContext({ receiver: role !== "work" });
+  const ctx = cliContext({ receiver: role !== "work", admin: true });
   const { config, logger, db } = ctx;
+  logger.info(
+    {
+      version: VERSION,
+      role,
+      node: process.version,
+      config: redactedConfig(config),
+    },
+    "simmeter starting",
+  );
+  if (config.ALLOW_UNSIGNED && role !== "work") {
+    logger.warn(
+      { ALLOW_UNSIGNED: true },
+      "ALLOW_UNSIGNED=true: the webhook accepts UNSIGNED deliveries from anyone who can reach it, and bills them. For local development only: set TWILIO_AUTH_TOKEN or KORE_WEBHOOK_SECRET in production.",
+    );
+  }
   const metrics = createMetrics();
   // Closed in this order: the role's parts (HTTP first), the worker thread, then SQLite.
   const closers: Closer[] = [];
   let threadCloser: Closer | null = null;
+  let adminCloser: Closer | null = null;
   const sqliteCloser: Closer = { name: "sqlite", close: () => void db.$client.close() };
   // One deadline for the whole shutdown, however it starts; the thread gets what is left of it.
   let deadline = 0;
@@ -29,7 +50,13 @@ async function run(role: Role): Promise<void> {
   const shutdown = async (exitCode: (clean: boolean) => number): Promise<never> => {
     stopping = true;
     deadline = Date.now() + config.SHUTDOWN_TIMEOUT_MS;
-    const all = [...closers, ...(threadCloser ? [threadCloser] : []), sqliteCloser];
+    // The admin listener closes after the role's parts: /readyz answers during the drain.
+    const all = [
+      ...closers,
+      ...(threadCloser ? [threadCloser] : []),
+      ...(adminCloser ? [adminCloser] : []),
+      sqliteCloser,
+    ];
     const clean = await closeAll(all, config.SHUTDOWN_TIMEOUT_MS, logger);
     logger.flush();
     process.exit(exitCode(clean));
@@ -40,6 +67,44 @@ async function run(role: Role): Promise<void> {
     logger.info({ signal }, "shutting down");
     void shutdown((clean) => (clean ? 0 : 1));
   });
+  // The admin listener comes up first, so /healthz answers and /readyz says "starting" while the
+  // role waits for Redis.
+  let roleReady: (() => Promise<Readiness>) | null = null;
+  let threadMetrics: (() => Promise<MetricFamilies>) | null = null;
+  try {
+    const admin = await listenAdmin(
+      createAdminApp({
+        logger,
+        token: config.ADMIN_TOKEN,
+        metrics: {
+          contentType: metrics.registry.contentType,
+          metrics: async () => {
+            if (!threadMetrics) return metrics.registry.metrics();
+            const [own, thread] = await Promise.all([
+              metrics.registry.getMetricsAsJSON(),
+              threadMetrics(),
+            ]);
+            return mergeMetrics(own, thread).metrics();
+          },
+        },
+        ready: async () =>
+          roleReady ? roleReady() : { ok: false, checks: { [role]: "starting" } },
+        api: {
+          db,
+          now: Date.now,
+          planSettings: reporterSettings(config),
+          billing: () => loadBilling(db),
+        },
+      }),
+      config,
+      logger,
+    );
+    adminCloser = admin.closer;
+  } catch (err) {
+    logger.fatal({ err: (err as Error).message }, "start-up failed");
+    await shutdown(() => 1);
+    return;
+  }
   try {
     if (role === "start") {
       const t: WorkerThread = startWorkerThread(config, logger);
@@ -56,19 +121,21 @@ async function run(role: Role): Promise<void> {
       });
       // The receiver listens while the thread starts: deliveries wait in Redis meanwhile, as
       // with `serve` beside a `work` that is starting.
+      threadMetrics = () => t.metrics();
       const server = await startServer(config, db, logger, metrics, {
         refuseReason: () => (t.alive() ? null : "worker thread stopped"),
-        mergedMetrics: async (local: Registry) => {
-          const [own, thread] = await Promise.all([local.getMetricsAsJSON(), t.metrics()]);
-          return mergeMetrics(own, thread);
-        },
       });
       closers.push(...server.closers);
       await t.ready;
+      roleReady = server.ready;
     } else if (role === "serve") {
-      closers.push(...(await startServer(config, db, logger, metrics)).closers);
+      const server = await startServer(config, db, logger, metrics);
+      closers.push(...server.closers);
+      roleReady = server.ready;
     } else {
-      closers.push(...(await startWorker(config, db, logger, metrics)).closers);
+      const worker = await startWorker(config, db, logger, metrics);
+      closers.push(...worker.closers);
+      roleReady = worker.ready;
     }
     started = true;
   } catch (err) {

@@ -1,5 +1,7 @@
 import { type JobsOptions, Queue } from "bullmq";
 import type { Redis } from "ioredis";
+import { logBullmqErrors } from "../lib/bullmq-errors.ts";
+import { createLogger, type Logger } from "../lib/logger.ts";
 import { INGEST_JOB, INGEST_QUEUE, type IngestJobData } from "./job.ts";
 
 // A failed ingest is an infrastructure problem (bad input is quarantined, never thrown), so the
@@ -11,8 +13,15 @@ export const INGEST_JOB_OPTIONS: JobsOptions = {
   removeOnFail: { count: 100_000 },
 };
 
-export function createIngestQueue(connection: Redis, prefix: string): Queue<IngestJobData> {
-  return new Queue<IngestJobData>(INGEST_QUEUE, { connection, prefix });
+/** The ingest queue, its errors logged as JSON (by `logger`, or a warn-level one). */
+export function createIngestQueue(
+  connection: Redis,
+  prefix: string,
+  logger: Logger = createLogger("warn"),
+): Queue<IngestJobData> {
+  const queue = new Queue<IngestJobData>(INGEST_QUEUE, { connection, prefix });
+  logBullmqErrors(queue, logger, "ingest queue");
+  return queue;
 }
 
 export async function addDeliveries(

@@ -1,8 +1,10 @@
 import { type Job, type Queue, QueueEvents } from "bullmq";
-import { and, asc, desc, gte, inArray, type SQL, sql } from "drizzle-orm";
+import { and, asc, desc, gte, inArray, lt, type SQL, sql } from "drizzle-orm";
 import type { Redis } from "ioredis";
 import type { Db } from "../db/client.ts";
 import { quarantine } from "../db/schema.ts";
+import { logBullmqErrors } from "../lib/bullmq-errors.ts";
+import { createLogger } from "../lib/logger.ts";
 import {
   type Delivery,
   type DeliverySource,
@@ -77,12 +79,12 @@ export type QuarantineListing = typeof quarantine.$inferSelect & {
 /** Quarantine rows, newest first, with whether each event has since been counted or requeued. */
 export function listQuarantineRows(
   db: Db,
-  o: QuarantineFilter & { limit: number },
+  o: QuarantineFilter & { limit: number; beforeId?: number },
 ): QuarantineListing[] {
   const rows = db
     .select({ row: quarantine, counted: countedExpr })
     .from(quarantine)
-    .where(whereOf(o))
+    .where(and(whereOf(o), o.beforeId === undefined ? undefined : lt(quarantine.id, o.beforeId)))
     .orderBy(desc(quarantine.id))
     .limit(o.limit)
     .all();
@@ -505,6 +507,7 @@ export class JobWaiter {
       prefix,
       lastEventId: last[0]?.[0] ?? "0-0",
     });
+    logBullmqErrors(events, createLogger("warn"), "ingest queue events");
     await events.waitUntilReady();
     return new JobWaiter(events);
   }

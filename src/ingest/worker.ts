@@ -1,5 +1,6 @@
 import { Worker } from "bullmq";
 import type { Redis } from "ioredis";
+import { logBullmqErrors } from "../lib/bullmq-errors.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import { type IngestContext, ingestDeliveries } from "./ingest.ts";
@@ -53,8 +54,6 @@ export function createIngestWorker(o: IngestWorkerOptions): Worker<IngestJobData
       "ingest job failed; will retry",
     );
   });
-  worker.on("error", (err) => {
-    o.logger.warn({ err: err.message }, "ingest worker error");
-  });
+  logBullmqErrors(worker, o.logger, "ingest worker");
   return worker;
 }

@@ -69,3 +69,25 @@ export async function checkEvictionPolicy(redis: Redis, logger: Logger): Promise
     return null;
   }
 }
+
+/** PING with a deadline: a worker connection (maxRetriesPerRequest: null) would wait forever. */
+export async function pingWithin(redis: Redis, timeoutMs = 1000): Promise<string> {
+  if (redis.status !== "ready") return `not connected (${redis.status})`;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      redis.ping(),
+      new Promise((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`no PING answer within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+      }),
+    ]);
+    return "ok";
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    clearTimeout(timer);
+  }
+}

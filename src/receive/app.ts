@@ -8,14 +8,14 @@ export type AppDeps = ReceiveDeps & {
   config: Pick<Config, "BODY_LIMIT_BYTES"> & ReceiveDeps["config"];
   logger: Logger;
   metrics: Metrics;
-  /** true when Redis and the database answer */
-  ready: () => Promise<{ ok: boolean; checks: Record<string, string> }>;
-  /** extra read-only routes (usage API) */
-  mount?: (app: express.Express) => void;
 };
 
 export const WEBHOOK_PATH = "/webhooks/event-streams";
 
+/**
+ * The webhook listener: POST /webhooks/event-streams and nothing else. Health, metrics and the
+ * operator API are on the admin listener (src/admin/app.ts), which is loopback or token-guarded.
+ */
 export function createApp(deps: AppDeps): express.Express {
   const app = express();
   app.disable("x-powered-by");
@@ -36,7 +36,7 @@ export function createApp(deps: AppDeps): express.Express {
         case "accepted":
           deps.metrics.deliveries.inc({
             outcome: outcome.unparsable ? "quarantined" : "accepted",
-            source: "signed",
+            source: outcome.source,
           });
           for (const t of outcome.types) deps.metrics.receivedEvents.inc({ type: t });
           if (outcome.testIds.length > 0)
@@ -49,7 +49,7 @@ export function createApp(deps: AppDeps): express.Express {
           res.status(200).json({ accepted: outcome.events, deliveryId: outcome.deliveryId });
           return;
         case "test":
-          deps.metrics.deliveries.inc({ outcome: "test", source: "signed" });
+          deps.metrics.deliveries.inc({ outcome: "test", source: outcome.source });
           deps.metrics.receivedEvents.inc({ type: "test" }, outcome.testIds.length);
           deps.logger.info(
             { testIds: outcome.testIds },
@@ -58,7 +58,7 @@ export function createApp(deps: AppDeps): express.Express {
           res.status(200).json({ test: true, testIds: outcome.testIds });
           return;
         case "unauthenticated":
-          deps.metrics.deliveries.inc({ outcome: "unauthenticated", source: "unknown" });
+          deps.metrics.deliveries.inc({ outcome: "unauthenticated", source: outcome.source });
           deps.logger.warn(
             { reason: outcome.reason, ip: req.ip },
             "delivery rejected: unauthenticated",
@@ -69,7 +69,7 @@ export function createApp(deps: AppDeps): express.Express {
             .json({ error: outcome.reason });
           return;
         case "forbidden":
-          deps.metrics.deliveries.inc({ outcome: "forbidden", source: "unknown" });
+          deps.metrics.deliveries.inc({ outcome: "forbidden", source: outcome.source });
           // Every rejected signature may be a lost event (senders never retry a 4xx): log loudly.
           deps.logger.error(
             { reason: outcome.reason, ip: req.ip },
@@ -78,7 +78,7 @@ export function createApp(deps: AppDeps): express.Express {
           res.status(403).json({ error: outcome.reason });
           return;
         case "unavailable":
-          deps.metrics.deliveries.inc({ outcome: "unavailable", source: "signed" });
+          deps.metrics.deliveries.inc({ outcome: "unavailable", source: outcome.source });
           deps.logger.error(
             { reason: outcome.reason },
             "delivery not queued: Redis unavailable; answering 503 so the sender retries",
@@ -93,18 +93,11 @@ export function createApp(deps: AppDeps): express.Express {
     },
   );
 
-  app.get("/healthz", (_req, res) => {
-    res.json({ ok: true });
+  app.use((req: Request, res: Response) => {
+    res.status(404).json({
+      error: `no route ${req.method} ${req.path}: this listener only takes POST ${WEBHOOK_PATH}`,
+    });
   });
-  app.get("/readyz", async (_req, res) => {
-    const r = await deps.ready();
-    res.status(r.ok ? 200 : 503).json(r);
-  });
-  app.get("/metrics", async (_req, res) => {
-    res.set("Content-Type", deps.metrics.registry.contentType);
-    res.send(await deps.metrics.registry.metrics());
-  });
-  deps.mount?.(app);
 
   // Body-parser errors (too large, aborted) keep their 4xx status; anything else is ours: 500.
   app.use(

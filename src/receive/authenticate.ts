@@ -15,9 +15,12 @@ export type AuthInput = {
 export type AuthResult =
   | { ok: true; source: Exclude<DeliverySource, "replay"> }
   /** 401: no credentials of a kind we accept */
-  | { ok: false; status: 401; reason: string }
+  | { ok: false; status: 401; reason: string; claimed: Claimed }
   /** 403: credentials present but wrong */
-  | { ok: false; status: 403; reason: string };
+  | { ok: false; status: 403; reason: string; claimed: Claimed };
+
+/** The sender a refused delivery claimed to be, by its signature header (for the metrics label). */
+type Claimed = "twilio" | "kore" | "unknown";
 
 type AuthConfig = Pick<
   Config,
@@ -35,7 +38,13 @@ export function authenticate(input: AuthInput, config: AuthConfig): AuthResult {
     config.BASIC_AUTH &&
     !verifyBasicAuth(header(input.headers, "authorization"), config.BASIC_AUTH)
   ) {
-    return { ok: false, status: 401, reason: "HTTP Basic credentials missing or wrong" };
+    const claimed: Claimed =
+      header(input.headers, "x-twilio-signature") !== undefined
+        ? "twilio"
+        : header(input.headers, "kore-signature") !== undefined
+          ? "kore"
+          : "unknown";
+    return { ok: false, status: 401, reason: "HTTP Basic credentials missing or wrong", claimed };
   }
   const twilioSig = header(input.headers, "x-twilio-signature");
   const koreSig = header(input.headers, "kore-signature");
@@ -45,6 +54,7 @@ export function authenticate(input: AuthInput, config: AuthConfig): AuthResult {
         ok: false,
         status: 403,
         reason: "X-Twilio-Signature received but TWILIO_AUTH_TOKEN is not configured",
+        claimed: "twilio",
       };
     }
     const r = verifyTwilioSignature({
@@ -53,7 +63,9 @@ export function authenticate(input: AuthInput, config: AuthConfig): AuthResult {
       url: twilioSignedUrl(config.PUBLIC_URL, input.requestTarget),
       rawBody: input.rawBody,
     });
-    return r.ok ? { ok: true, source: "twilio" } : { ok: false, status: 403, reason: r.reason };
+    return r.ok
+      ? { ok: true, source: "twilio" }
+      : { ok: false, status: 403, reason: r.reason, claimed: "twilio" };
   }
   if (koreSig !== undefined && (koreSig.trim() !== "" || config.KORE_WEBHOOK_SECRET)) {
     if (!config.KORE_WEBHOOK_SECRET || !config.PUBLIC_URL) {
@@ -61,6 +73,7 @@ export function authenticate(input: AuthInput, config: AuthConfig): AuthResult {
         ok: false,
         status: 403,
         reason: "kore-signature received but KORE_WEBHOOK_SECRET is not configured",
+        claimed: "kore",
       };
     }
     const r = verifyKoreSignature({
@@ -70,7 +83,9 @@ export function authenticate(input: AuthInput, config: AuthConfig): AuthResult {
       callbackUrl: config.PUBLIC_URL,
       rawBody: input.rawBody,
     });
-    return r.ok ? { ok: true, source: "kore" } : { ok: false, status: 403, reason: r.reason };
+    return r.ok
+      ? { ok: true, source: "kore" }
+      : { ok: false, status: 403, reason: r.reason, claimed: "kore" };
   }
   if (config.ALLOW_UNSIGNED) return { ok: true, source: "unsigned" };
   return {
@@ -78,5 +93,6 @@ export function authenticate(input: AuthInput, config: AuthConfig): AuthResult {
     status: 401,
     reason:
       "no X-Twilio-Signature or kore-signature header (set ALLOW_UNSIGNED=true only for local development)",
+    claimed: "unknown",
   };
 }

@@ -4,24 +4,29 @@ import { dataObject, kindOfType, parseDeliveryBody } from "../events/schema.ts";
 import type { Delivery } from "../ingest/job.ts";
 import { type AuthInput, authenticate } from "./authenticate.ts";
 
+/** Who sent a delivery (the `source` label): the signature it carried, or unknown. */
+export type Sender = "twilio" | "kore" | "unsigned" | "unknown";
+
 export type ReceiveOutcome =
   /** 200: the delivery (or its quarantine record) is durably in Redis */
-  | {
-      kind: "accepted";
-      deliveryId: string;
-      events: number;
-      testIds: string[];
-      types: string[];
-      unparsable: boolean;
-    }
-  /** 200: only Event Streams test events; nothing to bill, nothing enqueued */
-  | { kind: "test"; testIds: string[] }
-  /** 401: no acceptable credentials */
-  | { kind: "unauthenticated"; reason: string }
-  /** 403: credentials present but invalid */
-  | { kind: "forbidden"; reason: string }
-  /** 503: Redis unavailable; the sender retries */
-  | { kind: "unavailable"; reason: string };
+  (
+    | {
+        kind: "accepted";
+        deliveryId: string;
+        events: number;
+        testIds: string[];
+        types: string[];
+        unparsable: boolean;
+      }
+    /** 200: only Event Streams test events; nothing to bill, nothing enqueued */
+    | { kind: "test"; testIds: string[] }
+    /** 401: no acceptable credentials */
+    | { kind: "unauthenticated"; reason: string }
+    /** 403: credentials present but invalid */
+    | { kind: "forbidden"; reason: string }
+    /** 503: Redis unavailable; the sender retries */
+    | { kind: "unavailable"; reason: string }
+  ) & { source: Sender };
 
 export type ReceiveDeps = {
   config: Pick<
@@ -52,9 +57,10 @@ export async function receiveDelivery(
   const auth = authenticate(input, deps.config);
   if (!auth.ok) {
     return auth.status === 401
-      ? { kind: "unauthenticated", reason: auth.reason }
-      : { kind: "forbidden", reason: auth.reason };
+      ? { kind: "unauthenticated", reason: auth.reason, source: auth.claimed }
+      : { kind: "forbidden", reason: auth.reason, source: auth.claimed };
   }
+  const source = auth.source;
   const delivery: Delivery = { id: randomUUID(), receivedAt: deps.now(), source: auth.source };
   const testIds: string[] = [];
   const types: string[] = [];
@@ -69,7 +75,7 @@ export async function receiveDelivery(
       if (t.label === "test") testIds.push(t.testId ?? "(none)");
       else events++;
     }
-    if (events === 0 && testIds.length > 0) return { kind: "test", testIds };
+    if (events === 0 && testIds.length > 0) return { kind: "test", testIds, source };
   } else {
     // Authenticated but unreadable: keep it (the sender never retries a 4xx) and answer 2xx.
     unparsable = true;
@@ -80,7 +86,7 @@ export async function receiveDelivery(
   try {
     await deps.enqueue(delivery, events);
   } catch (err) {
-    return { kind: "unavailable", reason: (err as Error).message };
+    return { kind: "unavailable", reason: (err as Error).message, source };
   }
   return {
     kind: "accepted",
@@ -89,5 +95,6 @@ export async function receiveDelivery(
     testIds,
     types,
     unparsable,
+    source,
   };
 }

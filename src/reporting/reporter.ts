@@ -1,4 +1,6 @@
 import type { Redis } from "ioredis";
+import pLimit from "p-limit";
+import pRetry, { AbortError } from "p-retry";
 import type Stripe from "stripe";
 import type { HoldReason } from "../billing/periods.ts";
 import {
@@ -26,7 +28,12 @@ import {
   setInDoubt,
   UNCONFIRMED_AFTER_MS,
 } from "./outbox.ts";
-import { classifyStripeError, sendMeterEvent } from "./stripe.ts";
+import {
+  classifyStripeError,
+  meterUnavailableReason,
+  type SendOutcome,
+  sendMeterEvent,
+} from "./stripe.ts";
 
 export type ReporterSettings = {
   eventName: string;
@@ -81,22 +88,44 @@ export type ReporterDeps = {
   metrics?: Metrics;
   settings: ReporterSettings;
   now?: () => number;
+  /** waits for a lease and waits out a timed-out call (the backoff between attempts is p-retry's) */
   sleep?: (ms: number) => Promise<void>;
 };
 
 const realSleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Exponential backoff with full jitter between 50% and 100%, capped. */
-export function backoffMs(attempt: number, baseMs = 250, capMs = 8000): number {
-  const exp = Math.min(capMs, baseMs * 2 ** attempt);
-  return Math.round(exp / 2 + Math.random() * (exp / 2));
+/**
+ * p-retry's backoff between attempts of one row within a run: 125–250 ms before the first retry,
+ * doubling each time (p-retry multiplies by a random 1–2: jitter between 50% and 100% of 250 ms ×
+ * 2^n), at most 8 s.
+ */
+export const RETRY_BACKOFF = {
+  minTimeout: 125,
+  factor: 2,
+  maxTimeout: 8000,
+  randomize: true,
+} as const;
+
+/** An attempt Stripe did not confirm (429, 5xx, timeout): p-retry tries the row again. */
+class NotConfirmed extends Error {
+  override name = "NotConfirmed";
+  constructor(readonly outcome: Extract<SendOutcome, { kind: "retry" }>) {
+    super(outcome.reason);
+  }
+}
+
+/** Ends a row's attempts for this run, the row still pending (thrown inside p-retry's AbortError). */
+class LeftPending extends Error {
+  override name = "LeftPending";
 }
 
 /**
  * One reporting pass: plan the outbox (durable intent), then send every pending row. One
  * customer's rows go out one at a time under a Redis lease (Stripe allows one concurrent call per
  * customer per meter, and the CLI may run beside the service); customers run in parallel up to
- * the configured concurrency. A permanent error stops only its row; a bad key stops the run.
+ * the configured concurrency (p-limit); each row gets up to attemptsPerRun attempts (p-retry). A
+ * permanent error stops only its row; a bad key or a meter Stripe cannot take events on stops the
+ * run at its first answer, every row left pending.
  */
 export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
   const now = deps.now ?? Date.now;
@@ -131,8 +160,12 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
       await refreshBilling({ db, stripe: deps.stripe, eventName: settings.eventName, now: now() });
   } catch (err) {
     if (err instanceof MissingMeterError) {
-      logger.error({ err: err.message }, "report run stopped; rows stay pending");
-      return empty(err.message);
+      const stopped = empty(meterUnavailableReason(settings.eventName));
+      logger.error(
+        { reason: stopped.fatal, stillPending: stopped.stillPending },
+        "report run stopped; rows stay pending",
+      );
+      return stopped;
     }
     const outcome = classifyStripeError(err);
     if (outcome.kind === "fatal") return empty(outcome.reason);
@@ -182,7 +215,6 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
     list.push(row);
     byCustomer.set(row.customerId, list);
   }
-  const queue = [...byCustomer.entries()];
   const sendCustomer = async (customerId: string, rows: MeterReport[]) => {
     const key = `${settings.redisPrefix}:report-lease:${customerId}`;
     const deadline = Date.now() + (settings.waitForLeaseMs ?? 0);
@@ -211,93 +243,130 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
       logger.info({ customerId }, "another reporter is sending for this customer; skipped");
     }
   };
+  /**
+   * Up to attemptsPerRun attempts of one row (p-retry), all under the customer's lease. True when
+   * the row needs nothing more this run (sent, a duplicate, stopped, or no longer pending); false
+   * when it stays pending for the next run, and with it the customer's later rows.
+   */
   const sendRow = async (row: MeterReport): Promise<boolean> => {
-    for (let attempt = 0; attempt < settings.attemptsPerRun; attempt++) {
-      // One row, one request: every attempt sends the parameters fixed when the row was written
-      // (a row whose invoice closed before any call is superseded by the planner instead).
-      // Durable before the call: a kill during it leaves the row in doubt, never superseded. The
-      // same statement checks the row is still pending (another process may have superseded it).
-      const wasInDoubt = row.inDoubt;
-      if (
-        wasInDoubt &&
-        row.firstCallAt !== null &&
-        now() - row.firstCallAt > UNCONFIRMED_AFTER_MS
-      ) {
-        markUnconfirmed(db, row.identifier, now());
-        summary.unconfirmed++;
-        logger.warn(
-          { identifier: row.identifier, customerId: row.customerId, value: row.value },
-          "meter event unconfirmed for 23 h: counted as sent, not re-sent (simmeter reconcile --repair)",
+    if (settings.attemptsPerRun < 1) return false;
+    try {
+      return await pRetry(() => attemptRow(row), {
+        ...RETRY_BACKOFF,
+        retries: settings.attemptsPerRun - 1,
+        // Only an unconfirmed call is tried again; any other error (SQLite, a bug) is thrown on.
+        shouldRetry: ({ error }) => error instanceof NotConfirmed,
+        onFailedAttempt: async ({ error, retriesLeft }) => {
+          if (!(error instanceof NotConfirmed)) return;
+          // After a timeout the call may still be running at Stripe: wait it out (before p-retry's
+          // backoff, and before giving up, which releases the lease) so the next call for this
+          // customer is never a second concurrent one.
+          const waitOutMs = error.outcome.timedOut ? 2 * settings.timeoutMs : 0;
+          logger.warn(
+            { identifier: row.identifier, reason: error.outcome.reason, waitOutMs },
+            retriesLeft > 0
+              ? "meter event not confirmed; retrying"
+              : "meter event not confirmed; retried next run",
+          );
+          if (waitOutMs > 0) await sleep(waitOutMs);
+        },
+      });
+    } catch (err) {
+      if (err instanceof NotConfirmed || err instanceof LeftPending) return false;
+      throw err;
+    }
+  };
+  /** One call for one row; throws NotConfirmed to be retried, AbortError to leave it pending. */
+  const attemptRow = async (row: MeterReport): Promise<boolean> => {
+    // The run has stopped (a bad key, no meter): no more calls; the row stays pending as it is.
+    if (summary.fatal) throw new AbortError(new LeftPending(summary.fatal));
+    // One row, one request: every attempt sends the parameters fixed when the row was written
+    // (a row whose invoice closed before any call is superseded by the planner instead).
+    // Durable before the call: a kill during it leaves the row in doubt, never superseded. The
+    // same statement checks the row is still pending (another process may have superseded it).
+    const wasInDoubt = row.inDoubt;
+    if (wasInDoubt && row.firstCallAt !== null && now() - row.firstCallAt > UNCONFIRMED_AFTER_MS) {
+      markUnconfirmed(db, row.identifier, now());
+      summary.unconfirmed++;
+      logger.warn(
+        { identifier: row.identifier, customerId: row.customerId, value: row.value },
+        "meter event unconfirmed for 23 h: counted as sent, not re-sent (simmeter reconcile --repair)",
+      );
+      return true;
+    }
+    if (!claimForCall(db, row.identifier, now())) return true;
+    summary.calls++;
+    row.inDoubt = true;
+    const outcome = await sendMeterEvent(deps.stripe, settings.eventName, row);
+    // A fatal answer (bad key, no active meter) is a refusal too: nothing was recorded, so the row
+    // must not stay in doubt (it would be counted as sent, unsent, 23 h later).
+    const refusedOutright =
+      (outcome.kind === "retry" && outcome.notRecorded) ||
+      outcome.kind === "permanent" ||
+      outcome.kind === "fatal";
+    if (refusedOutright && !wasInDoubt) {
+      setInDoubt(db, row.identifier, false);
+      row.inDoubt = false;
+    }
+    deps.metrics?.reportCalls.inc({ outcome: outcome.kind });
+    switch (outcome.kind) {
+      case "sent":
+        markSent(db, row.identifier, now());
+        summary.sent++;
+        return true;
+      case "duplicate":
+        // Our identifier is deterministic: Stripe already holds this exact event.
+        markSent(db, row.identifier, now());
+        summary.duplicates++;
+        return true;
+      case "permanent":
+        markFailed(db, row.identifier, outcome.reason);
+        summary.failed++;
+        logger.error(
+          { identifier: row.identifier, customerId: row.customerId, reason: outcome.reason },
+          "meter event refused; row stopped (simmeter report --status)",
         );
         return true;
-      }
-      if (!claimForCall(db, row.identifier, now())) return true;
-      summary.calls++;
-      row.inDoubt = true;
-      const outcome = await sendMeterEvent(deps.stripe, settings.eventName, row);
-      const refusedOutright =
-        (outcome.kind === "retry" && outcome.notRecorded) || outcome.kind === "permanent";
-      if (refusedOutright && !wasInDoubt) {
-        setInDoubt(db, row.identifier, false);
-        row.inDoubt = false;
-      }
-      deps.metrics?.reportCalls.inc({ outcome: outcome.kind });
-      switch (outcome.kind) {
-        case "sent":
-          markSent(db, row.identifier, now());
-          summary.sent++;
-          return true;
-        case "duplicate":
-          // Our identifier is deterministic: Stripe already holds this exact event.
-          markSent(db, row.identifier, now());
-          summary.duplicates++;
-          return true;
-        case "permanent":
-          markFailed(db, row.identifier, outcome.reason);
-          summary.failed++;
-          logger.error(
-            { identifier: row.identifier, customerId: row.customerId, reason: outcome.reason },
-            "meter event refused; row stopped (simmeter report --status)",
-          );
-          return true;
-        case "fatal":
-          recordAttempt(db, row.identifier, outcome.reason);
-          summary.fatal = outcome.reason;
-          return false;
-        case "retry": {
-          recordAttempt(db, row.identifier, outcome.reason);
-          row.attempts++;
-          if (outcome.untilNextRun) {
-            logger.warn(
-              { identifier: row.identifier, reason: outcome.reason },
-              "meter event not accepted yet; retried next run",
-            );
-            return false;
-          }
-          // After a timeout the first call may still be running at Stripe; wait it out so the
-          // retry is not a second concurrent call for this customer.
-          const wait = outcome.timedOut
-            ? Math.max(backoffMs(attempt), 2 * settings.timeoutMs)
-            : backoffMs(attempt);
+      case "fatal":
+        recordAttempt(db, row.identifier, outcome.reason);
+        row.attempts++;
+        // The first answer stops the run (calls already in flight for other customers may add
+        // the same answer); every row stays pending.
+        summary.fatal ??= outcome.reason;
+        throw new AbortError(new LeftPending(outcome.reason));
+      case "retry":
+        recordAttempt(db, row.identifier, outcome.reason);
+        row.attempts++;
+        if (outcome.untilNextRun) {
           logger.warn(
-            { identifier: row.identifier, reason: outcome.reason, waitMs: wait },
-            "meter event not confirmed; retrying",
+            { identifier: row.identifier, reason: outcome.reason },
+            "meter event not accepted yet; retried next run",
           );
-          await sleep(wait);
-          break;
+          throw new AbortError(new LeftPending(outcome.reason));
         }
-        default: {
-          const never: never = outcome;
-          throw new Error(`unhandled ${JSON.stringify(never)}`);
-        }
+        throw new NotConfirmed(outcome);
+      default: {
+        const never: never = outcome;
+        throw new Error(`unhandled ${JSON.stringify(never)}`);
       }
     }
-    return false;
   };
-  const workers = Array.from({ length: Math.min(settings.concurrency, queue.length) }, async () => {
-    for (let next = queue.shift(); next; next = queue.shift()) await sendCustomer(next[0], next[1]);
-  });
-  await Promise.all(workers);
+  // Customers in parallel up to the configured concurrency, in order; none starts after a stop.
+  const limit = pLimit(Math.max(1, settings.concurrency));
+  await Promise.all(
+    [...byCustomer].map(([customerId, rows]) =>
+      limit(async () => {
+        if (!summary.fatal) await sendCustomer(customerId, rows);
+      }),
+    ),
+  );
+  if (summary.fatal) {
+    summary.stillPending = pendingReports(db).length;
+    logger.error(
+      { reason: summary.fatal, stillPending: summary.stillPending },
+      "report run stopped; rows stay pending",
+    );
+  }
   deps.metrics?.reportFailedRows.set(failedReports(db).length);
   return summary;
 }

@@ -2,6 +2,7 @@ import { Queue, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type Stripe from "stripe";
 import type { Db } from "../db/client.ts";
+import { logBullmqErrors } from "../lib/bullmq-errors.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import type { Closer } from "../lib/shutdown.ts";
@@ -37,7 +38,7 @@ export async function startReportSchedule(o: {
   const everyMs = o.intervalSeconds * 1000;
   const queue = new Queue(REPORT_QUEUE, { connection: o.connection, prefix: o.prefix });
   // Connection errors, already logged once by the connection's owner; unheard they go to stderr.
-  queue.on("error", (err) => logger.debug({ err: err.message }, "report queue error"));
+  logBullmqErrors(queue, logger, "report queue");
 
   // Set on every pass and gone after a flush or an empty restart: a pass that finds it absent
   // knows Redis lost its data since the last pass, even when another worker (or this one, in a
@@ -117,7 +118,7 @@ export async function startReportSchedule(o: {
     },
     { connection: o.connection, prefix: o.prefix, concurrency: 1, lockDuration: 120_000 },
   );
-  worker.on("error", (err) => logger.warn({ err: err.message }, "report worker error"));
+  logBullmqErrors(worker, logger, "report worker");
   worker.on("failed", (_job, err) => logger.error({ err: err.message }, "report run failed"));
   return [
     {

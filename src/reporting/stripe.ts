@@ -10,7 +10,9 @@ export function createStripe(
   const base = config.STRIPE_API_BASE ? new URL(config.STRIPE_API_BASE) : null;
   return new Stripe(config.STRIPE_SECRET_KEY, {
     // Our own retries use a fresh Idempotency-Key per attempt: Stripe replays a stored 500 for a
-    // reused key, and the SDK's retries reuse it. The identifier is what dedupes the event.
+    // reused key, and the SDK's retries reuse it. The identifier is what dedupes the event. The
+    // SDK would also retry a timed-out call within seconds, while the first may still run at
+    // Stripe: a second concurrent call for the customer (docs/adr/0009-retries-and-pools.md).
     maxNetworkRetries: 0,
     timeout: config.STRIPE_TIMEOUT_MS,
     telemetry: false,
@@ -43,8 +45,35 @@ export type SendOutcome =
     }
   /** the row can never succeed as it is (unknown customer, inactive meter, timestamp too old) */
   | { kind: "permanent"; reason: string }
-  /** nothing can succeed (bad key): stop the whole run */
+  /**
+   * nothing can succeed (bad key, no active meter for the event name): stop the whole run. Always
+   * an outright refusal: Stripe recorded nothing.
+   */
   | { kind: "fatal"; reason: string };
+
+/**
+ * The one message for a meter Stripe cannot take events on: none has the configured event name
+ * (never set up, another account, a renamed STRIPE_METER_EVENT_NAME) or it was deactivated.
+ */
+export function meterUnavailableReason(eventName: string, inactive = false): string {
+  return inactive
+    ? `the meter for event_name "${eventName}" (STRIPE_METER_EVENT_NAME) is inactive in Stripe: run simmeter stripe setup --reactivate; rows stay pending until then`
+    : `Stripe has no active meter with event_name "${eventName}" (STRIPE_METER_EVENT_NAME): run simmeter stripe setup; rows stay pending until then`;
+}
+
+/**
+ * Stripe's refusal of a meter event because no active meter has its event_name: `no_meter` or
+ * `archived_meter` (the codes of Stripe's meter error reports), or any refusal naming the
+ * event_name parameter (the only parameter that selects the meter).
+ */
+export function meterUnavailable(err: unknown): { inactive: boolean } | null {
+  if (!(err instanceof Stripe.errors.StripeInvalidRequestError)) return null;
+  if (err.code === "archived_meter") return { inactive: true };
+  if (err.code === "no_meter") return { inactive: false };
+  if (err.param === "event_name" && /\bmeter\b/i.test(err.message))
+    return { inactive: /inactive|archived|deactivated/i.test(err.message) };
+  return null;
+}
 
 export function classifyStripeError(err: unknown): SendOutcome {
   if (!(err instanceof Stripe.errors.StripeError)) {
@@ -118,11 +147,14 @@ export async function sendMeterEvent(
         timestamp: row.timestamp,
         payload: { stripe_customer_id: row.customerId, value: String(row.value) },
       },
-      // One key per attempt (attempts is persisted): a reused key would replay a stored 500.
-      { idempotencyKey: `${row.identifier}:a${row.attempts}` },
+      // One key per attempt (attempts is persisted): a reused key would replay a stored 500. The
+      // outbox owns every retry of a meter event (ADR 0009), whatever the client's default says.
+      { idempotencyKey: `${row.identifier}:a${row.attempts}`, maxNetworkRetries: 0 },
     );
     return { kind: "sent" };
   } catch (err) {
+    const meter = meterUnavailable(err);
+    if (meter) return { kind: "fatal", reason: meterUnavailableReason(eventName, meter.inactive) };
     return classifyStripeError(err);
   }
 }

@@ -1,17 +1,22 @@
 import type { Server } from "node:http";
-import { Gauge, Registry } from "prom-client";
+import { Gauge } from "prom-client";
+import type { Readiness } from "../admin/app.ts";
 import type { Config } from "../config.ts";
 import type { Db } from "../db/client.ts";
 import { addDeliveries, createIngestQueue } from "../ingest/queue.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
-import { checkEvictionPolicy, createRedis } from "../lib/redis.ts";
+import { checkEvictionPolicy, createRedis, pingWithin } from "../lib/redis.ts";
 import type { Closer } from "../lib/shutdown.ts";
 import { createApp } from "../receive/app.ts";
 import { createGroupEnqueuer } from "../receive/enqueue.ts";
-import { mountUsageApi } from "../usage/api.ts";
 
-export type ServerHandle = { port: number; closers: Closer[] };
+export type ServerHandle = {
+  port: number;
+  closers: Closer[];
+  /** what /readyz reports for this role: Redis, the database, and whether deliveries are refused */
+  ready: () => Promise<Readiness>;
+};
 
 /** What `simmeter start` adds when the worker role runs in another thread of this process. */
 export type ServerOptions = {
@@ -20,8 +25,6 @@ export type ServerOptions = {
    * them: they are answered 503 (the sender retries) and /readyz fails.
    */
   refuseReason?: () => string | null;
-  /** /metrics shows this registry's families together with these (the worker thread's) */
-  mergedMetrics?: (local: Registry) => Promise<Registry>;
 };
 
 /** Composition root of the receiver role: HTTP → group enqueuer → BullMQ. */
@@ -33,8 +36,7 @@ export async function startServer(
   opts: ServerOptions = {},
 ): Promise<ServerHandle> {
   const redis = createRedis(config.REDIS_URL, "producer", logger);
-  const queue = createIngestQueue(redis, config.REDIS_PREFIX);
-  queue.on("error", (err) => logger.warn({ err: err.message }, "ingest queue error"));
+  const queue = createIngestQueue(redis, config.REDIS_PREFIX, logger);
   const enqueuer = createGroupEnqueuer((data) => addDeliveries(queue, data), {
     maxEvents: config.BATCH_MAX_EVENTS,
     onBatch: (n) => metrics.enqueueBatch.observe(n),
@@ -58,36 +60,23 @@ export async function startServer(
   });
 
   const refuseReason = opts.refuseReason ?? (() => null);
+  const ready = async (): Promise<Readiness> => {
+    const checks: Record<string, string> = {};
+    const refused = refuseReason();
+    if (refused) checks.worker = refused;
+    checks.redis = await pingWithin(redis);
+    checks.database = databaseCheck(db);
+    return { ok: !refused && checks.redis === "ok" && checks.database === "ok", checks };
+  };
   const app = createApp({
     config,
     logger,
-    metrics: opts.mergedMetrics
-      ? { ...metrics, registry: mergedRegistry(metrics.registry, opts.mergedMetrics) }
-      : metrics,
+    metrics,
     enqueue: (d, n) => {
       const refused = refuseReason();
       return refused ? Promise.reject(new Error(refused)) : enqueuer.enqueue(d, n);
     },
     now: Date.now,
-    ready: async () => {
-      const checks: Record<string, string> = {};
-      const refused = refuseReason();
-      if (refused) checks.worker = refused;
-      try {
-        await redis.ping();
-        checks.redis = "ok";
-      } catch (err) {
-        checks.redis = (err as Error).message;
-      }
-      try {
-        db.$client.prepare("SELECT 1").get();
-        checks.database = "ok";
-      } catch (err) {
-        checks.database = (err as Error).message;
-      }
-      return { ok: !refused && checks.redis === "ok" && checks.database === "ok", checks };
-    },
-    mount: (a) => mountUsageApi(a, db),
   });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(config.PORT, config.HOST, (err?: Error) =>
@@ -101,6 +90,7 @@ export async function startServer(
   logger.info({ port, path: "/webhooks/event-streams" }, "receiver listening");
   return {
     port,
+    ready,
     closers: [
       {
         name: "http",
@@ -120,14 +110,12 @@ export async function startServer(
   };
 }
 
-/**
- * The registry /metrics reads (createApp calls only metrics() and contentType): the receiver's
- * own, merged at scrape time with the worker thread's. Receiver metrics still register in `local`.
- */
-function mergedRegistry(local: Registry, merge: (local: Registry) => Promise<Registry>): Registry {
-  return new (class extends Registry {
-    override async metrics(): Promise<string> {
-      return (await merge(local)).metrics();
-    }
-  })();
+/** "ok", or why the ledger does not answer. */
+export function databaseCheck(db: Db): string {
+  try {
+    db.$client.prepare("SELECT 1").get();
+    return "ok";
+  } catch (err) {
+    return (err as Error).message;
+  }
 }

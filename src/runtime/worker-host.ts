@@ -181,8 +181,12 @@ export function startWorkerThread(config: Config, logger: Logger): WorkerThread 
   };
 }
 
-/** Process-wide figures come from the main thread's registry alone (see worker-thread.ts). */
-const PROCESS_METRICS_PREFIX = "simmeter_process_";
+/**
+ * prom-client's default metrics (process_*, nodejs_*) come from the main thread's registry alone:
+ * CPU, RSS and file descriptors are the process's, and the event loop that answers webhooks is
+ * the main thread's.
+ */
+const isDefaultMetric = (name: string) => name.startsWith("process_") || name.startsWith("nodejs_");
 
 /**
  * One /metrics answer from both threads' registries. Each simmeter family is created in both
@@ -193,7 +197,7 @@ const PROCESS_METRICS_PREFIX = "simmeter_process_";
  * left out: CPU, RSS and file descriptors are the process's, already reported by the main thread.
  */
 export function mergeMetrics(local: MetricFamilies, remote: MetricFamilies): Registry {
-  const fromThread = remote.filter((f) => !f.name.startsWith(PROCESS_METRICS_PREFIX));
+  const fromThread = remote.filter((f) => !isDefaultMetric(f.name));
   const localNames = new Set(local.map((f) => f.name));
   const both = new Set(fromThread.filter((f) => localNames.has(f.name)).map((f) => f.name));
   const tag = (f: MetricFamilies[number]) => ({

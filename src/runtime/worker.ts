@@ -1,3 +1,4 @@
+import type { Readiness } from "../admin/app.ts";
 import type { Config } from "../config.ts";
 import type { Db } from "../db/client.ts";
 import { prepareIngest } from "../ingest/ingest.ts";
@@ -5,14 +6,19 @@ import { pruneExpired } from "../ingest/prune.ts";
 import { createIngestWorker } from "../ingest/worker.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
-import { checkEvictionPolicy, createRedis } from "../lib/redis.ts";
+import { checkEvictionPolicy, createRedis, pingWithin } from "../lib/redis.ts";
 import type { Closer } from "../lib/shutdown.ts";
 import { compactOutbox } from "../reporting/outbox.ts";
 import type { ReporterSettings } from "../reporting/reporter.ts";
 import { startReportSchedule } from "../reporting/schedule.ts";
 import { createStripe } from "../reporting/stripe.ts";
+import { databaseCheck } from "./server.ts";
 
-export type WorkerHandle = { closers: Closer[] };
+export type WorkerHandle = {
+  closers: Closer[];
+  /** what /readyz reports for this role: Redis, the database, and the ingest worker running */
+  ready: () => Promise<Readiness>;
+};
 
 const PRUNE_EVERY_MS = 3_600_000;
 
@@ -87,7 +93,15 @@ export async function startWorker(
     { mode: config.BILLING_MODE, attribution: config.ATTRIBUTION },
     "ingest worker running",
   );
+  const ready = async (): Promise<Readiness> => {
+    const checks: Record<string, string> = {};
+    checks.redis = await pingWithin(redis);
+    checks.database = databaseCheck(db);
+    checks.ingest_worker = worker.isRunning() ? "ok" : "not running";
+    return { ok: Object.values(checks).every((c) => c === "ok"), checks };
+  };
   return {
+    ready,
     closers: [
       ...reportClosers,
       { name: "prune-timer", close: () => clearInterval(pruneTimer) },

@@ -1,6 +1,7 @@
 import { once } from "node:events";
 import { createWriteStream } from "node:fs";
 import { writeFile } from "node:fs/promises";
+import pRetry, { AbortError } from "p-retry";
 import { signKore } from "../receive/kore-signature.ts";
 import { signTwilio } from "../receive/twilio-signature.ts";
 import { type GroundTruth, Rng } from "./fleet.ts";
@@ -196,11 +197,14 @@ export type SendOptions = {
   concurrency: number;
   /** default 10 */
   maxRetries?: number;
-  /** first backoff; doubles per retry with full jitter, capped at 30 s; default 250 ms */
+  /**
+   * first backoff; doubles per retry, jittered between 50% and 100%, at most 30 s (p-retry);
+   * default 250 ms
+   */
   retryBaseMs?: number;
   /** default 5000: Event Streams gives up on an answer after 5 s and retries */
   timeoutMs?: number;
-  /** seeds batch sizes and backoff jitter; default 1 */
+  /** seeds batch sizes and KORE idempotency tokens; default 1 */
   seed?: number;
   onProgress?: (p: SendProgress) => void;
   /** for tests */
@@ -265,6 +269,16 @@ function retryable(status: number | null): boolean {
   return status === null || status >= 500 || status === 429 || status === 408;
 }
 
+/** A delivery answered with a retryable status (or none): p-retry sends it again. */
+class Unanswered extends Error {
+  override name = "Unanswered";
+}
+
+/** A delivery answered 4xx (not 408/429): never retried, like Twilio (inside an AbortError). */
+class Rejected extends Error {
+  override name = "Rejected";
+}
+
 /**
  * Sends events as Event Streams would: JSON-array deliveries of 1..K events, signed, retried
  * with exponential backoff on 5xx/429/timeouts/connection errors, never retried on other 4xx
@@ -279,8 +293,6 @@ export async function sendDeliveries(o: SendOptions): Promise<SendResult> {
   const doFetch = o.fetch ?? fetch;
   const rng = new Rng(o.seed ?? 1, 0x51d);
   const ids = new Rng(o.seed ?? 1, 0x51e);
-  // Backoff timing depends on wall-clock interleaving; its own stream keeps batch sizes seeded.
-  const jitter = new Rng(o.seed ?? 1, 0x51f);
   const hist = new LatencyHistogram();
   const result: SendResult = {
     deliveries: 0,
@@ -361,28 +373,40 @@ export async function sendDeliveries(o: SendOptions): Promise<SendResult> {
 
   const deliver = async (batch: unknown[]) => {
     const p = prepare(o.url, o.signing, JSON.stringify(batch), ids);
-    for (let retry = 0; ; retry++) {
-      const status = await attempt(p);
-      const label = status === null ? "error" : String(status);
-      result.statusCounts[label] = (result.statusCounts[label] ?? 0) + 1;
-      if (status !== null && status >= 200 && status < 300) {
-        result.deliveries++;
-        result.events += batch.length;
-        return;
-      }
-      if (!retryable(status)) {
+    try {
+      await pRetry(
+        async () => {
+          const status = await attempt(p);
+          const label = status === null ? "error" : String(status);
+          result.statusCounts[label] = (result.statusCounts[label] ?? 0) + 1;
+          if (status !== null && status >= 200 && status < 300) return;
+          if (!retryable(status)) throw new AbortError(new Rejected(label));
+          throw new Unanswered(label);
+        },
+        {
+          retries: maxRetries,
+          // p-retry's delay is minTimeout × 2^n × a random 1..2, at most maxTimeout.
+          minTimeout: retryBase / 2,
+          factor: 2,
+          maxTimeout: 30_000,
+          randomize: true,
+          shouldRetry: ({ error }) => error instanceof Unanswered,
+          onFailedAttempt: ({ error, retriesLeft }) => {
+            if (error instanceof Unanswered && retriesLeft > 0) result.retries++;
+          },
+        },
+      );
+      result.deliveries++;
+      result.events += batch.length;
+    } catch (err) {
+      if (err instanceof Rejected) {
         result.rejected4xx++;
         result.rejectedEvents += batch.length;
-        return;
-      }
-      if (retry >= maxRetries) {
+      } else if (err instanceof Unanswered) {
+        // still unanswered after maxRetries retries
         result.failed++;
         result.failedEvents += batch.length;
-        return;
-      }
-      result.retries++;
-      const cap = Math.min(30_000, retryBase * 2 ** retry);
-      await sleep(cap / 2 + jitter.float() * (cap / 2));
+      } else throw err;
     }
   };
 
@@ -401,6 +425,9 @@ export async function sendDeliveries(o: SendOptions): Promise<SendResult> {
     }
   };
 
+  // A pool of workers that each pull the next batch when free, not p-limit: p-limit takes tasks
+  // already made, so it would read the whole (possibly endless, async) event source ahead of the
+  // sends; pulling keeps memory flat and cuts batches in order (docs/adr/0009-retries-and-pools.md).
   await Promise.all(Array.from({ length: Math.max(1, o.concurrency) }, () => worker()));
   result.latenciesMs = hist.summary();
   return result;

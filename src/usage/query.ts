@@ -11,6 +11,9 @@ export type UsageQuery = {
   from?: number;
   to?: number;
   granularity: Granularity;
+  /** keyset pagination: rows after this (sim, period) */
+  after?: { simSid: string; period: string };
+  limit?: number;
 };
 
 export type UsageRow = { simSid: string; period: string; bytes: number };
@@ -38,14 +41,21 @@ export function queryUsage(db: Db, q: UsageQuery): UsageRow[] {
   if (q.to !== undefined) where.push(lt(usageHourly.hour, q.to));
   if (q.sims && q.sims.length > 0) where.push(sql`${usageHourly.simSid} in ${q.sims}`);
   const period = periodExpr(q.granularity);
-  return db
+  const having: SQL[] = [sql`sum(${usageHourly.bytes}) != 0`];
+  if (q.after) {
+    // Grouped columns may be compared in HAVING; the (sim, period) order is the list's order.
+    having.push(
+      sql`(${usageHourly.simSid} > ${q.after.simSid} or (${usageHourly.simSid} = ${q.after.simSid} and ${period} > ${q.after.period}))`,
+    );
+  }
+  const query = db
     .select({ simSid: usageHourly.simSid, period, bytes: sql<number>`sum(${usageHourly.bytes})` })
     .from(usageHourly)
     .where(where.length ? and(...where) : undefined)
     .groupBy(usageHourly.simSid, period)
-    .having(sql`sum(${usageHourly.bytes}) != 0`)
-    .orderBy(asc(usageHourly.simSid), asc(period))
-    .all();
+    .having(and(...having))
+    .orderBy(asc(usageHourly.simSid), asc(period));
+  return q.limit === undefined ? query.all() : query.limit(q.limit).all();
 }
 
 export function listQuarantine(db: Db, limit = 100) {

@@ -29,8 +29,8 @@ export function truthRecord(truth: GroundTruth): Record<string, number> {
 }
 
 /** simmeter_queue_depth{state=...} from the receiver's /metrics. */
-export async function queueDepth(baseUrl: string): Promise<Record<string, number>> {
-  const text = await (await fetch(`${baseUrl}/metrics`)).text();
+export async function queueDepth(adminUrl: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${adminUrl}/metrics`)).text();
   const out: Record<string, number> = {};
   for (const m of text.matchAll(/^simmeter_queue_depth\{state="(\w+)"\} (\d+)$/gm)) {
     if (m[1] && m[2]) out[m[1]] = Number(m[2]);
@@ -42,11 +42,11 @@ export async function queueDepth(baseUrl: string): Promise<Record<string, number
  * Waits until the queue holds nothing waiting, active or delayed and the database has stopped
  * changing (usage and quarantine identical over two consecutive polls).
  */
-export async function waitDrained(baseUrl: string, dbPath: string, timeoutMs: number) {
+export async function waitDrained(adminUrl: string, dbPath: string, timeoutMs: number) {
   let last = "";
   await waitFor(
     async () => {
-      const d = await queueDepth(baseUrl);
+      const d = await queueDepth(adminUrl);
       if (d.waiting === undefined || d.active === undefined) return false;
       const idle = d.waiting === 0 && d.active === 0 && (d.delayed ?? 0) === 0;
       const snapshot = JSON.stringify([

@@ -232,8 +232,8 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
       );
 
       const memAfterOversized = memoryOf(pid);
-      const healthz = (await fetch(`${app.url}/healthz`)).status;
-      await waitDrained(app.url, dbPath, 60_000);
+      const healthz = (await fetch(`${app.adminUrl}/healthz`)).status;
+      await waitDrained(app.adminUrl, dbPath, 60_000);
       const memAfter = memoryOf(pid);
 
       // ---- answers --------------------------------------------------------------------------
@@ -488,7 +488,7 @@ describe("hostile inputs one at a time, through a private Redis", () => {
     const body = `${"[".repeat(5000)}${"]".repeat(5000)}`;
     const res = await post(body);
     expect(res.status, JSON.stringify(res.json)).toBe(200);
-    await waitDrained(app.url, dbPath, 20_000);
+    await waitDrained(app.adminUrl, dbPath, 20_000);
     expect(rowsOf(res.json.deliveryId)).toHaveLength(1);
   }, 60_000);
 
@@ -523,7 +523,7 @@ describe("hostile inputs one at a time, through a private Redis", () => {
     );
     const res = await post(text);
     expect(res.status).toBe(200);
-    await waitDrained(app.url, dbPath, 20_000);
+    await waitDrained(app.adminUrl, dbPath, 20_000);
     expect(rowsOf(res.json.deliveryId), "quarantine rows of the delivery").toHaveLength(1);
     expect(
       readDb(dbPath, "select event_sid from seen_events where event_sid = ?", sid),
@@ -540,7 +540,7 @@ describe("hostile inputs one at a time, through a private Redis", () => {
     const ev = hostileUpdate(sid, { data_session_end_time: "12" }, true);
     const res = await post(JSON.stringify([ev]));
     expect(res.status).toBe(200);
-    await waitDrained(app.url, dbPath, 20_000);
+    await waitDrained(app.adminUrl, dbPath, 20_000);
     expect(rowsOf(res.json.deliveryId), "quarantine rows of the delivery").toHaveLength(1);
     expect(
       readDb(dbPath, "select event_sid from seen_events where event_sid = ?", sid),

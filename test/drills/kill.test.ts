@@ -113,8 +113,8 @@ describe("SIGKILL of the simmeter process mid-load, then a restart on the same p
       const sendMs = performance.now() - t0;
       expect(restarted, "the process was killed during the run").toBeDefined();
       await restarted;
-      await waitDrained(app.url, dbPath, 60_000);
-      const depth = await queueDepth(app.url);
+      await waitDrained(app.adminUrl, dbPath, 60_000);
+      const depth = await queueDepth(app.adminUrl);
       const memoryAfter = memoryOf(app.child.pid);
       const usage = usageOf(dbPath);
       const seen = readDb<{ n: number }>(dbPath, "select count(*) as n from seen_events")[0]?.n;

@@ -11,8 +11,12 @@ export { waitFor };
 const BIN = resolve(import.meta.dirname, "../../bin/simmeter.mjs");
 
 export type SimmeterProcess = {
+  /** the webhook listener */
   url: string;
   port: number;
+  /** the admin listener: /healthz, /readyz, /metrics, /api */
+  adminUrl: string;
+  adminPort: number;
   env: Record<string, string>;
   child: ChildProcess;
   output: () => string;
@@ -32,12 +36,14 @@ export async function startSimmeter(
   env: Record<string, string>,
 ): Promise<SimmeterProcess> {
   const port = env.PORT ? Number(env.PORT) : await freePort();
+  const adminPort = env.ADMIN_PORT ? Number(env.ADMIN_PORT) : await freePort();
   // The worker announces itself at info level; that line is how we know it runs.
   const fullEnv = {
     LOG_LEVEL: role === "work" ? "info" : "warn",
     HOST: "127.0.0.1",
     ...env,
     PORT: String(port),
+    ADMIN_PORT: String(adminPort),
   };
   const child = spawn(process.execPath, [BIN, role], {
     env: { ...process.env, ...fullEnv },
@@ -52,25 +58,29 @@ export async function startSimmeter(
   });
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
   const url = `http://127.0.0.1:${port}`;
-  if (role === "work") {
-    await waitFor(
-      () => out.includes("ingest worker running") || child.exitCode !== null,
-      "worker start",
-      30_000,
-    );
-  } else {
-    await waitFor(
-      async () => child.exitCode !== null || (await fetch(`${url}/healthz`)).ok,
-      `simmeter ${role} on ${url}`,
-      30_000,
-      100,
-    );
-  }
+  const bound = (fullEnv as Record<string, string | undefined>).ADMIN_HOST;
+  const adminHost = bound && bound !== "0.0.0.0" ? bound : "127.0.0.1";
+  const adminUrl = `http://${adminHost}:${adminPort}`;
+  // Up: the admin listener answers, and the role has started (the worker announces itself; the
+  // receiver's webhook listener answers, a 404 for GET).
+  await waitFor(
+    async () =>
+      child.exitCode !== null ||
+      ((await fetch(`${adminUrl}/healthz`)).ok &&
+        (role === "work"
+          ? out.includes("ingest worker running")
+          : (await fetch(`${url}/`)).status === 404)),
+    `simmeter ${role} on ${url} (admin ${adminUrl})`,
+    30_000,
+    100,
+  );
   if (child.exitCode !== null)
     throw new Error(`simmeter ${role} exited (${child.exitCode}):\n${out}`);
   return {
     url,
     port,
+    adminUrl,
+    adminPort,
     env: fullEnv,
     child,
     output: () => out,

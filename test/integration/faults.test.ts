@@ -36,7 +36,7 @@ describe("fault drills", () => {
       const refused = await post([events[half]]);
       expect(refused.status).toBe(503);
       expect(refused.headers.get("retry-after")).toBe("5");
-      expect((await fetch(`${app.url}/readyz`)).status).toBe(503);
+      expect((await fetch(`${app.adminUrl}/readyz`)).status).toBe(503);
       await new Promise((r) => setTimeout(r, 7000));
       await redis.start();
       // The sender retries every delivery that did not get a 2xx, like Event Streams does.

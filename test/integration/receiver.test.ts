@@ -181,7 +181,7 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
     for (let i = 0; i < 3; i++) expect((await postTwilio(body)).status).toBe(200);
     await waitCounted(ev.data.event_sid);
     await waitFor(async () => {
-      const m = await (await fetch(`${app.url}/metrics`)).text();
+      const m = await (await fetch(`${app.adminUrl}/metrics`)).text();
       return /simmeter_ingested_events_total\{outcome="duplicate",kind="any"\} ([2-9]|\d\d)/.test(
         m,
       );
@@ -204,11 +204,11 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
     );
   });
 
-  it("exposes health, readiness, Prometheus metrics and the usage API", async () => {
-    expect((await fetch(`${app.url}/healthz`)).status).toBe(200);
-    const ready = await fetch(`${app.url}/readyz`);
+  it("serves health, readiness, Prometheus metrics and the usage API on the admin listener, and none of them on the webhook listener", async () => {
+    expect((await fetch(`${app.adminUrl}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${app.adminUrl}/readyz`);
     expect(await ready.json()).toEqual({ ok: true, checks: { redis: "ok", database: "ok" } });
-    const metrics = await (await fetch(`${app.url}/metrics`)).text();
+    const metrics = await (await fetch(`${app.adminUrl}/metrics`)).text();
     for (const name of [
       "simmeter_deliveries_total",
       "simmeter_received_events_total",
@@ -218,9 +218,17 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
     ]) {
       expect(metrics).toContain(name);
     }
-    const res = await fetch(`${app.url}/api/usage?sim=${CAPTURED_SIM}&granularity=day`);
-    const usage = (await res.json()) as { usage: { simSid: string; period: string }[] };
-    expect(usage.usage[0]).toMatchObject({ simSid: CAPTURED_SIM, period: "2022-12-14" });
-    expect((await fetch(`${app.url}/api/usage?granularity=week`)).status).toBe(400);
+    const res = await fetch(`${app.adminUrl}/api/usage?sim=${CAPTURED_SIM}&granularity=day`);
+    const usage = (await res.json()) as { object: string; data: { sim_sid: string; period: string }[] };
+    expect(usage.object).toBe("list");
+    expect(usage.data[0]).toMatchObject({ sim_sid: CAPTURED_SIM, period: "2022-12-14" });
+    const bad = await fetch(`${app.adminUrl}/api/usage?granularity=week`);
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: { param: string } }).error.param).toBe("granularity");
+    for (const path of ["/healthz", "/readyz", "/metrics", "/api/usage", "/api/openapi.json"]) {
+      const r = await fetch(`${app.url}${path}`);
+      expect(r.status, path).toBe(404);
+      expect(r.headers.get("content-type"), path).toMatch(/application\/json/);
+    }
   });
 });

@@ -131,7 +131,7 @@ describe("simmeter start: receiver on the main thread, worker role in a worker t
       let metrics = "";
       await waitFor(
         async () => {
-          metrics = await (await fetch(`${app.url}/metrics`)).text();
+          metrics = await (await fetch(`${app.adminUrl}/metrics`)).text();
           return sample(metrics, /^simmeter_report_last_success_timestamp_seconds (\S+)$/) > 0;
         },
         "the reporter's last-success gauge on /metrics",
@@ -141,10 +141,10 @@ describe("simmeter start: receiver on the main thread, worker role in a worker t
 
       // Receiver families (main thread) …
       expect(
-        sample(metrics, /^simmeter_deliveries_total\{outcome="accepted",source="signed"\} (\d+)$/),
+        sample(metrics, /^simmeter_deliveries_total\{outcome="accepted",source="unsigned"\} (\d+)$/),
       ).toBe(1);
       expect(metrics).toMatch(/^simmeter_queue_depth\{state="waiting"\} \d+$/m);
-      expect(metrics).toMatch(/^simmeter_process_process_start_time_seconds \d+/m);
+      expect(metrics).toMatch(/^process_start_time_seconds \d+/m);
       // … and worker families (worker thread), with the worker's values.
       expect(
         sample(metrics, /^simmeter_ingested_events_total\{outcome="counted",[^}]*\} (\d+)$/),

@@ -1,0 +1,109 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import express, { type NextFunction, type Request, type Response } from "express";
+import { openApiDocument } from "../api/openapi.ts";
+import { apiError, apiRouter } from "../api/router.ts";
+import type { ApiContext } from "../api/routes.ts";
+import type { Logger } from "../lib/logger.ts";
+
+export type Readiness = { ok: boolean; checks: Record<string, string> };
+
+export type AdminDeps = {
+  logger: Logger;
+  /** when set, every request but GET /healthz needs `Authorization: Bearer <token>` */
+  token?: string | undefined;
+  /** what /metrics answers (the role's registry, or the merged one of `start`) */
+  metrics: { contentType: string; metrics: () => Promise<string> };
+  ready: () => Promise<Readiness>;
+  /** the operator API; absent in a role without the ledger */
+  api?: ApiContext;
+  /** more routes behind the same token (the console) */
+  mount?: (app: express.Express) => void;
+};
+
+const digest = (s: string) => createHash("sha256").update(s).digest();
+
+/** Constant-time comparison of the presented bearer token with the configured one. */
+export function bearerMatches(header: string | undefined, token: string): boolean {
+  const m = /^Bearer ([\x21-\x7e]+)$/i.exec(header ?? "");
+  return m?.[1] !== undefined && timingSafeEqual(digest(m[1]), digest(token));
+}
+
+/**
+ * The admin listener's app: health, readiness, metrics and the operator API. It answers JSON on
+ * every path, errors included; the webhook listener serves none of this.
+ */
+export function createAdminApp(deps: AdminDeps): express.Express {
+  const app = express();
+  app.disable("x-powered-by");
+  app.set("etag", false);
+
+  // Access log at debug: scrapes and probes every few seconds would drown info.
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    const started = process.hrtime.bigint();
+    res.on("finish", () => {
+      deps.logger.debug(
+        {
+          method: req.method,
+          path: req.path,
+          status: res.statusCode,
+          ms: Number((process.hrtime.bigint() - started) / 1000n) / 1000,
+          ip: req.ip,
+        },
+        "admin request",
+      );
+    });
+    next();
+  });
+
+  // Liveness says nothing but "the process answers": a supervisor may probe it without a token.
+  app.get("/healthz", (_req, res) => {
+    res.json({ ok: true });
+  });
+
+  const token = deps.token;
+  if (token) {
+    app.use((req: Request, res: Response, next: NextFunction) => {
+      if (bearerMatches(req.get("authorization"), token)) {
+        next();
+        return;
+      }
+      deps.logger.warn(
+        { path: req.path, ip: req.ip },
+        "admin request refused: bearer token missing or wrong",
+      );
+      res.set("WWW-Authenticate", 'Bearer realm="simmeter-admin"');
+      apiError(res, 401, "unauthorized", "send Authorization: Bearer <ADMIN_TOKEN>");
+    });
+  }
+
+  app.get("/readyz", async (_req, res) => {
+    const r = await deps.ready();
+    res.status(r.ok ? 200 : 503).json(r);
+  });
+  app.get("/metrics", async (_req, res) => {
+    res.set("Content-Type", deps.metrics.contentType);
+    res.send(await deps.metrics.metrics());
+  });
+  if (deps.api) {
+    const doc = openApiDocument();
+    app.get("/api/openapi.json", (_req, res) => {
+      res.json(doc);
+    });
+    app.use(apiRouter(deps.api));
+  }
+  deps.mount?.(app);
+
+  app.use((req: Request, res: Response) => {
+    apiError(res, 404, "not_found", `no route ${req.method} ${req.path}`);
+  });
+  app.use((err: Error & { status?: number }, _req: Request, res: Response, _next: NextFunction) => {
+    const status = err.status && err.status >= 400 && err.status < 500 ? err.status : 500;
+    if (status >= 500) {
+      deps.logger.error({ err }, "admin request failed");
+      apiError(res, 500, "internal_error", "internal error (see the service log)");
+    } else {
+      apiError(res, status, "invalid_parameter", err.message);
+    }
+  });
+  return app;
+}

@@ -1,0 +1,265 @@
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { networkInterfaces } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { freePort } from "../../scripts/lib/redis-server.ts";
+import { openApiDocument } from "../../src/api/openapi.ts";
+import { assignCustomer } from "../../src/customers/customers.ts";
+import { openDb } from "../../src/db/client.ts";
+import {
+  runCli,
+  type SimmeterProcess,
+  startSimmeter,
+  tempDir,
+  waitFor,
+} from "../helpers/process.ts";
+
+const TOKEN = "t0ken-for-the-admin-listener-0123456789";
+const SIMS = ["HS00000000000000000000000000000001", "HS00000000000000000000000000000002"];
+
+/** An address of this machine other than loopback, when it has one. */
+function externalAddress(): string | null {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
+  }
+  return null;
+}
+
+/** A ledger with usage for two SIMs over three hours each, and one quarantined event. */
+function seedLedger(path: string): void {
+  const db = openDb(path);
+  const hour0 = Date.UTC(2026, 10, 1, 10);
+  for (const sim of SIMS) {
+    db.$client
+      .prepare(
+        "insert into sims (sim_sid, iccid, fleet_sid, account_sid, first_seen_at, last_event_at) values (?, ?, null, 'AC1', 0, 0)",
+      )
+      .run(sim, `8901${sim.slice(-14)}00`);
+    for (let h = 0; h < 3; h++) {
+      db.$client
+        .prepare("insert into usage_hourly (sim_sid, hour, bytes) values (?, ?, ?)")
+        .run(sim, hour0 + h * 3_600_000, 1000 * (h + 1));
+    }
+  }
+  db.$client
+    .prepare(
+      "insert into quarantine (received_at, source, delivery_id, position, event_sid, reason, raw) values (?, 'twilio', 'd1', 0, null, 'not JSON', '{x')",
+    )
+    .run(hour0);
+  assignCustomer({
+    db,
+    input: { targetType: "sim", targetId: SIMS[0] as string, customerId: "cus_A" },
+    now: hour0,
+  });
+  db.$client.close();
+}
+
+describe("the admin listener beyond loopback needs ADMIN_TOKEN", () => {
+  let app: SimmeterProcess;
+  let dbPath: string;
+  const host = externalAddress() ?? "127.0.0.1";
+
+  beforeAll(async () => {
+    dbPath = join(tempDir(), "simmeter.db");
+    seedLedger(dbPath);
+    app = await startSimmeter("start", {
+      REDIS_URL: inject("redisUrl"),
+      REDIS_PREFIX: `t${randomUUID().slice(0, 8)}`,
+      DATABASE_PATH: dbPath,
+      ALLOW_UNSIGNED: "true",
+      ADMIN_HOST: "0.0.0.0",
+      ADMIN_TOKEN: TOKEN,
+    });
+    await waitFor(
+      async () =>
+        (await fetch(`${app.adminUrl}/readyz`, { headers: { authorization: `Bearer ${TOKEN}` } }))
+          .ok,
+      "ready",
+    );
+  });
+  afterAll(async () => {
+    await app?.stop();
+  });
+
+  const admin = (path: string, token?: string) =>
+    fetch(
+      `http://${host}:${app.adminPort}${path}`,
+      token ? { headers: { authorization: `Bearer ${token}` } } : {},
+    );
+
+  it("refuses to start bound beyond loopback without a token, naming ADMIN_TOKEN", async () => {
+    const r = await runCli(["serve"], {
+      REDIS_URL: inject("redisUrl"),
+      DATABASE_PATH: join(tempDir(), "x.db"),
+      ALLOW_UNSIGNED: "true",
+      ADMIN_HOST: "0.0.0.0",
+      ADMIN_PORT: String(await freePort()),
+      PORT: String(await freePort()),
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/ADMIN_TOKEN/);
+    expect(r.stderr).toMatch(/ADMIN_HOST=0\.0\.0\.0/);
+  });
+
+  it("refuses every admin path without the token or with a wrong one, except the liveness probe", async () => {
+    const paths = [
+      "/readyz",
+      "/metrics",
+      "/api/usage",
+      "/api/usage/unmapped",
+      "/api/quarantine",
+      "/api/quarantine/1",
+      "/api/anomalies",
+      "/api/customers",
+      "/api/report/status",
+      "/api/openapi.json",
+      "/no-such-path",
+    ];
+    for (const p of paths) {
+      for (const token of [undefined, "wrong-token-wrong-token-wrong"]) {
+        const r = await admin(p, token);
+        expect(r.status, `${p} with ${token ?? "no token"}`).toBe(401);
+        expect(r.headers.get("www-authenticate")).toMatch(/^Bearer/);
+        expect(((await r.json()) as { error: { code: string } }).error.code).toBe("unauthorized");
+      }
+      const ok = await admin(p, TOKEN);
+      expect(ok.status, `${p}: ${await ok.clone().text()}`).toBe(p === "/no-such-path" ? 404 : 200);
+    }
+    expect((await admin("/healthz")).status).toBe(200);
+  });
+
+  it("does not serve any admin path on the webhook listener", async () => {
+    for (const p of ["/healthz", "/readyz", "/metrics", "/api/usage", "/api/openapi.json"]) {
+      const r = await fetch(`${app.url}${p}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      expect(r.status, p).toBe(404);
+    }
+  });
+
+  it("pages through usage with limit and starting_after, every row once and in order", async () => {
+    const all = (await (await admin("/api/usage?granularity=hour&limit=1000", TOKEN)).json()) as {
+      data: { sim_sid: string; period: string; bytes: number }[];
+      has_more: boolean;
+    };
+    expect(all.data).toHaveLength(6);
+    expect(all.has_more).toBe(false);
+    const seen: unknown[] = [];
+    let cursor: string | null = null;
+    for (let i = 0; i < 10; i++) {
+      const q: string = `/api/usage?granularity=hour&limit=4${cursor ? `&starting_after=${encodeURIComponent(cursor)}` : ""}`;
+      const page = (await (await admin(q, TOKEN)).json()) as {
+        data: unknown[];
+        has_more: boolean;
+        next_starting_after: string | null;
+      };
+      seen.push(...page.data);
+      if (!page.has_more) {
+        expect(page.next_starting_after).toBeNull();
+        break;
+      }
+      cursor = page.next_starting_after;
+    }
+    expect(seen).toEqual(all.data);
+  });
+
+  it("answers bad parameters with a JSON error naming the parameter", async () => {
+    for (const [q, param] of [
+      ["/api/usage?limit=abc", "limit"],
+      ["/api/usage?limit=0", "limit"],
+      ["/api/usage?limit=1001", "limit"],
+      ["/api/usage?from=01/12/2026", "from"],
+      ["/api/usage?granularity=week", "granularity"],
+      ["/api/usage?colour=blue", "colour"],
+      ["/api/quarantine?starting_after=abc", "starting_after"],
+      ["/api/usage?limit=1&limit=2", "limit"],
+    ] as const) {
+      const r = await admin(q, TOKEN);
+      expect(r.status, q).toBe(400);
+      const body = (await r.json()) as { error: { code: string; param: string; message: string } };
+      expect(body.error.code, q).toBe("invalid_parameter");
+      expect(body.error.param, q).toBe(param);
+    }
+    const missing = await admin("/api/quarantine/999", TOKEN);
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as { error: { code: string } }).error.code).toBe("not_found");
+  });
+
+  it("answers in snake_case with ISO times, the same document the OpenAPI file describes", async () => {
+    const q = (await (await admin("/api/quarantine", TOKEN)).json()) as {
+      data: Record<string, unknown>[];
+    };
+    expect(q.data[0]).toMatchObject({
+      id: 1,
+      reason: "not JSON",
+      raw: "{x",
+      received_at: "2026-11-01T10:00:00.000Z",
+      counted: null,
+    });
+    const c = (await (await admin("/api/customers", TOKEN)).json()) as {
+      data: Record<string, unknown>[];
+    };
+    expect(c.data[0]).toMatchObject({
+      target_type: "sim",
+      target_id: SIMS[0],
+      customer_id: "cus_A",
+      effective_from: "2026-11-01T10:00:00.000Z",
+    });
+    const u = (await (await admin("/api/usage/unmapped", TOKEN)).json()) as {
+      data: Record<string, unknown>[];
+    };
+    expect(u.data).toEqual([
+      expect.objectContaining({
+        sim_sid: SIMS[1],
+        bytes: 6000,
+        first_hour: "2026-11-01T10:00:00.000Z",
+        last_hour: "2026-11-01T12:00:00.000Z",
+      }),
+    ]);
+    const served = await (await admin("/api/openapi.json", TOKEN)).json();
+    const committed = JSON.parse(
+      readFileSync(new URL("../../docs/openapi.json", import.meta.url), "utf8"),
+    );
+    expect(served).toEqual(committed);
+    const keys = (o: unknown): string[] =>
+      o && typeof o === "object"
+        ? Object.entries(o).flatMap(([k, v]) => [...(Array.isArray(o) ? [] : [k]), ...keys(v)])
+        : [];
+    for (const body of [q, c, u]) for (const k of keys(body)) expect(k).toMatch(/^[a-z0-9_]+$/);
+  });
+});
+
+describe("every role has the admin listener", () => {
+  it("simmeter work answers /readyz (Redis, database, ingest worker) and /metrics", async () => {
+    const dbPath = join(tempDir(), "simmeter.db");
+    const app = await startSimmeter("work", {
+      REDIS_URL: inject("redisUrl"),
+      REDIS_PREFIX: `t${randomUUID().slice(0, 8)}`,
+      DATABASE_PATH: dbPath,
+    });
+    try {
+      const ready = await waitFor(async () => {
+        const r = await fetch(`${app.adminUrl}/readyz`);
+        return r.status === 200 ? r.json() : null;
+      }, "work ready");
+      expect(ready).toEqual({
+        ok: true,
+        checks: { redis: "ok", database: "ok", ingest_worker: "ok" },
+      });
+      const metrics = await (await fetch(`${app.adminUrl}/metrics`)).text();
+      expect(metrics).toMatch(
+        /^simmeter_ingested_events_total|# TYPE simmeter_ingested_events_total counter/m,
+      );
+    } finally {
+      expect(await app.stop()).toBe(0);
+    }
+  });
+});
+
+describe("the committed OpenAPI document", () => {
+  it("is what the route table generates (npx tsx scripts/openapi.ts rewrites it)", () => {
+    const committed = JSON.parse(
+      readFileSync(new URL("../../docs/openapi.json", import.meta.url), "utf8"),
+    );
+    expect(JSON.parse(JSON.stringify(openApiDocument()))).toEqual(committed);
+  });
+});

@@ -1,0 +1,136 @@
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort, type RedisHandle, startRedis } from "../../scripts/lib/redis-server.ts";
+import { type StripeEmulator, startStripeEmulator } from "../../scripts/stripe-emulator.ts";
+import { createStripe } from "../../src/reporting/stripe.ts";
+import { ensureMeter } from "../../src/reporting/stripe-setup.ts";
+import { runCli, startSimmeter, tempDir, waitFor } from "../helpers/process.ts";
+
+const EVENT_NAME = "supersim_data_bytes";
+const TWILIO_TOKEN = "a-twilio-auth-token-that-must-never-be-logged";
+const ADMIN_TOKEN = "an-admin-token-that-must-never-be-logged";
+
+/** stderr lines that are not a JSON object (the whole output must be structured logs) */
+function notJson(output: string): string[] {
+  return output
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .filter((l) => {
+      try {
+        const v = JSON.parse(l);
+        return v === null || typeof v !== "object";
+      } catch {
+        return true;
+      }
+    });
+}
+
+describe("logs are JSON on every path", () => {
+  let emu: StripeEmulator;
+  beforeAll(async () => {
+    emu = await startStripeEmulator({ acceptAnyCustomer: true, autoSubscribe: true });
+    await ensureMeter(
+      createStripe({
+        STRIPE_SECRET_KEY: emu.apiKey,
+        STRIPE_API_BASE: emu.url,
+        STRIPE_TIMEOUT_MS: 5000,
+      }),
+      EVENT_NAME,
+    );
+  });
+  afterAll(async () => {
+    await emu?.close();
+  });
+
+  for (const role of ["start", "serve", "work"] as const) {
+    it(`simmeter ${role} keeps writing JSON lines while Redis is down and after it returns`, async () => {
+      const redis: RedisHandle = await startRedis();
+      const app = await startSimmeter(role, {
+        REDIS_URL: redis.url,
+        DATABASE_PATH: join(tempDir(), "simmeter.db"),
+        LOG_LEVEL: "info",
+        PUBLIC_URL: "https://billing.example.com/webhooks/event-streams",
+        TWILIO_AUTH_TOKEN: TWILIO_TOKEN,
+        ADMIN_TOKEN,
+        STRIPE_SECRET_KEY: emu.apiKey,
+        STRIPE_API_BASE: emu.url,
+        REPORT_INTERVAL_SECONDS: "1",
+      });
+      try {
+        await redis.kill();
+        // Long enough for reconnect attempts of every connection and a scheduled report tick.
+        await new Promise((r) => setTimeout(r, 4000));
+        const auth = { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } };
+        expect((await fetch(`${app.adminUrl}/readyz`, auth)).status).toBe(503);
+        if (role !== "work") {
+          // A delivery while Redis is down: 503 so the sender retries (logged as JSON too).
+          const r = await fetch(`${app.url}/webhooks/event-streams`, {
+            method: "POST",
+            body: "[]",
+          });
+          expect([401, 403]).toContain(r.status);
+        }
+        await redis.start();
+        await waitFor(
+          async () => (await fetch(`${app.adminUrl}/readyz`, auth)).ok,
+          "ready again",
+          20_000,
+        );
+      } finally {
+        await app.stop();
+        await redis.stop();
+      }
+      const out = app.output();
+      expect(notJson(out)).toEqual([]);
+      const lines = out
+        .split("\n")
+        .filter((l) => l.trim() !== "")
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      // One boot line with the version and the effective config, secrets redacted.
+      const boot = lines.filter((l) => l.msg === "simmeter starting");
+      expect(boot).toHaveLength(1);
+      expect(boot[0]).toMatchObject({ version: expect.stringMatching(/^\d+\.\d+\.\d+/), role });
+      expect((boot[0]?.config as Record<string, unknown>).REPORT_INTERVAL_SECONDS).toBe(1);
+      expect(out).not.toContain(TWILIO_TOKEN);
+      expect(out).not.toContain(ADMIN_TOKEN);
+      expect(out).not.toContain(emu.apiKey);
+      // The outage is in the log, but not one line per reconnect attempt.
+      expect(lines.some((l) => /redis connection error/.test(String(l.msg)))).toBe(true);
+      expect(
+        lines.filter((l) => /error$/.test(String(l.msg)) && l.level === 40).length,
+      ).toBeLessThan(20);
+    });
+  }
+
+  it("warns loudly at start with ALLOW_UNSIGNED, and refuses it next to a live Stripe key", async () => {
+    const redis = await startRedis();
+    try {
+      const app = await startSimmeter("serve", {
+        REDIS_URL: redis.url,
+        DATABASE_PATH: join(tempDir(), "simmeter.db"),
+        ALLOW_UNSIGNED: "true",
+        LOG_LEVEL: "info",
+      });
+      await app.stop();
+      const warn = app
+        .output()
+        .split("\n")
+        .filter((l) => l.includes("ALLOW_UNSIGNED"))
+        .map((l) => JSON.parse(l) as { level: number; msg: string })
+        .filter((l) => l.level >= 40);
+      expect(warn[0]?.msg).toMatch(/UNSIGNED deliveries from anyone/);
+      const live = await runCli(["serve"], {
+        REDIS_URL: redis.url,
+        DATABASE_PATH: join(tempDir(), "simmeter.db"),
+        ALLOW_UNSIGNED: "true",
+        STRIPE_SECRET_KEY: "sk_live_notarealkey",
+        PORT: String(await freePort()),
+        ADMIN_PORT: String(await freePort()),
+      });
+      expect(live.status).toBe(2);
+      expect(live.stderr).toMatch(/ALLOW_UNSIGNED=true with a live Stripe key/);
+    } finally {
+      await redis.stop();
+    }
+  });
+});
