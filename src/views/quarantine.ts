@@ -26,12 +26,9 @@ export const QuarantineItem = z
     raw: z.string().meta({ description: "the event exactly as received" }),
     requeued_at: z.string().nullable(),
     requeues: z.number().int(),
-    counted: z
-      .boolean()
-      .nullable()
-      .meta({
-        description: "its event_sid has been counted since (by any delivery); null without one",
-      }),
+    counted: z.boolean().nullable().meta({
+      description: "its event_sid has been counted since (by any delivery); null without one",
+    }),
     requeue_of: z.number().int().nullable(),
     quarantined_again_as: z.array(z.number().int()),
   })
