@@ -73,7 +73,7 @@ async function sendAll(
           const res = await fetch(`${baseUrl}${WEBHOOK}${r.query}`, {
             method: "POST",
             headers: r.headers,
-            body: r.body,
+            body: typeof r.body === "string" ? r.body : new Uint8Array(r.body),
             signal: AbortSignal.timeout(15_000),
           });
           const text = await res.text();
@@ -450,7 +450,7 @@ describe("hostile inputs one at a time, through a private Redis", () => {
     const res = await fetch(`${app.url}${WEBHOOK}${s.query}`, {
       method: "POST",
       headers: s.headers,
-      body,
+      body: typeof body === "string" ? body : new Uint8Array(body),
     });
     return { status: res.status, json: (await res.json()) as { deliveryId?: string } };
   };

@@ -52,7 +52,7 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
     return fetch(`${app.url}${PATH}${query}`, {
       method: "POST",
       headers: { "content-type": "application/json", "x-twilio-signature": signed.signature },
-      body,
+      body: typeof body === "string" ? body : new Uint8Array(body),
     });
   };
   const postKore = (body: Buffer | string) =>
@@ -62,7 +62,7 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
         "content-type": "application/json",
         "kore-signature": signKore(KORE_SECRET, "POST", PUBLIC_URL, body),
       },
-      body,
+      body: typeof body === "string" ? body : new Uint8Array(body),
     });
   const counted = (sid: string) =>
     readDb<{ n: number }>(
