@@ -37,7 +37,7 @@ async function run(role: Role): Promise<void> {
       "ALLOW_UNSIGNED=true: the webhook accepts UNSIGNED deliveries from anyone who can reach it, and bills them. For local development only: set TWILIO_AUTH_TOKEN or KORE_WEBHOOK_SECRET in production.",
     );
   }
-  const metrics = createMetrics();
+  const metrics = createMetrics(role === "work" ? "worker" : "receiver");
   // Closed in this order: the role's parts (HTTP first), the worker thread, then SQLite.
   const closers: Closer[] = [];
   let threadCloser: Closer | null = null;

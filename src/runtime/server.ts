@@ -1,5 +1,4 @@
 import type { Server } from "node:http";
-import { Gauge } from "prom-client";
 import type { Readiness } from "../admin/app.ts";
 import type { Config } from "../config.ts";
 import type { Db } from "../db/client.ts";
@@ -9,6 +8,7 @@ import type { Metrics } from "../lib/metrics.ts";
 import { checkEvictionPolicy, createRedis, pingWithin } from "../lib/redis.ts";
 import type { Closer } from "../lib/shutdown.ts";
 import { createApp } from "../receive/app.ts";
+import { registerQueueGauges } from "../observability/queue-gauges.ts";
 import { createGroupEnqueuer } from "../receive/enqueue.ts";
 
 export type ServerHandle = {
@@ -41,23 +41,15 @@ export async function startServer(
     maxEvents: config.BATCH_MAX_EVENTS,
     onBatch: (n) => metrics.enqueueBatch.observe(n),
   });
-  redis.once("ready", () => void checkEvictionPolicy(redis, logger));
+  redis.once("ready", () => {
+    void checkEvictionPolicy(redis, logger).then((policy) => {
+      if (policy)
+        metrics.redisNoeviction.set({ connection: "producer" }, policy === "noeviction" ? 1 : 0);
+    });
+  });
 
   // Queue depth is read at scrape time so it is right whichever process runs the worker.
-  new Gauge({
-    name: "simmeter_queue_depth",
-    help: "Ingest jobs waiting, active, delayed or failed",
-    labelNames: ["state"] as const,
-    registers: [metrics.registry],
-    async collect() {
-      try {
-        const counts = await queue.getJobCounts("waiting", "active", "delayed", "failed");
-        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
-      } catch {
-        // Redis down: leave the last values; /readyz reports the outage.
-      }
-    },
-  });
+  registerQueueGauges(metrics.registry, queue);
 
   const refuseReason = opts.refuseReason ?? (() => null);
   const ready = async (): Promise<Readiness> => {

@@ -27,6 +27,7 @@ import pino from "pino";
 import { AggregatorRegistry, type Registry } from "prom-client";
 import type { Config } from "../config.ts";
 import type { Logger } from "../lib/logger.ts";
+import { isDefaultMetric } from "../lib/metrics.ts";
 import {
   type FromThread,
   type MetricFamilies,
@@ -181,20 +182,15 @@ export function startWorkerThread(config: Config, logger: Logger): WorkerThread 
   };
 }
 
-/**
- * prom-client's default metrics (process_*, nodejs_*) come from the main thread's registry alone:
- * CPU, RSS and file descriptors are the process's, and the event loop that answers webhooks is
- * the main thread's.
- */
-const isDefaultMetric = (name: string) => name.startsWith("process_") || name.startsWith("nodejs_");
 
 /**
  * One /metrics answer from both threads' registries. Each simmeter family is created in both
  * threads (createMetrics) but updated in one of them only (the receiver's or the worker's), so a
  * family present in both is summed series by series (the other thread's copy is 0 or empty);
  * families of only one thread pass through unchanged ('first': prom-client's own default
- * aggregators would 'omit' process_start_time_seconds). The worker's process-wide families are
- * left out: CPU, RSS and file descriptors are the process's, already reported by the main thread.
+ * aggregators would 'omit' process_start_time_seconds). The worker's default metrics (process_*,
+ * nodejs_*) are left out: CPU, RSS and file descriptors are the process's, already reported by the
+ * main thread, whose event loop is the one that answers webhooks.
  */
 export function mergeMetrics(local: MetricFamilies, remote: MetricFamilies): Registry {
   const fromThread = remote.filter((f) => !isDefaultMetric(f.name));

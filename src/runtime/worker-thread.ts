@@ -71,7 +71,7 @@ async function run(port: MessagePort, data: WorkerThreadData): Promise<void> {
   const { config } = data;
   const logger = threadLogger(port, config.LOG_LEVEL);
   lowerPriority(logger);
-  const metrics = createMetrics();
+  const metrics = createMetrics("worker");
   let closers: Closer[] = [];
   // Closing the port lets the thread end once the closers released their handles.
   let shuttingDown = false;

@@ -1,13 +1,17 @@
+import { isMainThread } from "node:worker_threads";
 import type { Readiness } from "../admin/app.ts";
 import type { Config } from "../config.ts";
 import type { Db } from "../db/client.ts";
 import { prepareIngest } from "../ingest/ingest.ts";
 import { pruneExpired } from "../ingest/prune.ts";
+import { createIngestQueue } from "../ingest/queue.ts";
 import { createIngestWorker } from "../ingest/worker.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import { checkEvictionPolicy, createRedis, pingWithin } from "../lib/redis.ts";
 import type { Closer } from "../lib/shutdown.ts";
+import { registerLedgerGauges } from "../observability/ledger-gauges.ts";
+import { registerQueueGauges } from "../observability/queue-gauges.ts";
 import { compactOutbox } from "../reporting/outbox.ts";
 import type { ReporterSettings } from "../reporting/reporter.ts";
 import { startReportSchedule } from "../reporting/schedule.ts";
@@ -30,7 +34,19 @@ export async function startWorker(
   metrics: Metrics,
 ): Promise<WorkerHandle> {
   const redis = createRedis(config.REDIS_URL, "worker", logger);
-  redis.once("ready", () => void checkEvictionPolicy(redis, logger));
+  redis.once("ready", () => {
+    void checkEvictionPolicy(redis, logger).then((policy) => {
+      if (policy)
+        metrics.redisNoeviction.set({ connection: "worker" }, policy === "noeviction" ? 1 : 0);
+    });
+  });
+  // The ledger gauges: once per database, here (in `start`, the worker thread).
+  registerLedgerGauges(metrics.registry, db, { logger });
+  metrics.reportInterval.set(config.STRIPE_SECRET_KEY ? config.REPORT_INTERVAL_SECONDS : 0);
+  // In `simmeter start` the main thread (startServer) reads the queue for /metrics already; a
+  // second copy would be summed by mergeMetrics.
+  const depthQueue = isMainThread ? createIngestQueue(redis, config.REDIS_PREFIX, logger) : null;
+  if (depthQueue) registerQueueGauges(metrics.registry, depthQueue);
   const ctx = {
     db,
     stmts: prepareIngest(db),
@@ -106,6 +122,7 @@ export async function startWorker(
       ...reportClosers,
       { name: "prune-timer", close: () => clearInterval(pruneTimer) },
       { name: "ingest-worker", close: () => worker.close() },
+      ...(depthQueue ? [{ name: "queue-depth", close: () => depthQueue.close() }] : []),
       { name: "redis-worker", close: () => void redis.disconnect() },
     ],
   };
