@@ -7,8 +7,8 @@ import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import { checkEvictionPolicy, createRedis, pingWithin } from "../lib/redis.ts";
 import type { Closer } from "../lib/shutdown.ts";
-import { createApp } from "../receive/app.ts";
 import { registerQueueGauges } from "../observability/queue-gauges.ts";
+import { createApp } from "../receive/app.ts";
 import { createGroupEnqueuer } from "../receive/enqueue.ts";
 
 export type ServerHandle = {

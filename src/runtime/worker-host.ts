@@ -182,7 +182,6 @@ export function startWorkerThread(config: Config, logger: Logger): WorkerThread 
   };
 }
 
-
 /**
  * One /metrics answer from both threads' registries. Each simmeter family is created in both
  * threads (createMetrics) but updated in one of them only (the receiver's or the worker's), so a
