@@ -1,4 +1,4 @@
-import { type Command, InvalidArgumentError } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import { stringify } from "csv-stringify/sync";
 import {
   invoiceParity,
@@ -39,11 +39,13 @@ export async function reconcilePeriod(
   format: Format,
 ): Promise<void> {
   const stripe = createStripe(config);
+  // Looked up, not stored: the database is open read-only.
   const billing = await refreshBilling({
     db,
     stripe,
     eventName: config.STRIPE_METER_EVENT_NAME,
     now: Date.now(),
+    dryRun: true,
   });
   const rows: ParityRow[] = [];
   for (const b of billing.values()) {
@@ -135,15 +137,10 @@ export function registerBillingCommands(program: Command): void {
       parsePeriod,
       "current" as PeriodChoice,
     )
-    .option(
-      "--by <unit>",
-      "period (one line per SIM) or day",
-      (v: string) => {
-        if (v !== "period" && v !== "day")
-          throw new InvalidArgumentError(`${JSON.stringify(v)} is not period or day`);
-        return v;
-      },
-      "period",
+    .addOption(
+      new Option("--by <unit>", "one line per SIM for the period, or per SIM and day")
+        .choices(["period", "day"])
+        .default("period"),
     )
     .option("--format <format>", "text, json or csv", parseFormat, "text" as Format)
     .action(
@@ -153,13 +150,14 @@ export function registerBillingCommands(program: Command): void {
         by: "period" | "day";
         format: Format;
       }) => {
-        const { config, db } = cliContext({ stripe: true }, "warn");
+        const { config, db } = cliContext({ stripe: true, db: "read" }, "warn");
         const stripe = createStripe(config);
         const billing = await refreshBilling({
           db,
           stripe,
           eventName: config.STRIPE_METER_EVENT_NAME,
           now: Date.now(),
+          dryRun: true,
         });
         const b = billing.get(o.customer);
         if (!b) throw new Error(`${o.customer} is not a mapped customer (simmeter customers list)`);

@@ -1,11 +1,30 @@
+import { InvalidArgumentError } from "commander";
 import { type Config, ConfigError, type ConfigNeeds, loadConfig } from "../config.ts";
-import { type Db, openDb } from "../db/client.ts";
+import { type Db, type OpenMode, openDb } from "../db/client.ts";
 import { createLogger, type Logger } from "../lib/logger.ts";
+import { parseUtcTime } from "../lib/time.ts";
 
 export type CliContext = { config: Config; logger: Logger; db: Db };
 
-/** Loads config (exit 2 with the message on a bad value) and opens the database. */
-export function cliContext(needs: ConfigNeeds = {}, logLevel?: string): CliContext {
+/**
+ * How a command opens the database:
+ * - `read`: read-only; refuses a missing or unmigrated file, never creates or migrates anything;
+ * - `write`: read-write; refuses a missing file (a mistyped DATABASE_PATH must not start a new,
+ *   empty ledger), applies pending migrations;
+ * - `create`: creates the file when missing (the service roles, which own the ledger).
+ */
+export type CliNeeds = ConfigNeeds & { db?: OpenMode };
+
+/** A mistake in how a command was called: printed, exit 2 (as commander's own usage errors). */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** Loads config (exit 2 with the message on a bad value); for commands without a database. */
+export function cliConfig(
+  needs: ConfigNeeds = {},
+  logLevel?: string,
+): { config: Config; logger: Logger } {
   let config: Config;
   try {
     config = loadConfig(process.env, needs);
@@ -16,9 +35,59 @@ export function cliContext(needs: ConfigNeeds = {}, logLevel?: string): CliConte
     }
     throw err;
   }
-  const logger = createLogger(logLevel ?? config.LOG_LEVEL);
-  const db = openDb(config.DATABASE_PATH);
+  return { config, logger: createLogger(logLevel ?? config.LOG_LEVEL) };
+}
+
+/**
+ * Loads config (exit 2 with the message on a bad value) and opens the database as `needs.db`
+ * says; without it, as the service does (`create`). A database that cannot be opened as asked
+ * throws a DatabaseOpenError naming the path and the fix.
+ */
+export function cliContext(needs: CliNeeds = {}, logLevel?: string): CliContext {
+  const { db: mode = "create", ...configNeeds } = needs;
+  const { config, logger } = cliConfig(configNeeds, logLevel);
+  const db = openDb(config.DATABASE_PATH, { mode });
   return { config, logger, db };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Option parsers (commander argParser): a bad value is a usage error naming the value.
+
+const WHOLE = /^\d+$/;
+
+/** A whole number >= min (default 1), digits only: "abc", "1.5", "1e3", "-2", "0x10" are refused. */
+export function intOption(min = 1, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
+  return (value: string) => {
+    const v = value.trim();
+    const n = Number(v);
+    if (!WHOLE.test(v) || !Number.isSafeInteger(n) || n < min || n > max)
+      throw new InvalidArgumentError(
+        min === 1 && max === Number.MAX_SAFE_INTEGER
+          ? "must be a positive integer"
+          : max === Number.MAX_SAFE_INTEGER
+            ? `must be a whole number >= ${min}`
+            : `must be a whole number from ${min} to ${max}`,
+      );
+    return n;
+  };
+}
+
+export const positiveInt = intOption(1);
+
+/** Repeatable positive integers (`--id 3 4` or `--id 3 --id 4`). */
+export function positiveInts(value: string, previous: number[] | undefined): number[] {
+  return [...(previous ?? []), positiveInt(value)];
+}
+
+/** An ISO 8601 time (UTC without an offset), as epoch ms. */
+export function timeOption(name: string): (value: string) => number {
+  return (value: string) => {
+    try {
+      return parseUtcTime(value, name);
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message);
+    }
+  };
 }
 
 export function printJsonOrTable(

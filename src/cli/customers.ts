@@ -3,14 +3,16 @@ import type { Command } from "commander";
 import {
   assignCustomer,
   describeMoves,
-  InputError,
+  type ImportResult,
   importCustomersCsv,
   listAssignments,
+  type Move,
   previewMoves,
 } from "../customers/customers.ts";
 import type { TargetType } from "../customers/resolve.ts";
-import { parseTime } from "../usage/query.ts";
-import { cliContext, printJsonOrTable } from "./context.ts";
+import { cliContext, printJsonOrTable, timeOption, UsageError } from "./context.ts";
+
+const iso = (ms: number) => new Date(ms).toISOString();
 
 export function registerCustomerCommands(program: Command): void {
   const customers = program
@@ -29,6 +31,7 @@ export function registerCustomerCommands(program: Command): void {
     .option(
       "--from <time>",
       "effective time, ISO 8601, UTC without an offset (default now); applies from the first whole hour at or after it",
+      timeOption("--from"),
     )
     .option(
       "--rebill",
@@ -42,70 +45,123 @@ export function registerCustomerCommands(program: Command): void {
           iccid?: boolean;
           fleet?: boolean;
           customer: string;
-          from?: string;
+          from?: number;
           rebill?: boolean;
         },
       ) => {
         const kinds = (["sim", "iccid", "fleet"] as const).filter((k) => o[k]);
-        if (kinds.length !== 1) throw new InputError("give exactly one of --sim, --iccid, --fleet");
-        const { db } = cliContext({}, "warn");
-        const input = {
-          targetType: kinds[0] as TargetType,
-          targetId: id,
-          customerId: o.customer,
-          ...(o.from ? { effectiveFrom: parseTime(o.from, "--from") } : {}),
-        };
-        const now = Date.now();
-        const moves = o.rebill ? previewMoves(db, [input], now) : [];
-        const a = assignCustomer({ db, now, rebill: Boolean(o.rebill), input });
-        for (const line of describeMoves(moves)) process.stdout.write(`re-billed: ${line}\n`);
-        process.stdout.write(
-          `${a.targetType} ${a.targetId} → ${a.customerId} from ${new Date(a.effectiveFrom).toISOString()}\n`,
-        );
+        if (kinds.length !== 1) throw new UsageError("give exactly one of --sim, --iccid, --fleet");
+        // A mistyped DATABASE_PATH must not start a new, empty ledger: the file must exist.
+        const { db } = cliContext({ db: "write" }, "warn");
+        try {
+          const input = {
+            targetType: kinds[0] as TargetType,
+            targetId: id,
+            customerId: o.customer,
+            ...(o.from !== undefined ? { effectiveFrom: o.from } : {}),
+          };
+          const now = Date.now();
+          const moves = o.rebill ? previewMoves(db, [input], now) : [];
+          const a = assignCustomer({ db, now, rebill: Boolean(o.rebill), input });
+          for (const line of describeMoves(moves)) process.stdout.write(`re-billed: ${line}\n`);
+          process.stdout.write(
+            `${a.targetType} ${a.targetId} → ${a.customerId} from ${iso(a.effectiveFrom)}\n`,
+          );
+        } finally {
+          db.$client.close();
+        }
       },
     );
   customers
     .command("import")
     .description(
-      "import assignments from CSV: header sim_sid|sim_iccid|fleet_sid, stripe_customer_id[, effective_from]; all rows or none",
+      "import assignments from CSV: header sim_sid|sim_iccid|fleet_sid, stripe_customer_id[, effective_from]; all rows or none, every bad row reported; rows already in effect are unchanged, so importing a file twice adds nothing",
     )
     .argument("<file>", "CSV file")
     .option("--rebill", "allow rows that move usage already attributed to another customer")
-    .action((file: string, o: { rebill?: boolean }) => {
-      const { db } = cliContext({}, "warn");
-      const r = importCustomersCsv({
-        db,
-        csv: readFileSync(file, "utf8"),
-        now: Date.now(),
-        rebill: Boolean(o.rebill),
-      });
-      for (const line of r.errors.length === 0 ? describeMoves(r.moves) : [])
-        process.stdout.write(`re-billed: ${line}\n`);
+    .option("--json", "print a JSON summary")
+    .action((file: string, o: { rebill?: boolean; json?: boolean }) => {
+      let csv: string;
+      try {
+        csv = readFileSync(file, "utf8");
+      } catch (err) {
+        throw new Error(
+          `${file}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`,
+        );
+      }
+      const { db } = cliContext({ db: "write" }, "warn");
+      let r: ImportResult;
+      try {
+        r = importCustomersCsv({ db, csv, now: Date.now(), rebill: Boolean(o.rebill) });
+      } finally {
+        db.$client.close();
+      }
+      if (r.errors.length > 0) process.exitCode = 1;
+      if (o.json) {
+        process.stdout.write(`${JSON.stringify(importJson(r), null, 2)}\n`);
+        return;
+      }
       if (r.errors.length > 0) {
         for (const e of r.errors)
           process.stderr.write(e.line > 0 ? `${file}:${e.line}: ${e.message}\n` : `${e.message}\n`);
-        process.stderr.write(`nothing imported: ${r.errors.length} bad row(s)\n`);
-        process.exitCode = 1;
+        const bad = new Set(r.errors.filter((e) => e.line > 0).map((e) => e.line)).size;
+        process.stderr.write(
+          bad > 0 ? `nothing imported: ${bad} bad row(s)\n` : "nothing imported\n",
+        );
         return;
       }
-      process.stdout.write(`imported ${r.imported} assignment(s)\n`);
+      for (const line of describeMoves(r.moves)) process.stdout.write(`re-billed: ${line}\n`);
+      process.stdout.write(`${importSummary(r)}\n`);
     });
   customers
     .command("list")
     .description("list assignments")
     .option("--json", "print JSON")
     .action((o: { json?: boolean }) => {
-      const { db } = cliContext({}, "warn");
-      const rows = listAssignments(db).map((a) => ({
-        type: a.targetType,
-        id: a.targetId,
-        customer: a.customerId,
-        from: new Date(a.effectiveFrom).toISOString(),
-      }));
-      printJsonOrTable(
-        Boolean(o.json),
-        rows,
-        "no assignments: simmeter customers assign --sim HS… --customer cus_…",
-      );
+      const { db } = cliContext({ db: "read" }, "warn");
+      try {
+        const rows = listAssignments(db).map((a) => ({
+          type: a.targetType,
+          id: a.targetId,
+          customer: a.customerId,
+          from: iso(a.effectiveFrom),
+        }));
+        printJsonOrTable(
+          Boolean(o.json),
+          rows,
+          "no assignments: simmeter customers assign --sim HS… --customer cus_…",
+        );
+      } finally {
+        db.$client.close();
+      }
     });
+}
+
+/** "5 new, 3 unchanged; effective from 2026-11-20T11:00:00.000Z" */
+export function importSummary(r: ImportResult): string {
+  const counts = `${r.imported} new, ${r.unchanged} unchanged`;
+  const [first] = r.effectiveFrom;
+  if (first === undefined) return `${counts}; nothing changed`;
+  const n = r.effectiveFrom.length;
+  return `${counts}; effective from ${iso(first)}${n > 1 ? ` (the earliest of ${n} effective times)` : ""}`;
+}
+
+const snakeMove = (m: Move) => ({
+  sim_sid: m.simSid,
+  hour: iso(m.hour),
+  bytes: m.bytes,
+  from_customer: m.from,
+  to_customer: m.to,
+});
+
+function importJson(r: ImportResult): Record<string, unknown> {
+  const ok = r.errors.length === 0;
+  return {
+    ok,
+    new: r.imported,
+    unchanged: r.unchanged,
+    effective_from: r.effectiveFrom.map(iso),
+    ...(ok ? { rebilled: r.moves.map(snakeMove) } : { would_move: r.moves.map(snakeMove) }),
+    errors: r.errors.map((e) => ({ line: e.line > 0 ? e.line : null, message: e.message })),
+  };
 }

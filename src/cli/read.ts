@@ -1,4 +1,4 @@
-import { type Command, InvalidArgumentError } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import type { Redis } from "ioredis";
 import { unmappedUsage } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
@@ -21,55 +21,64 @@ import {
 } from "../ingest/requeue.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createRedis, waitReady } from "../lib/redis.ts";
-import { parseUtcTime } from "../lib/time.ts";
+import { type Granularity, listAnomalies, listEventCounts, queryUsage } from "../usage/query.ts";
 import {
-  type Granularity,
-  listAnomalies,
-  listEventCounts,
-  parseTime,
-  queryUsage,
-} from "../usage/query.ts";
-import { cliContext, printJsonOrTable, table } from "./context.ts";
+  cliConfig,
+  cliContext,
+  positiveInt,
+  positiveInts,
+  printJsonOrTable,
+  table,
+  timeOption,
+} from "./context.ts";
 
 export function registerReadCommands(program: Command): void {
   program
     .command("usage")
     .description("per SIM usage per hour, day, UTC month or in total")
-    .option("--sim <sid...>", "only these SIM SIDs (HS…)")
-    .option("--from <time>", "from this UTC date/time (inclusive), e.g. 2026-11-01")
-    .option("--to <time>", "to this UTC date/time (exclusive)")
-    .option("--by <granularity>", "hour | day | month | total", "day")
+    .option("--sim <sid...>", "only these SIM SIDs (HS…)", simSids)
+    .option(
+      "--from <time>",
+      "from this UTC date/time (inclusive), e.g. 2026-11-01",
+      timeOption("--from"),
+    )
+    .option("--to <time>", "to this UTC date/time (exclusive)", timeOption("--to"))
+    .addOption(
+      new Option("--by <granularity>", "per hour, day, UTC month or in total")
+        .choices(["hour", "day", "month", "total"])
+        .default("day"),
+    )
     .option("--unmapped", "only SIMs with usage that no customer assignment covers")
     .option("--json", "print JSON")
     .action(
       (o: {
         sim?: string[];
-        from?: string;
-        to?: string;
-        by: string;
+        from?: number;
+        to?: number;
+        by: Granularity;
         json?: boolean;
         unmapped?: boolean;
       }) => {
-        if (o.unmapped) {
-          const { db } = cliContext({}, "warn");
-          printJsonOrTable(
-            Boolean(o.json),
-            unmappedUsage(db),
-            "every SIM with usage is mapped to a customer",
-          );
-          return;
+        const { db } = cliContext({ db: "read" }, "warn");
+        try {
+          if (o.unmapped) {
+            printJsonOrTable(
+              Boolean(o.json),
+              unmappedUsage(db),
+              "every SIM with usage is mapped to a customer",
+            );
+            return;
+          }
+          const rows = queryUsage(db, {
+            granularity: o.by,
+            ...(o.sim ? { sims: o.sim } : {}),
+            ...(o.from !== undefined ? { from: o.from } : {}),
+            ...(o.to !== undefined ? { to: o.to } : {}),
+          });
+          printJsonOrTable(Boolean(o.json), rows, "no usage recorded for this selection");
+        } finally {
+          db.$client.close();
         }
-        if (!["hour", "day", "month", "total"].includes(o.by)) {
-          throw new Error("--by must be hour, day, month or total");
-        }
-        const { db } = cliContext({}, "warn");
-        const rows = queryUsage(db, {
-          granularity: o.by as Granularity,
-          ...(o.sim ? { sims: o.sim } : {}),
-          ...(o.from ? { from: parseTime(o.from, "--from") } : {}),
-          ...(o.to ? { to: parseTime(o.to, "--to") } : {}),
-        });
-        printJsonOrTable(Boolean(o.json), rows, "no usage recorded for this selection");
       },
     );
 
@@ -83,8 +92,12 @@ export function registerReadCommands(program: Command): void {
     )
     .option("--json", "print JSON")
     .action((o: { json?: boolean }) => {
-      const { db } = cliContext({}, "warn");
-      printJsonOrTable(Boolean(o.json), listAnomalies(db), "no anomalies");
+      const { db } = cliContext({ db: "read" }, "warn");
+      try {
+        printJsonOrTable(Boolean(o.json), listAnomalies(db), "no anomalies");
+      } finally {
+        db.$client.close();
+      }
     });
 
   program
@@ -94,28 +107,28 @@ export function registerReadCommands(program: Command): void {
     )
     .option("--json", "print JSON")
     .action((o: { json?: boolean }) => {
-      const { db } = cliContext({}, "warn");
-      const rows = listEventCounts(db).map((r) => ({
-        ...r,
-        day: new Date(r.day).toISOString().slice(0, 10),
-      }));
-      printJsonOrTable(Boolean(o.json), rows, "no non-billing events in the last 7 days");
+      const { db } = cliContext({ db: "read" }, "warn");
+      try {
+        const rows = listEventCounts(db).map((r) => ({
+          ...r,
+          day: new Date(r.day).toISOString().slice(0, 10),
+        }));
+        printJsonOrTable(Boolean(o.json), rows, "no non-billing events in the last 7 days");
+      } finally {
+        db.$client.close();
+      }
     });
+}
+
+/** Repeatable Super SIM SIDs: a mistyped one would only find "no usage". */
+function simSids(value: string, previous: string[] | undefined): string[] {
+  if (!/^HS[0-9a-fA-F]{32}$/.test(value))
+    throw new InvalidArgumentError("is not a Super SIM SID (HS + 32 hex digits)");
+  return [...(previous ?? []), value];
 }
 
 // ---------------------------------------------------------------------------------------------
 // simmeter quarantine [list] | quarantine requeue | jobs failed | jobs retry
-
-/** commander argParser: a positive integer, refused with a message naming the value otherwise. */
-function positiveInt(value: string): number {
-  if (!/^\d+$/.test(value.trim()) || Number(value) < 1 || !Number.isSafeInteger(Number(value)))
-    throw new InvalidArgumentError("must be a positive integer");
-  return Number(value);
-}
-
-function positiveInts(value: string, previous: number[] | undefined): number[] {
-  return [...(previous ?? []), positiveInt(value)];
-}
 
 const iso = (ms: number | null | undefined) =>
   ms === null || ms === undefined ? "" : new Date(ms).toISOString();
@@ -196,11 +209,11 @@ function registerQuarantineCommands(program: Command): void {
     )
     .option("--limit <n>", "rows to show", positiveInt, 50)
     .option("--reason <text>", "only rows whose reason contains TEXT (case-insensitive)")
-    .option("--since <time>", "only rows received at or after this UTC time")
+    .option("--since <time>", "only rows received at or after this UTC time", timeOption("--since"))
     .option("--json", "print JSON (includes the raw event)")
-    .action((o: { limit: number; reason?: string; since?: string; json?: boolean }) => {
-      const since = o.since === undefined ? undefined : parseUtcTime(o.since, "--since");
-      const { db } = cliContext({}, "warn");
+    .action((o: { limit: number; reason?: string; since?: number; json?: boolean }) => {
+      const since = o.since;
+      const { db } = cliContext({ db: "read" }, "warn");
       try {
         const rows = listQuarantineRows(db, {
           limit: o.limit,
@@ -244,7 +257,7 @@ function registerQuarantineCommands(program: Command): void {
     )
     .option("--id <n...>", "these quarantine row ids", positiveInts)
     .option("--reason <text>", "rows whose reason contains TEXT (case-insensitive)")
-    .option("--since <time>", "rows received at or after this UTC time")
+    .option("--since <time>", "rows received at or after this UTC time", timeOption("--since"))
     .option("--dry-run", "show what would be requeued; change nothing")
     .option("--no-wait", "do not wait for the worker to process them")
     .option("--timeout <seconds>", "how long to wait for the worker", positiveInt, 120)
@@ -253,14 +266,14 @@ function registerQuarantineCommands(program: Command): void {
       async (o: {
         id?: number[];
         reason?: string;
-        since?: string;
+        since?: number;
         dryRun?: boolean;
         wait: boolean;
         timeout: number;
         json?: boolean;
       }) => {
-        const since = o.since === undefined ? undefined : parseUtcTime(o.since, "--since");
-        const { config, logger, db } = cliContext({}, "warn");
+        const since = o.since;
+        const { config, logger, db } = cliContext({ db: o.dryRun ? "read" : "write" }, "warn");
         try {
           await requeueCommand(db, config, logger, {
             ...o,
@@ -506,8 +519,7 @@ function registerJobsCommands(program: Command): void {
     .option("--limit <n>", "jobs to show", positiveInt, 100)
     .option("--json", "print JSON")
     .action(async (o: { limit: number; json?: boolean }) => {
-      const { config, logger, db } = cliContext({}, "warn");
-      db.$client.close();
+      const { config, logger } = cliConfig({}, "warn");
       const c = await connect(config, logger);
       try {
         const { total, jobs: list } = await listFailedJobs(c.queue, o.limit);
@@ -554,8 +566,7 @@ function registerJobsCommands(program: Command): void {
         timeout: number;
         json?: boolean;
       }) => {
-        const { config, logger, db } = cliContext({}, "warn");
-        db.$client.close();
+        const { config, logger } = cliConfig({}, "warn");
         const c = await connect(config, logger);
         let waiter: JobWaiter | null = null;
         const out = (text: string) => {

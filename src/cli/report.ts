@@ -1,15 +1,20 @@
+import { resolve } from "node:path";
+import { Queue } from "bullmq";
 import { type Command, InvalidArgumentError } from "commander";
+import type { Redis } from "ioredis";
 import type Stripe from "stripe";
 import { HOUR_MS, hourStart } from "../accounting/buckets.ts";
 import type { PeriodChoice } from "../billing/parity.ts";
 import type { CustomerBilling } from "../billing/periods.ts";
 import { refreshBilling } from "../billing/subscriptions.ts";
-import type { Config } from "../config.ts";
-import { assignmentCustomers } from "../customers/customers.ts";
-import type { Db } from "../db/client.ts";
+import { type Config, isLoopback } from "../config.ts";
+import { assignmentCustomers, unmappedUsage } from "../customers/customers.ts";
+import { type Db, migrationStatus, openDb } from "../db/client.ts";
 import { ENDED_ONLY_NEEDS_CUMULATIVE } from "../ingest/ingest.ts";
 import { createLogger } from "../lib/logger.ts";
-import { checkEvictionPolicy, createRedis, waitReady } from "../lib/redis.ts";
+import { createRedis, waitReady } from "../lib/redis.ts";
+import { VERSION } from "../lib/version.ts";
+import { WEBHOOK_PATH } from "../receive/app.ts";
 import { clockSkewCheck, stripeClockSkew } from "../reporting/clock.ts";
 import {
   failedReports,
@@ -26,12 +31,19 @@ import {
   stripeDifferences,
 } from "../reporting/reconcile.ts";
 import { LEASE_TTL_MS, runReport } from "../reporting/reporter.ts";
+import { REPORT_QUEUE } from "../reporting/schedule.ts";
 import { createStripe } from "../reporting/stripe.ts";
 import { ensureMeter, findMeter, meterProblems } from "../reporting/stripe-setup.ts";
 import { reporterSettings } from "../runtime/worker.ts";
-import { parseTime } from "../usage/query.ts";
 import { type Format, parseFormat, parsePeriod, reconcilePeriod } from "./billing.ts";
-import { cliContext, printJsonOrTable, table } from "./context.ts";
+import {
+  cliConfig,
+  cliContext,
+  printJsonOrTable,
+  table,
+  timeOption,
+  UsageError,
+} from "./context.ts";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -82,7 +94,7 @@ export function registerReportCommands(program: Command): void {
     .action(
       async (o: { dryRun?: boolean; status?: boolean; retryFailed?: boolean; json?: boolean }) => {
         if (o.status) {
-          const { db, config } = cliContext({}, "warn");
+          const { db, config } = cliContext({ db: "read" }, "warn");
           const failed = failedReports(db).map((r) => ({
             identifier: r.identifier,
             customer: r.customerId,
@@ -136,10 +148,11 @@ export function registerReportCommands(program: Command): void {
               );
           }
           if (failed.length > 0 || held.length > 0) process.exitCode = 1;
+          db.$client.close();
           return;
         }
         if (o.dryRun) {
-          const { db, config } = cliContext({}, "warn");
+          const { db, config } = cliContext({ db: "read" }, "warn");
           const billing = await lookUpWithoutStoring(config, db);
           const plan = planReports({
             ...(billing ? { billing } : {}),
@@ -170,9 +183,10 @@ export function registerReportCommands(program: Command): void {
             process.stderr.write(
               `${heldBytes} bytes would be held: no invoice would carry them (simmeter report --status)\n`,
             );
+          db.$client.close();
           return;
         }
-        const { config, db } = cliContext({ stripe: true }, "warn");
+        const { config, db } = cliContext({ stripe: true, db: "write" }, "warn");
         const logger = createLogger("warn");
         const redis = createRedis(config.REDIS_URL, "worker", logger);
         try {
@@ -219,7 +233,7 @@ export function registerReportCommands(program: Command): void {
     )
     .option("--reactivate", "reactivate the meter if it was deactivated")
     .action(async (o: { reactivate?: boolean }) => {
-      const { config } = cliContext({ stripe: true }, "warn");
+      const { config } = cliConfig({ stripe: true }, "warn");
       const r = await ensureMeter(createStripe(config), config.STRIPE_METER_EVENT_NAME, o);
       process.stdout.write(`meter ${r.meter.id} (${r.meter.event_name}): ${r.action}\n`);
       for (const p of r.problems) process.stderr.write(`problem: ${p}\n`);
@@ -229,58 +243,58 @@ export function registerReportCommands(program: Command): void {
   program
     .command("doctor")
     .description(
-      "check Redis, the database, the Stripe key, the meter, and that mapped customers exist in Stripe",
+      "check the database, Redis, the webhook settings, quarantine, unmapped usage, reporting, the Stripe key, clock, meter, customers and subscriptions; exits 1 when a check fails",
     )
-    .action(async () => {
-      const { config, db } = cliContext({}, "warn");
-      const logger = createLogger("silent");
-      const checks: { check: string; result: string; detail: string }[] = [];
-      const add = (check: string, result: "ok" | "warn" | "fail", detail = "") =>
-        checks.push({ check, result, detail });
-      const redis = createRedis(config.REDIS_URL, "producer", logger);
-      try {
-        await waitReady(redis, 3000);
-        const policy = await checkEvictionPolicy(redis, logger);
-        add(
-          "redis",
-          policy === "noeviction" ? "ok" : "warn",
-          policy === "noeviction"
-            ? config.REDIS_URL
-            : `maxmemory-policy is ${policy}: set noeviction`,
-        );
-      } catch (err) {
-        add("redis", "fail", `${(err as Error).message} (REDIS_URL=${config.REDIS_URL})`);
-      } finally {
-        redis.disconnect();
-      }
-      add("database", "ok", config.DATABASE_PATH);
-      if (config.BILLING_MODE === "ended-only") {
-        const refused = endedOnlyRefusals(db);
-        add(
-          "billing mode",
-          refused ? "fail" : "ok",
-          refused
-            ? `ended-only: ${refused} data-session.ended event(s) without data_session_data_total refused (schema v1): their sessions are not billed; pin schema version 2 on the Event Streams subscription or use BILLING_MODE=realtime, then simmeter quarantine requeue --reason ended-only`
-            : "ended-only: every ended event carried cumulative totals",
-        );
-      }
-      const failed = failedReports(db).length;
-      add(
-        "outbox",
-        failed ? "warn" : "ok",
-        failed
-          ? `${failed} stopped row(s): simmeter report --status`
-          : `${pendingReports(db).length} pending`,
+    .option("--json", 'print only JSON: { "ok": …, "checks": [{ "name", "status", "detail", … }] }')
+    .option("--strict", "count warnings as failures")
+    .action(async (o: { json?: boolean; strict?: boolean }) => {
+      const { config } = cliConfig({}, "warn");
+      const checks = await runDoctor(config);
+      const strict = Boolean(o.strict);
+      const shown = checks.map((c) =>
+        strict && c.status === "warn" ? { ...c, status: "fail" as const } : c,
       );
-      if (!config.STRIPE_SECRET_KEY) {
-        add("stripe key", "fail", "STRIPE_SECRET_KEY is not set");
-      } else {
-        const stripe = createStripe(config);
-        await doctorStripe(stripe, config, db, add);
+      const ok = !shown.some((c) => c.status === "fail");
+      if (!ok) process.exitCode = 1;
+      if (o.json) {
+        process.stdout.write(
+          `${JSON.stringify(
+            {
+              ok,
+              strict,
+              version: VERSION,
+              checked_at: new Date().toISOString(),
+              checks: shown.map(({ name, status, detail, extra }) => ({
+                name,
+                status,
+                detail,
+                ...extra,
+              })),
+            },
+            null,
+            2,
+          )}\n`,
+        );
+        return;
       }
-      db.$client.close();
-      process.stdout.write(`${table(checks)}\n`);
-      if (checks.some((c) => c.result === "fail")) process.exitCode = 1;
+      process.stdout.write(
+        `${table(shown.map((c) => ({ check: c.name, result: c.status, detail: c.detail })))}\n`,
+      );
+      const n = (s: CheckStatus) => checks.filter((c) => c.status === s).length;
+      const fails = n("fail");
+      const warns = n("warn");
+      process.stdout.write(
+        `\n${
+          fails + warns === 0
+            ? `all ${checks.length} checks ok`
+            : [
+                fails ? `${fails} failed` : "",
+                warns ? `${warns} ${warns === 1 ? "warning" : "warnings"}` : "",
+              ]
+                .filter(Boolean)
+                .join(", ")
+        }${strict && warns ? " (--strict: warnings fail)" : ""}\n`,
+      );
     });
 
   program
@@ -288,8 +302,12 @@ export function registerReportCommands(program: Command): void {
     .description(
       "per customer: counted vs reported vs Stripe's meter summaries; exits 1 on any drift",
     )
-    .option("--from <time>", "UTC start (default: 35 days ago)")
-    .option("--to <time>", "UTC end, exclusive (default: the end of the current hour)")
+    .option("--from <time>", "UTC start (default: 35 days ago)", timeOption("--from"))
+    .option(
+      "--to <time>",
+      "UTC end, exclusive (default: the end of the current hour)",
+      timeOption("--to"),
+    )
     .option(
       "--repair",
       "record each settled hour where Stripe holds another amount than the rows marked sent, then send the correcting difference under a new identifier",
@@ -313,20 +331,23 @@ export function registerReportCommands(program: Command): void {
     .option("--json", "print JSON")
     .action(
       async (o: {
-        from?: string;
-        to?: string;
+        from?: number;
+        to?: number;
         json?: boolean;
         repair?: boolean;
         settleMinutes: number;
         period?: PeriodChoice;
         format?: Format;
       }) => {
-        const { config, db } = cliContext({ stripe: true }, "warn");
+        if (o.period !== undefined && (o.repair || o.from !== undefined || o.to !== undefined))
+          throw new UsageError("--period cannot be combined with --from, --to or --repair");
+        if (o.format !== undefined && o.period === undefined)
+          throw new UsageError("--format goes with --period (use --json otherwise)");
+        const { config, db } = cliContext(
+          { stripe: true, db: o.repair ? "write" : "read" },
+          "warn",
+        );
         if (o.period !== undefined) {
-          if (o.repair || o.from || o.to)
-            throw new InvalidArgumentError(
-              "--period cannot be combined with --from, --to or --repair",
-            );
           try {
             await reconcilePeriod(config, db, o.period, o.format ?? (o.json ? "json" : "text"));
           } finally {
@@ -335,10 +356,8 @@ export function registerReportCommands(program: Command): void {
           return;
         }
         const now = Date.now();
-        const from = hourStart(
-          o.from ? parseTime(o.from, "--from") : now - STRIPE_BACKDATE_MS + HOUR_MS,
-        );
-        const to = hourStart(o.to ? parseTime(o.to, "--to") + HOUR_MS - 1 : now + HOUR_MS);
+        const from = hourStart(o.from ?? now - STRIPE_BACKDATE_MS + HOUR_MS);
+        const to = hourStart(o.to !== undefined ? o.to + HOUR_MS - 1 : now + HOUR_MS);
         const stripe = createStripe(config);
         const meter = await findMeter(stripe, config.STRIPE_METER_EVENT_NAME);
         if (!meter)
@@ -439,7 +458,371 @@ function endedOnlyRefusals(db: Db): number {
   ).n;
 }
 
-type Add = (check: string, result: "ok" | "warn" | "fail", detail?: string) => void;
+type CheckStatus = "ok" | "warn" | "fail";
+type Check = { name: string; status: CheckStatus; detail: string; extra: Record<string, unknown> };
+type Add = (
+  check: string,
+  result: CheckStatus,
+  detail?: string,
+  extra?: Record<string, unknown>,
+) => void;
+
+/** REDIS_URL without its password, for output. */
+function shownUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = "***";
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
+const ago = (ms: number) => {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 120) return `${s} s`;
+  if (s < 7200) return `${Math.round(s / 60)} min`;
+  if (s < 172_800) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86_400)} days`;
+};
+
+/**
+ * Every doctor check, in the order printed. Each reports for itself (one failure names its own
+ * cause and the others still run); the database is opened read-only and never created.
+ */
+async function runDoctor(config: Config): Promise<Check[]> {
+  const checks: Check[] = [];
+  const add: Add = (name, status, detail = "", extra = {}) =>
+    checks.push({ name, status, detail, extra });
+
+  const db = doctorDatabase(config, add);
+  const redis = await doctorRedis(config, add);
+  try {
+    if (db) doctorLedger(config, db, add);
+    if (db && config.STRIPE_SECRET_KEY) await doctorReporting(config, db, redis, add);
+    doctorWebhook(config, add);
+    if (!config.STRIPE_SECRET_KEY) {
+      add(
+        "stripe key",
+        "warn",
+        "STRIPE_SECRET_KEY is not set: reporting is disabled (usage is counted, not sent to Stripe)",
+      );
+    } else {
+      await doctorStripe(createStripe(config), config, db, add);
+    }
+  } finally {
+    redis?.disconnect();
+    db?.$client.close();
+  }
+  return checks;
+}
+
+/** Present (never created) and migrated at least as far as this version expects. */
+function doctorDatabase(config: Config, add: Add): Db | null {
+  const path = resolve(config.DATABASE_PATH);
+  let db: Db;
+  try {
+    db = openDb(config.DATABASE_PATH, { mode: "read" });
+  } catch (err) {
+    add("database", "fail", (err as Error).message, { path });
+    return null;
+  }
+  const m = migrationStatus(db.$client);
+  const extra = {
+    path,
+    migrations_applied: m.applied,
+    migrations_expected: m.expected,
+  };
+  if (m.unknown > 0)
+    add(
+      "database",
+      "warn",
+      `${path}: migrated by a newer simmeter (${m.unknown} migration(s) this version does not know): upgrade this one`,
+      extra,
+    );
+  else if (m.changed.length > 0)
+    add(
+      "database",
+      "warn",
+      `${path}: migration file(s) ${m.changed.join(", ")} changed after they were applied`,
+      extra,
+    );
+  else add("database", "ok", `${path} (${m.applied} of ${m.expected} migrations)`, extra);
+  return db;
+}
+
+/** Reachable; maxmemory-policy noeviction (BullMQ loses jobs otherwise); AOF on. */
+async function doctorRedis(config: Config, add: Add): Promise<Redis | null> {
+  const logger = createLogger("silent");
+  const url = shownUrl(config.REDIS_URL);
+  const redis = createRedis(config.REDIS_URL, "producer", logger);
+  try {
+    await waitReady(redis, 3000);
+  } catch (err) {
+    redis.disconnect();
+    add("redis", "fail", `${(err as Error).message} (REDIS_URL=${url})`, { url });
+    return null;
+  }
+  add("redis", "ok", url, { url });
+  const get = async (key: string): Promise<string | null> => {
+    try {
+      return ((await redis.config("GET", key)) as string[])[1] ?? null;
+    } catch {
+      return null;
+    }
+  };
+  const policy = await get("maxmemory-policy");
+  if (policy === null)
+    add(
+      "redis eviction",
+      "warn",
+      "could not read maxmemory-policy (CONFIG GET refused?): it must be noeviction",
+    );
+  else
+    add(
+      "redis eviction",
+      policy === "noeviction" ? "ok" : "fail",
+      policy === "noeviction"
+        ? "maxmemory-policy noeviction"
+        : `maxmemory-policy is ${policy}: Redis may evict queued deliveries before they are counted; set maxmemory-policy noeviction`,
+      { policy },
+    );
+  const aof = await get("appendonly");
+  const fsync = await get("appendfsync");
+  if (aof === null)
+    add(
+      "redis persistence",
+      "warn",
+      "could not read appendonly (CONFIG GET refused?): run Redis with appendonly yes, appendfsync everysec",
+    );
+  else
+    add(
+      "redis persistence",
+      aof === "yes" ? "ok" : "warn",
+      aof === "yes"
+        ? `appendonly yes, appendfsync ${fsync ?? "?"}`
+        : "appendonly no: a Redis restart loses deliveries acknowledged but not yet counted; set appendonly yes, appendfsync everysec",
+      { appendonly: aof === "yes", appendfsync: fsync },
+    );
+  return redis;
+}
+
+/** What the ledger holds that nobody bills: quarantined events, unmapped usage, stopped rows. */
+function doctorLedger(config: Config, db: Db, add: Add): void {
+  if (config.BILLING_MODE === "ended-only") {
+    const refused = endedOnlyRefusals(db);
+    add(
+      "billing mode",
+      refused ? "fail" : "ok",
+      refused
+        ? `ended-only: ${refused} data-session.ended event(s) without data_session_data_total refused (schema v1): their sessions are not billed; pin schema version 2 on the Event Streams subscription or use BILLING_MODE=realtime, then simmeter quarantine requeue --reason ended-only`
+        : "ended-only: every ended event carried cumulative totals",
+      { refused },
+    );
+  }
+  const q = openQuarantine(db);
+  add(
+    "quarantine",
+    q.events > 0 ? "warn" : "ok",
+    q.events > 0
+      ? `${q.events} quarantined event(s) not counted since, the newest received ${iso(q.newest as number)}: run simmeter quarantine (then simmeter quarantine requeue once the cause is fixed)`
+      : "no event waits in quarantine",
+    {
+      events: q.events,
+      newest_received_at: q.newest === null ? null : iso(q.newest),
+    },
+  );
+  const unmapped = unmappedUsage(db);
+  const bytes = unmapped.reduce((n, u) => n + u.bytes, 0);
+  add(
+    "unmapped usage",
+    unmapped.length > 0 ? "warn" : "ok",
+    unmapped.length > 0
+      ? `${bytes} bytes of ${unmapped.length} SIM(s) no customer assignment covers, not billed: simmeter usage --unmapped`
+      : "every SIM with usage is mapped to a customer",
+    { bytes, sims: unmapped.length },
+  );
+  const failed = failedReports(db).length;
+  const pending = pendingReports(db).length;
+  add(
+    "outbox",
+    failed ? "warn" : "ok",
+    failed ? `${failed} stopped row(s): simmeter report --status` : `${pending} pending`,
+    { stopped: failed, pending },
+  );
+}
+
+/**
+ * Quarantined events not counted since (by any delivery, a requeue for one). An event quarantined
+ * again after a requeue is one event; a body that was not JSON counts once, by its latest row.
+ */
+function openQuarantine(db: Db): { events: number; newest: number | null } {
+  const r = db.$client
+    .prepare(
+      `select count(distinct q.event_sid) as sids,
+              max(q.received_at) as newest
+         from quarantine q
+        where q.event_sid is not null
+          and not exists (select 1 from seen_events s where s.event_sid = q.event_sid)`,
+    )
+    .get() as { sids: number; newest: number | null };
+  const bodies = db.$client
+    .prepare(
+      `select count(*) as n, max(received_at) as newest from quarantine
+        where event_sid is null and requeues = 0`,
+    )
+    .get() as { n: number; newest: number | null };
+  const newest = Math.max(r.newest ?? -1, bodies.newest ?? -1);
+  return { events: r.sids + bodies.n, newest: newest < 0 ? null : newest };
+}
+
+/**
+ * When the reporter last succeeded: its newest completed scheduled run (Redis keeps the last 100)
+ * or the newest row sent to Stripe (a manual `simmeter report` too), whichever is later. Warns
+ * beyond 2 × REPORT_INTERVAL_SECONDS, or when there is usage to report and no run on record.
+ */
+async function doctorReporting(
+  config: Config,
+  db: Db,
+  redis: Redis | null,
+  add: Add,
+): Promise<void> {
+  const now = Date.now();
+  const limitMs = 2 * config.REPORT_INTERVAL_SECONDS * 1000;
+  let lastRun: number | null = null;
+  let schedules: number | null = null;
+  if (redis) {
+    const queue = new Queue(REPORT_QUEUE, { connection: redis, prefix: config.REDIS_PREFIX });
+    try {
+      lastRun = (await queue.getCompleted(0, 0))[0]?.finishedOn ?? null;
+      schedules = await queue.getJobSchedulersCount();
+    } catch {
+      // Reported by the redis checks.
+    } finally {
+      await queue.close().catch(() => {});
+    }
+  }
+  const sent = db.$client
+    .prepare("select max(sent_at) as t from meter_reports where state = 'sent' and kind = 'usage'")
+    .get() as { t: number | null };
+  const lastSent = sent.t;
+  const last = Math.max(lastRun ?? -1, lastSent ?? -1);
+  const work = db.$client
+    .prepare(
+      "select (select count(*) from meter_reports where state = 'pending') + (select count(*) from report_dirty_hours) as n",
+    )
+    .get() as { n: number };
+  const extra = {
+    last_run_at: lastRun === null ? null : iso(lastRun),
+    last_sent_at: lastSent === null ? null : iso(lastSent),
+    interval_seconds: config.REPORT_INTERVAL_SECONDS,
+    schedule_in_redis: schedules === null ? null : schedules > 0,
+  };
+  const noSchedule =
+    schedules === 0
+      ? "; no report schedule in Redis: no worker with STRIPE_SECRET_KEY has run since Redis was emptied (simmeter start or simmeter work creates it)"
+      : "";
+  if (last < 0) {
+    add(
+      "reporting",
+      work.n > 0 || noSchedule ? "warn" : "ok",
+      work.n > 0
+        ? `no successful report run on record, and usage waits to be reported: is simmeter start (or simmeter work) running with STRIPE_SECRET_KEY?${noSchedule}`
+        : `nothing reported yet${noSchedule}`,
+      extra,
+    );
+    return;
+  }
+  const late = now - last > limitMs;
+  add(
+    "reporting",
+    late || noSchedule ? "warn" : "ok",
+    `last successful report ${ago(now - last)} ago (${iso(last)})${
+      late
+        ? `, longer than 2 × REPORT_INTERVAL_SECONDS (${limitMs / 1000} s): is the worker running? see its log and simmeter report --status`
+        : ""
+    }${noSchedule}`,
+    { ...extra, age_seconds: Math.round((now - last) / 1000) },
+  );
+}
+
+/** How deliveries will be authenticated, as the receiver (simmeter start / serve) will see it. */
+function doctorWebhook(config: Config, add: Add): void {
+  const secrets = [
+    ...(config.TWILIO_AUTH_TOKEN ? ["TWILIO_AUTH_TOKEN"] : []),
+    ...(config.KORE_WEBHOOK_SECRET ? ["KORE_WEBHOOK_SECRET"] : []),
+  ];
+  const extra = {
+    twilio: Boolean(config.TWILIO_AUTH_TOKEN),
+    kore: Boolean(config.KORE_WEBHOOK_SECRET),
+    basic_auth: Boolean(config.BASIC_AUTH),
+    allow_unsigned: config.ALLOW_UNSIGNED,
+    public_url: config.PUBLIC_URL ?? null,
+  };
+  const fails: string[] = [];
+  const warns: string[] = [];
+  const notes: string[] = [];
+  if (secrets.length > 0 && !config.PUBLIC_URL)
+    fails.push(
+      `${secrets.join(" and ")} set without PUBLIC_URL: signatures cover the URL, so simmeter start/serve refuse to start; set PUBLIC_URL to the sink URL exactly as configured`,
+    );
+  if (secrets.length === 0 && !config.ALLOW_UNSIGNED)
+    warns.push(
+      "no TWILIO_AUTH_TOKEN or KORE_WEBHOOK_SECRET: simmeter start/serve refuse to start (fine on a host that only runs simmeter work)",
+    );
+  if (config.ALLOW_UNSIGNED)
+    warns.push(
+      "ALLOW_UNSIGNED=true: unsigned deliveries are accepted and billed; for development only",
+    );
+  let url: URL | null = null;
+  try {
+    url = config.PUBLIC_URL ? new URL(config.PUBLIC_URL) : null;
+  } catch {
+    url = null;
+  }
+  if (url && secrets.length > 0) {
+    if (url.protocol === "http:" && !isLoopback(url.hostname))
+      warns.push(
+        `PUBLIC_URL is http://: deliveries${config.BASIC_AUTH ? " and their Basic credentials" : ""} cross the network unencrypted`,
+      );
+    if (url.pathname !== WEBHOOK_PATH)
+      notes.push(
+        `the receiver listens on ${WEBHOOK_PATH}: a proxy must forward ${url.pathname} there`,
+      );
+  }
+  if (url?.username && !config.BASIC_AUTH)
+    warns.push(
+      "PUBLIC_URL holds user:password@ but BASIC_AUTH is not set: the credentials are not checked",
+    );
+  if (
+    url?.username &&
+    config.BASIC_AUTH &&
+    (decodeURIComponent(url.username) !== config.BASIC_AUTH.user ||
+      decodeURIComponent(url.password) !== config.BASIC_AUTH.password)
+  )
+    fails.push(
+      "PUBLIC_URL's user:password@ differs from BASIC_AUTH: every delivery sent to that URL would be refused with 401",
+    );
+  const summary = [
+    secrets.length > 0
+      ? `signed by ${secrets.join(" and ")} for ${url ? `${url.origin}${url.pathname}` : "(no PUBLIC_URL)"}`
+      : config.ALLOW_UNSIGNED
+        ? "unsigned deliveries accepted"
+        : "",
+    config.BASIC_AUTH ? "Basic auth required" : "",
+  ]
+    .filter(Boolean)
+    .join("; ");
+  const status: CheckStatus = fails.length ? "fail" : warns.length ? "warn" : "ok";
+  add(
+    "webhook",
+    status,
+    [...fails, ...warns, ...(status === "ok" ? [summary] : []), ...notes]
+      .filter(Boolean)
+      .join("; "),
+    extra,
+  );
+}
 
 /** The Stripe half of doctor: each check reports for itself, so one failure names its own cause. */
 async function doctorStripe(
@@ -453,7 +836,7 @@ async function doctorStripe(
     | "REPORT_INTERVAL_SECONDS"
     | "STRIPE_TIMEOUT_MS"
   >,
-  db: Db,
+  db: Db | null,
   add: Add,
 ): Promise<void> {
   try {
@@ -491,6 +874,8 @@ async function doctorStripe(
   } catch (err) {
     add("meter", "fail", `could not list meters: ${(err as Error).message}`);
   }
+  // Customers and subscriptions are those the ledger maps: nothing to check without it.
+  if (!db) return;
   const unknown: string[] = [];
   const unchecked: string[] = [];
   for (const id of assignmentCustomers(db)) {
@@ -523,11 +908,13 @@ async function doctorSubscriptions(
 ): Promise<void> {
   let billing: Map<string, CustomerBilling>;
   try {
+    // Looked up, not stored: doctor opens the database read-only.
     billing = await refreshBilling({
       db,
       stripe,
       eventName: config.STRIPE_METER_EVENT_NAME,
       now: Date.now(),
+      dryRun: true,
     });
   } catch (err) {
     add("subscriptions", "fail", `could not look them up: ${(err as Error).message}`);

@@ -40,18 +40,19 @@ type SimulateFlags = {
 };
 
 const int = (name: string, min: number) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min)
+  // Digits only: Number() would also take "1e3", "0x10", "" and " ".
+  const n = /^-?\d+$/.test(v.trim()) ? Number(v) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min)
     throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
   return n;
 };
 const positive = (name: string) => (v: string) => {
-  const n = Number(v);
+  const n = /^\d+(\.\d+)?$/.test(v.trim()) ? Number(v) : Number.NaN;
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a number > 0`);
   return n;
 };
 const rate = (name: string) => (v: string) => {
-  const n = Number(v);
+  const n = /^\d+(\.\d+)?$/.test(v.trim()) ? Number(v) : Number.NaN;
   if (!(n >= 0 && n <= 1)) throw new InvalidArgumentError(`${name} must be between 0 and 1`);
   return n;
 };

@@ -94,11 +94,19 @@ export function assignCustomer({
   );
 }
 
+export type ImportError = { line: number; message: string };
+
 export type ImportResult = {
+  /** assignments added (0 when the import was refused) */
   imported: number;
-  errors: { line: number; message: string }[];
+  /** rows identical to an assignment already in effect (same target, customer and hour): skipped */
+  unchanged: number;
+  /** every problem found, each bad row with its line number (0: the file as a whole) */
+  errors: ImportError[];
   /** usage the import moves (or, refused without rebill, would move) to another customer */
   moves: Move[];
+  /** the effective hours of the added assignments, earliest first, distinct */
+  effectiveFrom: number[];
 };
 
 const TARGET_COLUMNS: Record<string, TargetType> = {
@@ -107,9 +115,29 @@ const TARGET_COLUMNS: Record<string, TargetType> = {
   fleet_sid: "fleet",
 };
 
+type ParsedRecord = { record: string[]; info: { lines: number }; raw: string };
+
+/** csv-parse reports the line a record ends on; operators need the line it starts on. */
+function startLine(endLine: number, raw: string | undefined): number {
+  if (raw === undefined) return endLine;
+  return (
+    endLine -
+    (raw
+      .replace(/^[\r\n]+/, "")
+      .replace(/\r?\n$/, "")
+      .match(/\n/g)?.length ?? 0)
+  );
+}
+
 /**
  * Imports a CSV with a header of one of sim_sid, sim_iccid, fleet_sid, plus stripe_customer_id and
- * optionally effective_from. All rows or none: any bad row aborts the import with its line number.
+ * optionally effective_from (blank: now). All rows or none: every bad row is reported with its
+ * line number, in one pass, and then nothing is imported.
+ *
+ * Idempotent: a row that the assignments already say is skipped as unchanged, so importing the
+ * same file twice adds nothing. That is a row whose target's own assignment in effect at the row's
+ * effective hour names the same customer, with nothing in between that the row would override
+ * (an assignment of the SIM's ICCID, or of the ICCID's SIM, taking effect since).
  */
 export function importCustomersCsv({
   db,
@@ -122,57 +150,71 @@ export function importCustomersCsv({
   now: number;
   rebill?: boolean;
 }): ImportResult {
-  let parsed: { record: string[]; info: { lines: number }; raw: string }[];
+  const refused = (errors: ImportError[], moves: Move[] = []): ImportResult => ({
+    imported: 0,
+    unchanged: 0,
+    errors,
+    moves,
+    effectiveFrom: [],
+  });
+  const errors: ImportError[] = [];
+  let parsed: ParsedRecord[];
+  let quoteError = false;
   try {
     parsed = parse(csv, {
       skip_empty_lines: true,
       trim: true,
       bom: true, // spreadsheet "CSV UTF-8" exports start with a byte order mark
-      relax_column_count: false,
+      // Field counts are checked below, row by row, so every short or long row is reported.
+      relax_column_count: true,
       info: true,
       raw: true,
-    }) as unknown as typeof parsed;
+      // A broken quote: reported, and parsing goes on where it can.
+      skip_records_with_error: true,
+      on_skip: (err: { message: string; lines?: number } | undefined, chunk?: string) => {
+        if (!err || quoteError) return;
+        // After a broken quote the rest of the file cannot be split into records reliably.
+        quoteError = true;
+        errors.push({
+          line: startLine(err.lines ?? 0, chunk),
+          message: `${err.message} (lines after it could not be read as CSV)`,
+        });
+      },
+    }) as unknown as ParsedRecord[];
   } catch (err) {
-    return {
-      imported: 0,
-      errors: [{ line: (err as { lines?: number }).lines ?? 0, message: (err as Error).message }],
-      moves: [],
-    };
+    return refused([
+      { line: (err as { lines?: number }).lines ?? 0, message: (err as Error).message },
+    ]);
   }
-  // csv-parse reports the line a record ends on; operators need the line it starts on.
-  const startLine = (p: (typeof parsed)[number]) =>
-    p.info.lines -
-    (p.raw
-      .replace(/^[\r\n]+/, "")
-      .replace(/\r?\n$/, "")
-      .match(/\n/g)?.length ?? 0);
-  const records = parsed.map((p) => p.record);
-  const header = (records[0] ?? []).map((h) => h.toLowerCase());
+  const lineOf = (p: ParsedRecord) => startLine(p.info.lines, p.raw);
+  const header = (parsed[0]?.record ?? []).map((h) => h.toLowerCase());
   const targets = header.filter((h) => h in TARGET_COLUMNS);
-  const errors: { line: number; message: string }[] = [];
   const unknown = header.filter(
     (h) => !(h in TARGET_COLUMNS) && h !== "stripe_customer_id" && h !== "effective_from",
   );
   if (targets.length !== 1 || !header.includes("stripe_customer_id") || unknown.length > 0) {
-    return {
-      imported: 0,
-      errors: [
-        {
-          line: parsed[0] ? startLine(parsed[0]) : 1,
-          message: `header must hold exactly one of sim_sid, sim_iccid, fleet_sid, plus stripe_customer_id (optional effective_from); got ${JSON.stringify(header.join(","))}`,
-        },
-      ],
-      moves: [],
-    };
+    return refused([
+      {
+        line: parsed[0] ? lineOf(parsed[0]) : 1,
+        message: `header must hold exactly one of sim_sid, sim_iccid, fleet_sid, plus stripe_customer_id (optional effective_from); got ${JSON.stringify(header.join(","))}`,
+      },
+    ]);
   }
   const targetCol = header.indexOf(targets[0] as string);
   const customerCol = header.indexOf("stripe_customer_id");
   const effCol = header.indexOf("effective_from");
   const targetType = TARGET_COLUMNS[targets[0] as string] as TargetType;
-  const rows: AssignInput[] = [];
-  parsed.slice(1).forEach((p) => {
+  const rows: { line: number; input: AssignInput; hour: number }[] = [];
+  for (const p of parsed.slice(1)) {
     const rec = p.record;
-    const line = startLine(p);
+    const line = lineOf(p);
+    if (rec.length !== header.length) {
+      errors.push({
+        line,
+        message: `${rec.length} field(s), the header has ${header.length} (${header.join(",")})`,
+      });
+      continue;
+    }
     let eff: number | undefined;
     let badTime: string | null = null;
     if (effCol >= 0 && rec[effCol]) {
@@ -190,24 +232,105 @@ export function importCustomersCsv({
     };
     const problem = badTime ?? validateAssignment(input);
     if (problem) errors.push({ line, message: problem });
-    else rows.push(input);
-  });
-  if (errors.length > 0) return { imported: 0, errors, moves: [] };
+    else rows.push({ line, input, hour: effectiveHour(eff ?? now) });
+  }
+  // The same target twice in the file from the same hour, to different customers: which one?
+  const firstAt = new Map<string, { line: number; customerId: string }>();
+  for (const r of rows) {
+    const key = `${r.input.targetId}@${r.hour}`;
+    const first = firstAt.get(key);
+    if (!first) firstAt.set(key, { line: r.line, customerId: r.input.customerId });
+    else if (first.customerId !== r.input.customerId)
+      errors.push({
+        line: r.line,
+        message: `${r.input.targetId} is assigned from ${new Date(r.hour).toISOString()} to ${first.customerId} on line ${first.line} and to ${r.input.customerId} here: keep one`,
+      });
+  }
+  if (errors.length > 0) return refused(errors.sort((a, b) => a.line - b.line));
   return db.transaction(
     () => {
-      const moves = previewMoves(db, rows, now);
-      if (moves.length > 0 && !rebill) {
-        return {
-          imported: 0,
-          errors: [{ line: 0, message: new RebillRequired(moves).message }],
-          moves,
-        };
+      const unchangedCheck = unchangedAssignments(db, targetType);
+      const added: AssignInput[] = [];
+      let unchanged = 0;
+      for (const r of rows) {
+        if (unchangedCheck.isUnchanged(r.input.targetId, r.input.customerId, r.hour)) unchanged++;
+        else {
+          const input = { ...r.input, effectiveFrom: r.hour };
+          added.push(input);
+          unchangedCheck.add(input.targetId, input.customerId, r.hour);
+        }
       }
-      for (const input of rows) insertAssignment(db, input, now);
-      return { imported: rows.length, errors: [], moves };
+      const moves = previewMoves(db, added, now);
+      if (moves.length > 0 && !rebill) {
+        return refused([{ line: 0, message: new RebillRequired(moves).message }], moves);
+      }
+      for (const input of added) insertAssignment(db, input, now);
+      return {
+        imported: added.length,
+        unchanged,
+        errors: [],
+        moves,
+        effectiveFrom: [...new Set(added.map((a) => a.effectiveFrom as number))].sort(
+          (a, b) => a - b,
+        ),
+      };
     },
     { behavior: "immediate" },
   );
+}
+
+/**
+ * Decides, for rows of one target type, whether an assignment would change nothing: the target's
+ * own assignment in effect at `hour` (ties: the newest row, as the resolver) names the same
+ * customer, and no assignment of a counterpart target (for a SIM, its ICCIDs; for an ICCID, its
+ * SIMs) takes effect between that assignment and `hour` (the new row would override it there).
+ */
+function unchangedAssignments(db: Db, targetType: TargetType) {
+  const all = db.select().from(assignments).all();
+  type Entry = { customerId: string; effectiveFrom: number; order: number };
+  const byTarget = new Map<string, Entry[]>();
+  const push = (type: string, id: string, e: Entry) => {
+    const key = `${type}:${id}`;
+    const list = byTarget.get(key);
+    if (list) list.push(e);
+    else byTarget.set(key, [e]);
+  };
+  for (const a of all)
+    push(a.targetType, a.targetId, {
+      customerId: a.customerId,
+      effectiveFrom: a.effectiveFrom,
+      order: a.id,
+    });
+  let order = Number.MAX_SAFE_INTEGER / 2;
+  const iccidsOf = db.$client.prepare("select iccid from sims where sim_sid = ?").pluck();
+  const simsOf = db.$client.prepare("select sim_sid from sims where iccid = ?").pluck();
+  const counterparts = (id: string): string[] => {
+    if (targetType === "sim") return (iccidsOf.all(id) as string[]).map((x) => `iccid:${x}`);
+    if (targetType === "iccid") return (simsOf.all(id) as string[]).map((x) => `sim:${x}`);
+    return [];
+  };
+  return {
+    isUnchanged(id: string, customerId: string, hour: number): boolean {
+      let best: Entry | undefined;
+      for (const e of byTarget.get(`${targetType}:${id}`) ?? []) {
+        if (e.effectiveFrom > hour) continue;
+        if (
+          !best ||
+          e.effectiveFrom > best.effectiveFrom ||
+          (e.effectiveFrom === best.effectiveFrom && e.order > best.order)
+        )
+          best = e;
+      }
+      if (!best || best.customerId !== customerId) return false;
+      const since = best.effectiveFrom;
+      return !counterparts(id).some((key) =>
+        (byTarget.get(key) ?? []).some((e) => e.effectiveFrom >= since && e.effectiveFrom <= hour),
+      );
+    },
+    add(id: string, customerId: string, hour: number): void {
+      push(targetType, id, { customerId, effectiveFrom: hour, order: order++ });
+    },
+  };
 }
 
 export function listAssignments(db: Db): Assignment[] {

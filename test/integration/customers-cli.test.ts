@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { openDb } from "../../src/db/client.ts";
 import { tempDir } from "../helpers/process.ts";
 
 // `simmeter customers …` as a real child process against a SQLite file; these commands need no Redis.
@@ -21,6 +22,8 @@ function workspace() {
   const dir = tempDir("simmeter-customers-cli-");
   dirs.push(dir);
   const env = { DATABASE_PATH: join(dir, "simmeter.db"), LOG_LEVEL: "warn" };
+  // customers commands refuse a missing database (the worker creates it): create it as it would.
+  openDb(env.DATABASE_PATH).$client.close();
   const file = (name: string, text: string) => {
     const path = join(dir, name);
     writeFileSync(path, text);
@@ -175,7 +178,9 @@ describe("simmeter customers (CLI)", () => {
     const r = await w.cli(["customers", "import", csv]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    expect(r.stdout).toBe("imported 2 assignment(s)\n");
+    expect(r.stdout).toBe(
+      "2 new, 0 unchanged; effective from 2026-11-01T00:00:00.000Z (the earliest of 2 effective times)\n",
+    );
     expect(await w.list()).toEqual([
       { type: "sim", id: SIM, customer: "cus_A1", from: "2026-11-10T09:00:00.000Z" },
       { type: "sim", id: SIM2, customer: "cus_B2", from: "2026-11-01T00:00:00.000Z" },

@@ -226,7 +226,7 @@ describe("importCustomersCsv", () => {
   ])("imports every row of a good CSV of %s", (_what, csv, expected) => {
     const db = openDb(":memory:");
     const r = importCustomersCsv({ db, csv, now: NOW });
-    expect(r).toEqual({ imported: expected.length, errors: [], moves: [] });
+    expect(r).toMatchObject({ imported: expected.length, unchanged: 0, errors: [], moves: [] });
     expect(rows(db)).toEqual(expected);
   });
 
@@ -259,7 +259,7 @@ describe("importCustomersCsv", () => {
       "a row with too many columns",
       `sim_sid,stripe_customer_id\n${SIM},cus_A1\n${SIM2},cus_B2,extra\n`,
       3,
-      "Invalid Record Length",
+      "3 field(s), the header has 2",
     ],
     [
       "bad rows in a CRLF file",
@@ -363,7 +363,7 @@ describe("importCustomersCsv", () => {
       csv: `\ufeffsim_sid,stripe_customer_id\r\n${SIM},cus_A1\r\n`,
       now: NOW,
     });
-    expect(r).toEqual({ imported: 1, errors: [], moves: [] });
+    expect(r).toMatchObject({ imported: 1, unchanged: 0, errors: [], moves: [] });
   });
 });
 

@@ -237,14 +237,24 @@ describe("simmeter doctor (CLI)", () => {
     });
     expect((await w.cli(["stripe", "setup"])).status).toBe(0);
 
-    const r = await w.cli(["doctor"]);
+    // A receiver's settings, so the webhook check passes too.
+    const r = await w.cli(["doctor"], {
+      TWILIO_AUTH_TOKEN: "0123456789abcdef0123456789abcdef",
+      PUBLIC_URL: "https://billing.example.com/webhooks/event-streams",
+    });
     expect(r.stderr).toBe("");
     expect(r.status).toBe(0);
     const checks = doctorChecks(r.stdout);
     expect(Object.keys(checks)).toEqual([
-      "redis",
       "database",
+      "redis",
+      "redis eviction",
+      "redis persistence",
+      "quarantine",
+      "unmapped usage",
       "outbox",
+      "reporting",
+      "webhook",
       "stripe key",
       "stripe clock",
       "meter",
@@ -252,7 +262,11 @@ describe("simmeter doctor (CLI)", () => {
       "subscriptions",
       "invoice grace",
     ]);
-    for (const [name, c] of Object.entries(checks)) expect(c.result, name).toBe("ok");
+    // No worker has run here, so no report schedule is in Redis: the one warning.
+    expect(checks.reporting?.result).toBe("warn");
+    expect(checks.reporting?.detail).toContain("no report schedule in Redis");
+    for (const [name, c] of Object.entries(checks))
+      if (name !== "reporting") expect(c.result, name).toBe("ok");
     expect(checks.customers?.detail).toBe("every mapped customer exists");
     expect(checks["stripe key"]?.detail).toBe("test mode");
   });
