@@ -28,7 +28,7 @@ const DATA = join(ROOT, "data");
 const HOUR_MS = 3_600_000;
 const WEBHOOK_PATH = "/webhooks/event-streams";
 
-const USAGE = `usage: npm run demo -- [--sims N] [--customers N] [--hours H] [--seed S]
+const USAGE = `usage: npm run demo -- [--sims N] [--customers N] [--hours H] [--seed S] [--serve]
 
 Runs simmeter end to end on this machine: a private redis-server (or REDIS_URL), an in-process
 Stripe emulator, and \`simmeter start\`; drives a simulated fleet through the signed webhook and
@@ -38,9 +38,13 @@ checks counted usage against Stripe and against the simulator's ground truth.
   --customers N   Stripe customers they belong to (default 5)
   --hours H       hours of activity, ending now (default 6, at most 720)
   --seed S        simulator seed (default 42)
+  --serve         afterwards, keep simmeter, Stripe and Redis running and print the operator
+                  console's URL (http://127.0.0.1:<port>/console) until Ctrl-C. The console is
+                  loopback-only without ADMIN_TOKEN; set ADMIN_TOKEN (24+ characters) to try its
+                  login form
 `;
 
-type Flags = { sims: number; customers: number; hours: number; seed: number };
+type Flags = { sims: number; customers: number; hours: number; seed: number; serve: boolean };
 
 function parseFlags(): Flags {
   let values: Record<string, string | boolean | undefined>;
@@ -51,6 +55,7 @@ function parseFlags(): Flags {
         customers: { type: "string", default: "5" },
         hours: { type: "string", default: "6" },
         seed: { type: "string", default: "42" },
+        serve: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -84,6 +89,7 @@ function parseFlags(): Flags {
     customers: int("customers", 1, 10_000),
     hours,
     seed: int("seed", Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER),
+    serve: values.serve === true,
   };
 }
 
@@ -286,9 +292,18 @@ async function deletePrefix(url: string, prefix: string): Promise<number> {
 
 type Depth = { waiting: number; active: number; delayed: number; failed: number };
 
-async function queueDepth(baseUrl: string): Promise<Depth | null> {
+/** The admin listener (health, metrics, the console), and the bearer token when one is set. */
+type Admin = { url: string; token: string | undefined };
+
+const adminHeaders = (a: Admin): Record<string, string> =>
+  a.token ? { authorization: `Bearer ${a.token}` } : {};
+
+async function queueDepth(admin: Admin): Promise<Depth | null> {
   try {
-    const res = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(2000) });
+    const res = await fetch(`${admin.url}/metrics`, {
+      signal: AbortSignal.timeout(2000),
+      headers: adminHeaders(admin),
+    });
     if (!res.ok) return null;
     const text = await res.text();
     const get = (state: string) => {
@@ -310,6 +325,8 @@ const emulatorTotal = (emu: StripeEmulator) =>
   [...emu.totalsByCustomer().values()].reduce((a, b) => a + b, 0);
 
 let interrupted = false;
+/** set while --serve waits for Ctrl-C: the signal then ends the wait instead of the process */
+let stopServing: (() => void) | null = null;
 // Aborts the sender's requests on Ctrl-C: simmeter's graceful shutdown waits for open requests,
 // and a sender that keeps retrying would hold it up to its shutdown deadline.
 const stopSending = new AbortController();
@@ -357,6 +374,15 @@ async function main(): Promise<number> {
     return cleaning;
   };
   const onSignal = (signal: NodeJS.Signals) => {
+    if (stopServing) {
+      const stop = stopServing;
+      stopServing = null;
+      warn(
+        `\n${signal}: stopping simmeter, the Stripe emulator${redis?.child ? " and redis-server" : ""}…`,
+      );
+      stop();
+      return;
+    }
     if (interrupted) return;
     interrupted = true;
     stopSending.abort();
@@ -393,6 +419,12 @@ async function main(): Promise<number> {
     const port = await freePort();
     const baseUrl = `http://127.0.0.1:${port}`;
     const publicUrl = `${baseUrl}${WEBHOOK_PATH}`;
+    // The admin listener (readiness, metrics, the operator console) on a port of its own. A token
+    // from the environment is kept (its login form can then be tried); otherwise the listener is
+    // loopback-only and the console needs no login.
+    const adminPort = await freePort();
+    const adminToken = process.env.ADMIN_TOKEN || undefined;
+    const admin: Admin = { url: `http://127.0.0.1:${adminPort}`, token: adminToken };
     const token = randomBytes(16).toString("hex");
     const prefix = `demo-${stamp}`;
     // Only the demo's settings: a developer's own simmeter variables (BILLING_MODE, RETENTION_DAYS,
@@ -403,6 +435,9 @@ async function main(): Promise<number> {
       ...inherited,
       PORT: String(port),
       HOST: "127.0.0.1",
+      ADMIN_PORT: String(adminPort),
+      ADMIN_HOST: "127.0.0.1",
+      ...(adminToken ? { ADMIN_TOKEN: adminToken } : {}),
       PUBLIC_URL: publicUrl,
       DATABASE_PATH: dbPath,
       REDIS_URL: redis.url,
@@ -477,7 +512,12 @@ async function main(): Promise<number> {
             `simmeter start exited (${svc.exitCode}); see ${relative(process.cwd(), logPath)}`,
           );
         try {
-          return (await fetch(`${baseUrl}/readyz`, { signal: AbortSignal.timeout(1000) })).ok;
+          return (
+            await fetch(`${admin.url}/readyz`, {
+              signal: AbortSignal.timeout(1000),
+              headers: adminHeaders(admin),
+            })
+          ).ok;
         } catch {
           return false;
         }
@@ -498,7 +538,7 @@ async function main(): Promise<number> {
       failed: 0,
       inFlight: 0,
     };
-    let depth: Depth | null = await queueDepth(baseUrl);
+    let depth: Depth | null = await queueDepth(admin);
     let scraping = false;
     const sendStart = performance.now();
     let sendSeconds = 0;
@@ -513,7 +553,7 @@ async function main(): Promise<number> {
     const tick = () => {
       if (!scraping) {
         scraping = true;
-        void queueDepth(baseUrl).then((d) => {
+        void queueDepth(admin).then((d) => {
           if (d) depth = d;
           scraping = false;
         });
@@ -564,7 +604,7 @@ async function main(): Promise<number> {
       async () => {
         const seen = count(seenStmt);
         const quarantined = count(quarantineStmt);
-        const d = await queueDepth(baseUrl);
+        const d = await queueDepth(admin);
         if (d) depth = d;
         const empty = d !== null && d.waiting + d.active + d.delayed === 0;
         if (seen !== lastSeen) {
@@ -778,16 +818,32 @@ async function main(): Promise<number> {
     );
     say();
 
+    let code = 0;
     if (problems.length > 0) {
       say(`FAILED after ${elapsed()}:`);
       for (const p of problems) say(`  ${p}`);
-      return 1;
+      code = 1;
+    } else {
+      if (!redis.child) forget = { url: redis.url, prefix };
+      say(
+        `OK: every customer's usage is counted exactly once and is in Stripe, matching the ground truth (${elapsed()})`,
+      );
     }
-    if (!redis.child) forget = { url: redis.url, prefix };
-    say(
-      `OK: every customer's usage is counted exactly once and is in Stripe, matching the ground truth (${elapsed()})`,
-    );
-    return 0;
+    if (flags.serve && !interrupted) {
+      say();
+      say(`console        ${admin.url}/console`);
+      if (adminToken)
+        say(`               sign in with ADMIN_TOKEN (from your environment): ${adminToken}`);
+      else say("               loopback only, no login (ADMIN_TOKEN is not set)");
+      say(
+        `               queues: ${admin.url}/console/queues · API: ${admin.url}/api/openapi.json`,
+      );
+      say("serving until Ctrl-C (simmeter keeps reporting to the emulator every 3 s)");
+      await new Promise<void>((resolve) => {
+        stopServing = resolve;
+      });
+    }
+    return code;
   } finally {
     await cleanup();
   }

@@ -1,15 +1,27 @@
 import { createHash, timingSafeEqual } from "node:crypto";
+import cookieParser from "cookie-parser";
 import express, { type NextFunction, type Request, type Response } from "express";
 import { openApiDocument } from "../api/openapi.ts";
 import { apiError, apiRouter } from "../api/router.ts";
 import type { ApiContext } from "../api/routes.ts";
+import {
+  CONSOLE_PREFIX,
+  isConsolePath,
+  isPublicConsolePath,
+  SESSION_COOKIE,
+  setConsoleAuth,
+  verifySession,
+} from "../console/auth.ts";
 import type { Logger } from "../lib/logger.ts";
 
 export type Readiness = { ok: boolean; checks: Record<string, string> };
 
 export type AdminDeps = {
   logger: Logger;
-  /** when set, every request but GET /healthz needs `Authorization: Bearer <token>` */
+  /**
+   * when set, every request but GET /healthz needs `Authorization: Bearer <token>`; under /console
+   * a session cookie from the console's login form (src/console/auth.ts) does too
+   */
   token?: string | undefined;
   /** what /metrics answers (the role's registry, or the merged one of `start`) */
   metrics: { contentType: string; metrics: () => Promise<string> };
@@ -60,11 +72,53 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     res.json({ ok: true });
   });
 
+  // The console's session, browser and CSRF cookies (nothing else reads cookies).
+  if (deps.mount) app.use(CONSOLE_PREFIX, cookieParser());
+
   const token = deps.token;
   if (token) {
     app.use((req: Request, res: Response, next: NextFunction) => {
       if (bearerMatches(req.get("authorization"), token)) {
+        setConsoleAuth(req, { kind: "bearer" });
         next();
+        return;
+      }
+      // The console only: a browser's session cookie, or the login form and static files.
+      if (deps.mount && isConsolePath(req.path)) {
+        const session = verifySession(
+          (req.cookies as Record<string, string> | undefined)?.[SESSION_COOKIE],
+          token,
+          Date.now(),
+        );
+        if (session) {
+          setConsoleAuth(req, { kind: "session", id: session.id });
+          next();
+          return;
+        }
+        if (isPublicConsolePath(req.path)) {
+          setConsoleAuth(req, { kind: "anonymous" });
+          next();
+          return;
+        }
+        deps.logger.warn(
+          { path: req.path, method: req.method, ip: req.ip },
+          "console request refused: not signed in",
+        );
+        res.set("Cache-Control", "no-store");
+        if (
+          (req.method === "GET" || req.method === "HEAD") &&
+          req.accepts(["json", "html"]) === "html"
+        ) {
+          res.redirect(303, `${CONSOLE_PREFIX}/login?next=${encodeURIComponent(req.originalUrl)}`);
+          return;
+        }
+        res.set("WWW-Authenticate", 'Bearer realm="simmeter-admin"');
+        apiError(
+          res,
+          401,
+          "unauthorized",
+          "sign in at /console/login, or send Authorization: Bearer <ADMIN_TOKEN>",
+        );
         return;
       }
       deps.logger.warn(

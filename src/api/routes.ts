@@ -6,7 +6,19 @@ import type { CustomerBilling } from "../billing/periods.ts";
 import type { Db } from "../db/client.ts";
 import { listQuarantineRows } from "../ingest/requeue.ts";
 import type { PlanSettings } from "../reporting/outbox.ts";
+import {
+  CustomerDetail,
+  CustomerParams,
+  CustomerSummaryList,
+  CustomerSummaryParams,
+  customerDetail,
+  customerSummaryList,
+  UnknownCustomer,
+} from "../views/customer-usage.ts";
 import { AssignmentList, AssignmentParams, assignmentList } from "../views/customers.ts";
+import { OutboxRowList, OutboxRowParams, outboxRowList } from "../views/outbox.ts";
+import { Overview, overviewView } from "../views/overview.ts";
+import type { StripeAccess } from "../views/parity.ts";
 import {
   AnomalyList,
   AnomalyParams,
@@ -18,6 +30,15 @@ import {
   quarantineList,
 } from "../views/quarantine.ts";
 import { ReportStatus, reportStatusView } from "../views/report.ts";
+import {
+  IngestLag,
+  IngestLagParams,
+  ingestLag,
+  UsageSeries,
+  UsageSeriesParams,
+  usageSeries,
+} from "../views/series.ts";
+import { SimDetail, SimParams, SimQuery, simDetail, UnknownSim } from "../views/sim.ts";
 import {
   UnmappedList,
   UnmappedParams,
@@ -33,7 +54,15 @@ export type ApiContext = {
   planSettings: PlanSettings;
   /** the stored subscription periods (the reporter refreshes them) */
   billing?: () => ReadonlyMap<string, CustomerBilling>;
+  /**
+   * Stripe, when STRIPE_SECRET_KEY is set: the console's invoice previews, parity and statements
+   * (the API's routes answer from the ledger alone).
+   */
+  stripe?: StripeAccess;
 };
+
+const storedBilling = (ctx: ApiContext): ReadonlyMap<string, CustomerBilling> =>
+  ctx.billing ? ctx.billing() : new Map();
 
 export class NotFound extends Error {
   override name = "NotFound";
@@ -153,6 +182,97 @@ export const ROUTES: Route[] = [
         settings: ctx.planSettings,
         ...(ctx.billing ? { billing: ctx.billing() } : {}),
       }),
+  }),
+  route({
+    path: "/api/report/rows",
+    summary: "Outbox rows",
+    description:
+      "Meter event rows of the reporting outbox, newest first: pending, sent, failed (stopped by a permanent Stripe error, with that error: `simmeter report --retry-failed` puts them back) or superseded; `late=true` lists rows stamped into a later invoice than their hour's.",
+    tag: "reporting",
+    query: OutboxRowParams,
+    response: OutboxRowList,
+    handler: (ctx, p) => outboxRowList(ctx.db, p),
+  }),
+  route({
+    path: "/api/overview",
+    summary: "Overview of the current billing periods",
+    description:
+      "Per mapped customer, the ledger side of its current billing period (by the stored subscription periods): counted, reported, pending, unreported, late usage in and usage carried out — the figures of `simmeter reconcile --period current --json` without the invoice quantity, which needs Stripe; what is not billed (unmapped usage as `simmeter usage --unmapped`, held usage and stopped rows as `simmeter report --status`); the outbox; quarantine and anomaly counts.",
+    tag: "reporting",
+    query: z.object({}),
+    response: Overview,
+    handler: (ctx) =>
+      overviewView(ctx.db, {
+        now: ctx.now(),
+        settings: ctx.planSettings,
+        billing: storedBilling(ctx),
+      }),
+  }),
+  route({
+    path: "/api/usage/series",
+    summary: "Usage per hour or day over a range",
+    description:
+      "Counted bytes per hour or day, every bucket of the range present (zero when nothing was counted): of all SIMs, of one SIM, or of the SIM-hours attributed to one customer. A point equals the sum of its period's rows in `simmeter usage --by hour|day --json`.",
+    tag: "usage",
+    query: UsageSeriesParams,
+    response: UsageSeries,
+    handler: (ctx, p) => usageSeries(ctx.db, p, ctx.now()),
+  }),
+  route({
+    path: "/api/ingest/lag",
+    summary: "Ingest lag per hour",
+    description:
+      "Per hour of event time: events counted, and the mean and largest time from the event's own time to its receipt by simmeter (from the dedupe records; pruned after RETENTION_DAYS).",
+    tag: "usage",
+    query: IngestLagParams,
+    response: IngestLag,
+    handler: (ctx, p) => ingestLag(ctx.db, p, ctx.now()),
+  }),
+  route({
+    path: "/api/customers/summary",
+    summary: "Customers with their SIMs and bytes",
+    description:
+      "Every customer an assignment names, with the SIMs whose usage is attributed to it (or assigned to it and never used), its bytes and its subscription item as last looked up, ordered by customer id.",
+    tag: "customers",
+    query: CustomerSummaryParams,
+    response: CustomerSummaryList,
+    handler: (ctx, p) => customerSummaryList(ctx.db, p, storedBilling(ctx)),
+  }),
+  route({
+    path: "/api/customers/{customer}",
+    summary: "One customer",
+    description:
+      "A customer's assignments, its SIMs with the bytes attributed to it, and its subscription item as last looked up.",
+    tag: "customers",
+    path_params: CustomerParams,
+    query: z.object({}),
+    response: CustomerDetail,
+    handler: (ctx, p) => {
+      try {
+        return customerDetail(ctx.db, p.customer, storedBilling(ctx));
+      } catch (err) {
+        if (err instanceof UnknownCustomer) throw new NotFound(err.message);
+        throw err;
+      }
+    },
+  }),
+  route({
+    path: "/api/sims/{sim}",
+    summary: "One SIM",
+    description:
+      "A SIM's sessions with their readings, its anomalies, its bytes per customer and its newest hours with the customer each is billed to, and the history that decides it: its own assignments (SIM SID and ICCID), the fleets its events named, and those fleets' assignments.",
+    tag: "usage",
+    path_params: SimParams,
+    query: SimQuery,
+    response: SimDetail,
+    handler: (ctx, p) => {
+      try {
+        return simDetail(ctx.db, p.sim, p);
+      } catch (err) {
+        if (err instanceof UnknownSim) throw new NotFound(err.message);
+        throw err;
+      }
+    },
   }),
 ];
 

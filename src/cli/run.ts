@@ -3,9 +3,11 @@ import { createAdminApp, type Readiness } from "../admin/app.ts";
 import { listenAdmin } from "../admin/listener.ts";
 import { loadBilling } from "../billing/subscriptions.ts";
 import { redactedConfig } from "../config.ts";
+import { consoleQueues, mountConsole } from "../console/mount.ts";
 import { createMetrics } from "../lib/metrics.ts";
 import { type Closer, closeAll, onSignals } from "../lib/shutdown.ts";
 import { VERSION } from "../lib/version.ts";
+import { createStripe } from "../reporting/stripe.ts";
 import { startServer } from "../runtime/server.ts";
 import type { MetricFamilies } from "../runtime/thread-protocol.ts";
 import { reporterSettings, startWorker } from "../runtime/worker.ts";
@@ -72,6 +74,18 @@ async function run(role: Role): Promise<void> {
   let roleReady: (() => Promise<Readiness>) | null = null;
   let threadMetrics: (() => Promise<MetricFamilies>) | null = null;
   try {
+    // The operator API and the console (/console) read the same views; the console also acts
+    // (requeue, retry, assign) and shows the queues, on a Redis connection of its own.
+    const api = {
+      db,
+      now: Date.now,
+      planSettings: reporterSettings(config),
+      billing: () => loadBilling(db),
+      ...(config.STRIPE_SECRET_KEY
+        ? { stripe: { client: createStripe(config), eventName: config.STRIPE_METER_EVENT_NAME } }
+        : {}),
+    };
+    const consoleParts = consoleQueues(config, logger);
     const admin = await listenAdmin(
       createAdminApp({
         logger,
@@ -89,17 +103,25 @@ async function run(role: Role): Promise<void> {
         },
         ready: async () =>
           roleReady ? roleReady() : { ok: false, checks: { [role]: "starting" } },
-        api: {
-          db,
-          now: Date.now,
-          planSettings: reporterSettings(config),
-          billing: () => loadBilling(db),
-        },
+        api,
+        mount: (app) =>
+          mountConsole(app, {
+            api,
+            token: config.ADMIN_TOKEN,
+            logger,
+            queues: consoleParts.queues,
+          }),
       }),
       config,
       logger,
     );
-    adminCloser = admin.closer;
+    adminCloser = {
+      name: admin.closer.name,
+      close: async () => {
+        await admin.closer.close();
+        await consoleParts.close();
+      },
+    };
   } catch (err) {
     logger.fatal({ err: (err as Error).message }, "start-up failed");
     await shutdown(() => 1);
