@@ -3,6 +3,7 @@ import { type Config, ConfigError, type ConfigNeeds, loadConfig } from "../confi
 import { type Db, type OpenMode, openDb } from "../db/client.ts";
 import { createLogger, type Logger } from "../lib/logger.ts";
 import { parseUtcTime } from "../lib/time.ts";
+import { type List, MAX_PAGE } from "../views/json.ts";
 
 export type CliContext = { config: Config; logger: Logger; db: Db };
 
@@ -121,4 +122,46 @@ export function table(rows: Record<string, unknown>[]): string {
     line(widths.map((w) => "-".repeat(w))),
     ...rows.map((r) => line(cols.map((c) => cell(r[c])))),
   ].join("\n");
+}
+
+/**
+ * Collects a view's pages into one list document (what `--json` prints): every row, or the first
+ * `max` with has_more saying whether more exist. The same document /api serves page by page.
+ */
+export function collectList<T>(
+  fetchPage: (page: { limit: number; starting_after?: string }) => List<T>,
+  max = Number.POSITIVE_INFINITY,
+): List<T> {
+  const data: T[] = [];
+  let cursor: string | undefined;
+  for (;;) {
+    const limit = Math.min(MAX_PAGE, max - data.length);
+    const page = fetchPage({ limit, ...(cursor !== undefined ? { starting_after: cursor } : {}) });
+    data.push(...page.data);
+    if (!page.has_more || page.next_starting_after === null) {
+      return { object: "list", data, has_more: false, next_starting_after: null };
+    }
+    cursor = page.next_starting_after;
+    if (data.length >= max) {
+      return { object: "list", data, has_more: true, next_starting_after: cursor };
+    }
+  }
+}
+
+/** A list document as JSON, or its rows as a table (`empty` when there are none). */
+export function printList<T extends Record<string, unknown>>(
+  json: boolean,
+  list: List<T>,
+  empty: string,
+  tableRows: (rows: T[]) => Record<string, unknown>[] = (rows) => rows,
+): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+    return;
+  }
+  printJsonOrTable(false, tableRows(list.data), empty);
+  if (list.has_more)
+    process.stdout.write(
+      `… more rows: raise --limit (or page through GET /api with starting_after)\n`,
+    );
 }

@@ -5,12 +5,12 @@ import {
   describeMoves,
   type ImportResult,
   importCustomersCsv,
-  listAssignments,
   type Move,
   previewMoves,
 } from "../customers/customers.ts";
 import type { TargetType } from "../customers/resolve.ts";
-import { cliContext, printJsonOrTable, timeOption, UsageError } from "./context.ts";
+import { assignmentList } from "../views/customers.ts";
+import { cliContext, collectList, printList, timeOption, UsageError } from "./context.ts";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -120,16 +120,17 @@ export function registerCustomerCommands(program: Command): void {
     .action((o: { json?: boolean }) => {
       const { db } = cliContext({ db: "read" }, "warn");
       try {
-        const rows = listAssignments(db).map((a) => ({
-          type: a.targetType,
-          id: a.targetId,
-          customer: a.customerId,
-          from: iso(a.effectiveFrom),
-        }));
-        printJsonOrTable(
+        printList(
           Boolean(o.json),
-          rows,
+          collectList((page) => assignmentList(db, page)),
           "no assignments: simmeter customers assign --sim HS… --customer cus_…",
+          (rows) =>
+            rows.map((a) => ({
+              type: a.target_type,
+              id: a.target_id,
+              customer: a.customer_id,
+              from: a.effective_from,
+            })),
         );
       } finally {
         db.$client.close();

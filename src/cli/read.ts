@@ -1,6 +1,5 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { Redis } from "ioredis";
-import { unmappedUsage } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
 import { createIngestQueue } from "../ingest/queue.ts";
 import {
@@ -11,7 +10,6 @@ import {
   JobWaiter,
   lastAttemptErrors,
   listFailedJobs,
-  listQuarantineRows,
   planRequeue,
   type RequeueItem,
   type RequeueOutcome,
@@ -21,13 +19,17 @@ import {
 } from "../ingest/requeue.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createRedis, waitReady } from "../lib/redis.ts";
-import { type Granularity, listAnomalies, listEventCounts, queryUsage } from "../usage/query.ts";
+import { type Granularity, listEventCounts } from "../usage/query.ts";
+import { anomalyList, quarantineList } from "../views/quarantine.ts";
+import { unmappedList, usageList } from "../views/usage.ts";
 import {
   cliConfig,
   cliContext,
+  collectList,
   positiveInt,
   positiveInts,
   printJsonOrTable,
+  printList,
   table,
   timeOption,
 } from "./context.ts";
@@ -62,20 +64,23 @@ export function registerReadCommands(program: Command): void {
         const { db } = cliContext({ db: "read" }, "warn");
         try {
           if (o.unmapped) {
-            printJsonOrTable(
+            printList(
               Boolean(o.json),
-              unmappedUsage(db),
+              collectList((page) => unmappedList(db, page)),
               "every SIM with usage is mapped to a customer",
             );
             return;
           }
-          const rows = queryUsage(db, {
-            granularity: o.by,
-            ...(o.sim ? { sims: o.sim } : {}),
-            ...(o.from !== undefined ? { from: o.from } : {}),
-            ...(o.to !== undefined ? { to: o.to } : {}),
-          });
-          printJsonOrTable(Boolean(o.json), rows, "no usage recorded for this selection");
+          const list = collectList((page) =>
+            usageList(db, {
+              granularity: o.by,
+              ...(o.sim ? { sim: o.sim.join(",") } : {}),
+              ...(o.from !== undefined ? { from: o.from } : {}),
+              ...(o.to !== undefined ? { to: o.to } : {}),
+              ...page,
+            }),
+          );
+          printList(Boolean(o.json), list, "no usage recorded for this selection");
         } finally {
           db.$client.close();
         }
@@ -90,11 +95,16 @@ export function registerReadCommands(program: Command): void {
     .description(
       "accounting anomalies: cumulative going down, readings after end, impossible rates",
     )
+    .option("--limit <n>", "rows to show, newest first", positiveInt, 100)
     .option("--json", "print JSON")
-    .action((o: { json?: boolean }) => {
+    .action((o: { limit: number; json?: boolean }) => {
       const { db } = cliContext({ db: "read" }, "warn");
       try {
-        printJsonOrTable(Boolean(o.json), listAnomalies(db), "no anomalies");
+        printList(
+          Boolean(o.json),
+          collectList((page) => anomalyList(db, page), o.limit),
+          "no anomalies",
+        );
       } finally {
         db.$client.close();
       }
@@ -215,36 +225,38 @@ function registerQuarantineCommands(program: Command): void {
       const since = o.since;
       const { db } = cliContext({ db: "read" }, "warn");
       try {
-        const rows = listQuarantineRows(db, {
-          limit: o.limit,
-          ...(o.reason !== undefined ? { reason: o.reason } : {}),
-          ...(since !== undefined ? { since } : {}),
-        });
+        const list = collectList(
+          (page) =>
+            quarantineList(db, {
+              ...(o.reason !== undefined ? { reason: o.reason } : {}),
+              ...(since !== undefined ? { since } : {}),
+              ...page,
+            }),
+          o.limit,
+        );
         const filtered = o.reason !== undefined || since !== undefined;
-        if (o.json) {
-          printJsonOrTable(true, rows, "");
-          return;
-        }
-        printJsonOrTable(
-          false,
-          rows.map((r) => ({
-            id: r.id,
-            received: iso(r.receivedAt),
-            source: r.source,
-            event_sid: r.eventSid,
-            counted: r.counted === null ? "" : r.counted ? "yes" : "no",
-            requeued: r.requeues > 0 ? `${r.requeues}× ${iso(r.requeuedAt)}` : "",
-            note: [
-              r.requeueOf !== null ? `requeue of #${r.requeueOf}` : "",
-              r.quarantinedAgainAs.length > 0
-                ? `quarantined again as #${r.quarantinedAgainAs.join(", #")}`
-                : "",
-            ]
-              .filter(Boolean)
-              .join("; "),
-            reason: clip(r.reason),
-          })),
+        printList(
+          Boolean(o.json),
+          list,
           filtered ? "no quarantined events match" : "quarantine is empty",
+          (rows) =>
+            rows.map((r) => ({
+              id: r.id,
+              received: r.received_at,
+              source: r.source,
+              event_sid: r.event_sid,
+              counted: r.counted === null ? "" : r.counted ? "yes" : "no",
+              requeued: r.requeues > 0 ? `${r.requeues}× ${r.requeued_at ?? ""}` : "",
+              note: [
+                r.requeue_of !== null ? `requeue of #${r.requeue_of}` : "",
+                r.quarantined_again_as.length > 0
+                  ? `quarantined again as #${r.quarantined_again_as.join(", #")}`
+                  : "",
+              ]
+                .filter(Boolean)
+                .join("; "),
+              reason: clip(r.reason),
+            })),
         );
       } finally {
         db.$client.close();

@@ -20,7 +20,6 @@ import {
   failedReports,
   pendingReports,
   planReports,
-  reportStatus,
   retryFailed,
 } from "../reporting/outbox.ts";
 import { STRIPE_BACKDATE_MS } from "../reporting/plan.ts";
@@ -35,6 +34,7 @@ import { REPORT_QUEUE } from "../reporting/schedule.ts";
 import { createStripe } from "../reporting/stripe.ts";
 import { ensureMeter, findMeter, meterProblems } from "../reporting/stripe-setup.ts";
 import { reporterSettings } from "../runtime/worker.ts";
+import { reportStatusView } from "../views/report.ts";
 import { type Format, parseFormat, parsePeriod, reconcilePeriod } from "./billing.ts";
 import {
   cliConfig,
@@ -95,58 +95,33 @@ export function registerReportCommands(program: Command): void {
       async (o: { dryRun?: boolean; status?: boolean; retryFailed?: boolean; json?: boolean }) => {
         if (o.status) {
           const { db, config } = cliContext({ db: "read" }, "warn");
-          const failed = failedReports(db).map((r) => ({
-            identifier: r.identifier,
-            customer: r.customerId,
-            hour: iso(r.hour),
-            value: r.value,
-            reason: r.lastError,
-          }));
-          const pending = pendingReports(db);
-          // Usage no invoice would carry yet: what the next pass would hold, and why.
+          // Usage no invoice would carry yet: what the next pass would hold, and why (by fresh
+          // subscription periods when Stripe can be asked).
           const billing = await lookUpWithoutStoring(config, db);
-          const plan = planReports({
-            ...(billing ? { billing } : {}),
-            db,
+          const status = reportStatusView(db, {
             now: Date.now(),
             settings: planSettings(config),
-            dryRun: true,
+            ...(billing ? { billing } : {}),
           });
-          const heldBy = new Map<
-            string,
-            { customer: string; reason: string; bytes: number; detail: string }
-          >();
-          for (const h of plan.held) {
-            const k = `${h.customerId}|${h.reason}`;
-            const e = heldBy.get(k) ?? {
-              customer: h.customerId,
-              reason: h.reason,
-              bytes: 0,
-              detail: h.detail,
-            };
-            e.bytes += h.bytes;
-            heldBy.set(k, e);
-          }
-          const held = [...heldBy.values()];
           if (o.json) {
-            process.stdout.write(
-              `${JSON.stringify({ states: reportStatus(db), failed, pending: pending.length, held }, null, 2)}\n`,
-            );
+            process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
           } else {
-            printJsonOrTable(false, reportStatus(db), "the outbox is empty");
-            if (failed.length > 0)
+            printJsonOrTable(false, status.states, "the outbox is empty");
+            if (status.stopped.length > 0)
               process.stdout.write(
-                `\nstopped rows (fix the cause, then simmeter report --retry-failed):\n${table(failed)}\n`,
+                `\nstopped rows (fix the cause, then simmeter report --retry-failed):\n${table(status.stopped)}\n`,
               );
-            if (pending.length > 0)
+            if (status.pending.rows > 0)
               process.stdout.write(
-                `\n${pending.length} row(s) pending, oldest from ${iso(pending[0]?.createdAt ?? 0)}\n`,
+                `\n${status.pending.rows} row(s) pending (${status.pending.bytes} bytes), oldest from ${status.pending.oldest_created_at}\n`,
               );
-            if (held.length > 0)
+            if (status.held.length > 0)
               process.stdout.write(
-                `\nheld, not sent (no invoice would carry it; sent once the cause is fixed):\n${table(held)}\n`,
+                `\nheld, not sent (no invoice would carry it; sent once the cause is fixed):\n${table(status.held)}\n`,
               );
           }
+          const failed = status.stopped;
+          const held = status.held;
           if (failed.length > 0 || held.length > 0) process.exitCode = 1;
           db.$client.close();
           return;

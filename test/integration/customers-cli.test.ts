@@ -35,7 +35,23 @@ function workspace() {
     const r = await cli(["customers", "list", "--json"]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    return JSON.parse(r.stdout) as { type: string; id: string; customer: string; from: string }[];
+    const list = JSON.parse(r.stdout) as {
+      object: "list";
+      has_more: boolean;
+      data: {
+        target_type: string;
+        target_id: string;
+        customer_id: string;
+        effective_from: string;
+      }[];
+    };
+    expect(list).toMatchObject({ object: "list", has_more: false, next_starting_after: null });
+    return list.data.map((a) => ({
+      type: a.target_type,
+      id: a.target_id,
+      customer: a.customer_id,
+      from: a.effective_from,
+    }));
   };
   return { dir, file, cli, list };
 }

@@ -219,7 +219,10 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
       expect(metrics).toContain(name);
     }
     const res = await fetch(`${app.adminUrl}/api/usage?sim=${CAPTURED_SIM}&granularity=day`);
-    const usage = (await res.json()) as { object: string; data: { sim_sid: string; period: string }[] };
+    const usage = (await res.json()) as {
+      object: string;
+      data: { sim_sid: string; period: string }[];
+    };
     expect(usage.object).toBe("list");
     expect(usage.data[0]).toMatchObject({ sim_sid: CAPTURED_SIM, period: "2022-12-14" });
     const bad = await fetch(`${app.adminUrl}/api/usage?granularity=week`);

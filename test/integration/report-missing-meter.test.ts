@@ -321,7 +321,7 @@ async function cliWorkspace() {
   };
   const status = async () => {
     const r = await runCli(["report", "--status", "--json"], env);
-    return JSON.parse(r.stdout) as { failed: unknown[]; pending: number };
+    return JSON.parse(r.stdout) as { stopped: unknown[]; pending: { rows: number } };
   };
   return { emu, stripe, env, seed, status, cli: (args: string[]) => runCli(args, env) };
 }
@@ -336,7 +336,7 @@ describe("simmeter report (CLI) without a usable meter", () => {
       `stopped: Stripe has no active meter with event_name "${EVENT_NAME}" (STRIPE_METER_EVENT_NAME): run simmeter stripe setup`,
     );
     expect(w.emu.stats().meterEventCalls).toBe(0);
-    expect(await w.status()).toMatchObject({ failed: [], pending: 0 });
+    expect(await w.status()).toMatchObject({ stopped: [], pending: { rows: 0 } });
 
     expect((await w.cli(["stripe", "setup"])).status).toBe(0);
     const ok = await w.cli(["report", "--json"]);
@@ -360,7 +360,7 @@ describe("simmeter report (CLI) without a usable meter", () => {
     expect(r.stderr).toContain(`"${EVENT_NAME}" (STRIPE_METER_EVENT_NAME)`);
     expect(r.stderr).toContain("run simmeter stripe setup --reactivate");
     expect(JSON.parse(r.stdout)).toMatchObject({ calls: 1, sent: 0, failed: 0, stillPending: 1 });
-    expect(await w.status()).toMatchObject({ failed: [], pending: 1 });
+    expect(await w.status()).toMatchObject({ stopped: [], pending: { rows: 1 } });
 
     expect((await w.cli(["stripe", "setup", "--reactivate"])).status).toBe(0);
     const ok = await w.cli(["report", "--json"]);

@@ -274,7 +274,8 @@ describe("simmeter quarantine requeue", { timeout: 120_000 }, () => {
 
     const list = await w.cli(["quarantine", "--json"]);
     expect(list.status).toBe(0);
-    const listed = JSON.parse(list.stdout) as { id: number; counted: boolean | null }[];
+    const listed = (JSON.parse(list.stdout) as { data: { id: number; counted: boolean | null }[] })
+      .data;
     expect(listed.map((q) => [q.id, q.counted])).toEqual(
       [...rows].reverse().map((q) => [q.id, q.event_sid !== broken.eventSid]),
     );
@@ -361,13 +362,15 @@ describe("simmeter quarantine requeue", { timeout: 120_000 }, () => {
       expect(
         (
           JSON.parse(json.stdout) as {
-            id: number;
-            counted: boolean;
-            requeues: number;
-            requeueOf: number | null;
-            quarantinedAgainAs: number[];
-          }[]
-        ).map((q) => [q.id, q.counted, q.requeues, q.requeueOf, q.quarantinedAgainAs]),
+            data: {
+              id: number;
+              counted: boolean;
+              requeues: number;
+              requeue_of: number | null;
+              quarantined_again_as: number[];
+            }[];
+          }
+        ).data.map((q) => [q.id, q.counted, q.requeues, q.requeue_of, q.quarantined_again_as]),
       ).toEqual([
         [copy?.id, false, 1, original.id, []],
         [original.id, false, 2, null, [copy?.id]],

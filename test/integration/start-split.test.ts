@@ -141,7 +141,10 @@ describe("simmeter start: receiver on the main thread, worker role in a worker t
 
       // Receiver families (main thread) …
       expect(
-        sample(metrics, /^simmeter_deliveries_total\{outcome="accepted",source="unsigned"\} (\d+)$/),
+        sample(
+          metrics,
+          /^simmeter_deliveries_total\{outcome="accepted",source="unsigned"\} (\d+)$/,
+        ),
       ).toBe(1);
       expect(metrics).toMatch(/^simmeter_queue_depth\{state="waiting"\} \d+$/m);
       expect(metrics).toMatch(/^process_start_time_seconds \d+/m);

@@ -395,7 +395,13 @@ describe("simmeter report (CLI)", () => {
     expect(w.emu.stats().meterEventCalls).toBe(0);
     const status = await w.cli(["report", "--status", "--json"]);
     expect(status.status).toBe(0);
-    expect(JSON.parse(status.stdout)).toEqual({ states: [], failed: [], pending: 0, held: [] });
+    expect(JSON.parse(status.stdout)).toEqual({
+      states: [],
+      pending: { rows: 0, bytes: 0, oldest_created_at: null },
+      stopped: [],
+      held: [],
+      unmapped_bytes: 0,
+    });
 
     const real = await w.cli(["report", "--json"]);
     expect(real.stderr).toBe("");
@@ -436,13 +442,15 @@ describe("simmeter report (CLI)", () => {
 
     const status = await w.cli(["report", "--status"]);
     expect(status.status).toBe(1);
-    const held = tableRows(status.stdout.split("held, not sent")[1] ?? "", "customer");
+    const held = tableRows(status.stdout.split("held, not sent")[1] ?? "", "customer_id");
     expect(held.map((r) => r.slice(0, 3))).toEqual([["cus_ghost", "no_subscription", "5000"]]);
     expect(held[0]?.[3]).toContain("unknown to Stripe");
     const json = JSON.parse((await w.cli(["report", "--status", "--json"])).stdout) as {
-      held: { customer: string; reason: string; bytes: number }[];
+      held: { customer_id: string; reason: string; bytes: number }[];
     };
-    expect(json.held).toEqual([expect.objectContaining({ customer: "cus_ghost", bytes: 5000 })]);
+    expect(json.held).toEqual([
+      expect.objectContaining({ customer_id: "cus_ghost", reason: "no_subscription", bytes: 5000 }),
+    ]);
   });
 
   it("--status after a permanent failure exits 1 and lists the stopped row with its reason", async () => {
@@ -495,7 +503,7 @@ describe("simmeter report (CLI)", () => {
     // Nothing was planned: where to stamp needs the subscription periods the key could not read.
     const status = await w.cli(["report", "--status", "--json"]);
     expect(status.status).toBe(0);
-    expect(JSON.parse(status.stdout)).toMatchObject({ failed: [], pending: 0 });
+    expect(JSON.parse(status.stdout)).toMatchObject({ stopped: [], pending: { rows: 0 } });
 
     const retry = await w.cli(["report", "--json"]);
     expect(retry.status).toBe(0);
