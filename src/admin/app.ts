@@ -1,8 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import cookieParser from "cookie-parser";
 import express, { type NextFunction, type Request, type Response } from "express";
-import { openApiDocument } from "../api/openapi.ts";
-import { apiError, apiRouter } from "../api/router.ts";
+import { apiError } from "../api/error.ts";
 import type { ApiContext } from "../api/routes.ts";
 import {
   CONSOLE_PREFIX,
@@ -139,11 +138,37 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     res.send(await deps.metrics.metrics());
   });
   if (deps.api) {
-    const doc = openApiDocument();
-    app.get("/api/openapi.json", (_req, res) => {
-      res.json(doc);
+    // Loaded on the first /api request: the views behind it (billing, customers, parity) cost
+    // about 20 MB that a receiver or worker nobody queries should not pay.
+    const api = deps.api;
+    let loading: Promise<express.Router> | null = null;
+    const load = () => {
+      loading ??= Promise.all([import("../api/router.ts"), import("../api/openapi.ts")]).then(
+        ([r, o]) => {
+          const router = express.Router();
+          const doc = o.openApiDocument();
+          router.get("/api/openapi.json", (_req, res) => {
+            res.json(doc);
+          });
+          router.use(r.apiRouter(api));
+          return router;
+        },
+      );
+      return loading;
+    };
+    app.use((req: Request, res: Response, next: NextFunction) => {
+      if (!req.path.startsWith("/api/")) {
+        next();
+        return;
+      }
+      load().then(
+        (router) => router(req, res, next),
+        (err: unknown) => {
+          loading = null;
+          next(err);
+        },
+      );
     });
-    app.use(apiRouter(deps.api));
   }
   deps.mount?.(app);
 

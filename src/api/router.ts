@@ -1,20 +1,13 @@
 import { type Request, type Response, Router } from "express";
 import type { z } from "zod";
 import { CursorError } from "../views/json.ts";
-import { type ApiContext, type ApiError, NotFound, ROUTES } from "./routes.ts";
+import { apiError } from "./error.ts";
+import { type ApiContext, NotFound, ROUTES } from "./routes.ts";
 
 /** express path for an OpenAPI path template: /api/quarantine/{id} → /api/quarantine/:id */
 const expressPath = (p: string) => p.replace(/\{(\w+)\}/g, ":$1");
 
-export function apiError(
-  res: Response,
-  status: number,
-  code: ApiError["error"]["code"],
-  message: string,
-  param?: string,
-): void {
-  res.status(status).json({ error: { code, message, ...(param ? { param } : {}) } });
-}
+export { apiError };
 
 function firstIssue(e: z.ZodError): { message: string; param: string } {
   const i = e.issues[0];

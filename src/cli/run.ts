@@ -3,7 +3,8 @@ import { createAdminApp, type Readiness } from "../admin/app.ts";
 import { listenAdmin } from "../admin/listener.ts";
 import { loadBilling } from "../billing/subscriptions.ts";
 import { redactedConfig } from "../config.ts";
-import { consoleQueues, mountConsole } from "../console/mount.ts";
+import { consoleQueues } from "../console/connection.ts";
+import { mountConsoleLazily } from "../console/lazy.ts";
 import { createMetrics } from "../lib/metrics.ts";
 import { type Closer, closeAll, onSignals } from "../lib/shutdown.ts";
 import { VERSION } from "../lib/version.ts";
@@ -105,7 +106,7 @@ async function run(role: Role): Promise<void> {
           roleReady ? roleReady() : { ok: false, checks: { [role]: "starting" } },
         api,
         mount: (app) =>
-          mountConsole(app, {
+          mountConsoleLazily(app, {
             api,
             token: config.ADMIN_TOKEN,
             logger,

@@ -197,9 +197,10 @@ describe("simmeter customers (CLI)", () => {
     expect(r.stdout).toBe(
       "2 new, 0 unchanged; effective from 2026-11-01T00:00:00.000Z (the earliest of 2 effective times)\n",
     );
+    // In the order they were made (the file's order).
     expect(await w.list()).toEqual([
-      { type: "sim", id: SIM, customer: "cus_A1", from: "2026-11-10T09:00:00.000Z" },
       { type: "sim", id: SIM2, customer: "cus_B2", from: "2026-11-01T00:00:00.000Z" },
+      { type: "sim", id: SIM, customer: "cus_A1", from: "2026-11-10T09:00:00.000Z" },
     ]);
   });
 
