@@ -661,9 +661,10 @@ async function main(): Promise<number> {
     // 8. Per customer: counted (simmeter reconcile), Stripe (emulator), ground truth (simulator).
     const problemsBefore: string[] = [];
     const rec = await runCli(["reconcile", "--json"], env);
-    let rows: DriftRow[];
+    // --json prints snake_case keys (docs/json.md): stripe_drift.
+    let rows: (Omit<DriftRow, "stripeDrift"> & { stripe_drift: number | null })[];
     try {
-      rows = JSON.parse(rec.stdout) as DriftRow[];
+      rows = JSON.parse(rec.stdout) as typeof rows;
     } catch {
       throw new Error(`simmeter reconcile printed no JSON (${rec.status}):\n${rec.stderr}`);
     }
@@ -712,9 +713,9 @@ async function main(): Promise<number> {
       if (counted !== expected)
         problems.push(`${c}: counted ${fmt(counted)} but the ground truth is ${fmt(expected)}`);
       const r = byCustomer.get(c);
-      if (r && (r.unreported !== 0 || (r.stripeDrift ?? 0) !== 0 || r.pending !== 0))
+      if (r && (r.unreported !== 0 || (r.stripe_drift ?? 0) !== 0 || r.pending !== 0))
         problems.push(
-          `${c}: simmeter reconcile reports unreported ${r.unreported}, pending ${r.pending}, stripeDrift ${r.stripeDrift}`,
+          `${c}: simmeter reconcile reports unreported ${r.unreported}, pending ${r.pending}, stripe drift ${r.stripe_drift}`,
         );
       table.push([
         c,

@@ -3,6 +3,7 @@ import cookieParser from "cookie-parser";
 import express, { type NextFunction, type Request, type Response } from "express";
 import { apiError } from "../api/error.ts";
 import type { ApiContext } from "../api/routes.ts";
+import { isLoopback } from "../config.ts";
 import {
   CONSOLE_PREFIX,
   isConsolePath,
@@ -75,6 +76,27 @@ export function createAdminApp(deps: AdminDeps): express.Express {
   if (deps.mount) app.use(CONSOLE_PREFIX, cookieParser());
 
   const token = deps.token;
+  if (!token) {
+    // Without a token the listener is loopback-only (loadConfig refuses otherwise), but a page in
+    // the operator's browser can still reach 127.0.0.1 under a hostile name that resolves there
+    // (DNS rebinding): answer only requests addressed to a loopback name.
+    app.use((req: Request, res: Response, next: NextFunction) => {
+      if (isLoopback(req.hostname)) {
+        next();
+        return;
+      }
+      deps.logger.warn(
+        { host: req.get("host"), path: req.path },
+        "admin request refused: Host is not loopback",
+      );
+      apiError(
+        res,
+        403,
+        "unauthorized",
+        "without ADMIN_TOKEN the admin listener answers only to localhost, 127.0.0.1 or [::1] (use an SSH tunnel, or set ADMIN_TOKEN)",
+      );
+    });
+  }
   if (token) {
     app.use((req: Request, res: Response, next: NextFunction) => {
       if (bearerMatches(req.get("authorization"), token)) {

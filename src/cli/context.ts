@@ -1,9 +1,10 @@
 import { InvalidArgumentError } from "commander";
+import pino from "pino";
 import { type Config, ConfigError, type ConfigNeeds, loadConfig } from "../config.ts";
 import { type Db, type OpenMode, openDb } from "../db/client.ts";
 import { createLogger, type Logger } from "../lib/logger.ts";
 import { parseUtcTime } from "../lib/time.ts";
-import { type List, MAX_PAGE } from "../views/json.ts";
+import { type List, MAX_PAGE, snakeKeys } from "../views/json.ts";
 
 export type CliContext = { config: Config; logger: Logger; db: Db };
 
@@ -31,7 +32,9 @@ export function cliConfig(
     config = loadConfig(process.env, needs);
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`simmeter: ${err.message}\n`);
+      // A service role's stderr is its log: JSON there too (a log shipper reads every line).
+      if (needs.admin) fatalJson("invalid configuration", err.message);
+      else process.stderr.write(`simmeter: ${err.message}\n`);
       process.exit(2);
     }
     throw err;
@@ -47,8 +50,19 @@ export function cliConfig(
 export function cliContext(needs: CliNeeds = {}, logLevel?: string): CliContext {
   const { db: mode = "create", ...configNeeds } = needs;
   const { config, logger } = cliConfig(configNeeds, logLevel);
-  const db = openDb(config.DATABASE_PATH, { mode });
-  return { config, logger, db };
+  try {
+    const db = openDb(config.DATABASE_PATH, { mode });
+    return { config, logger, db };
+  } catch (err) {
+    if (!configNeeds.admin) throw err;
+    fatalJson("cannot open the database", (err as Error).message);
+    process.exit(1);
+  }
+}
+
+/** One pino line at fatal level, written synchronously (the process exits next). */
+function fatalJson(msg: string, detail: string): void {
+  pino({ name: "simmeter" }, pino.destination({ fd: 2, sync: true })).fatal({ err: detail }, msg);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -97,7 +111,7 @@ export function printJsonOrTable(
   empty: string,
 ): void {
   if (json) {
-    process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify(snakeKeys(rows), null, 2)}\n`);
     return;
   }
   if (rows.length === 0) {

@@ -96,13 +96,27 @@ export function registerReadCommands(program: Command): void {
       "accounting anomalies: cumulative going down, readings after end, impossible rates",
     )
     .option("--limit <n>", "rows to show, newest first", positiveInt, 100)
+    .option("--kind <kind>", "only anomalies of this kind (e.g. cumulative_decreased)")
+    .option(
+      "--since <time>",
+      "only anomalies detected at or after this UTC time",
+      timeOption("--since"),
+    )
     .option("--json", "print JSON")
-    .action((o: { limit: number; json?: boolean }) => {
+    .action((o: { limit: number; kind?: string; since?: number; json?: boolean }) => {
       const { db } = cliContext({ db: "read" }, "warn");
       try {
         printList(
           Boolean(o.json),
-          collectList((page) => anomalyList(db, page), o.limit),
+          collectList(
+            (page) =>
+              anomalyList(db, {
+                ...(o.kind !== undefined ? { kind: o.kind } : {}),
+                ...(o.since !== undefined ? { since: o.since } : {}),
+                ...page,
+              }),
+            o.limit,
+          ),
           "no anomalies",
         );
       } finally {

@@ -8,6 +8,7 @@ import { createMetrics } from "../lib/metrics.ts";
 import { createRedis, waitReady } from "../lib/redis.ts";
 import { type Closer, closeAll } from "../lib/shutdown.ts";
 import { startWorker } from "../runtime/worker.ts";
+import { snakeKeys } from "../views/json.ts";
 import { cliConfig, intOption } from "./context.ts";
 
 /**
@@ -105,7 +106,7 @@ export function registerReplayCommand(program: Command): void {
           seconds: Math.round(secs * 10) / 10,
           eventsPerSecond: Math.round(result.enqueued / Math.max(secs, 0.001)),
         };
-        process.stdout.write(`${JSON.stringify(summary)}\n`);
+        process.stdout.write(`${JSON.stringify(snakeKeys(summary))}\n`);
         const problem = replayProblem(result, file, Boolean(o.strict));
         if (problem) {
           process.stderr.write(`${problem}\n`);

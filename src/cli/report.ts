@@ -16,12 +16,7 @@ import { createRedis, waitReady } from "../lib/redis.ts";
 import { VERSION } from "../lib/version.ts";
 import { WEBHOOK_PATH } from "../receive/app.ts";
 import { clockSkewCheck, stripeClockSkew } from "../reporting/clock.ts";
-import {
-  failedReports,
-  pendingReports,
-  planReports,
-  retryFailed,
-} from "../reporting/outbox.ts";
+import { failedReports, pendingReports, planReports, retryFailed } from "../reporting/outbox.ts";
 import { STRIPE_BACKDATE_MS } from "../reporting/plan.ts";
 import {
   hasDrift,
@@ -34,6 +29,7 @@ import { REPORT_QUEUE } from "../reporting/schedule.ts";
 import { createStripe } from "../reporting/stripe.ts";
 import { ensureMeter, findMeter, meterProblems } from "../reporting/stripe-setup.ts";
 import { reporterSettings } from "../runtime/worker.ts";
+import { snakeKeys } from "../views/json.ts";
 import { reportStatusView } from "../views/report.ts";
 import { type Format, parseFormat, parsePeriod, reconcilePeriod } from "./billing.ts";
 import {
@@ -141,7 +137,7 @@ export function registerReportCommands(program: Command): void {
             ...plan.rows.map((r) => ({ ...r, note: "new" })),
           ].map((r) => ({
             identifier: r.identifier,
-            customer: r.customerId,
+            customer_id: r.customerId,
             hour: iso(r.hour),
             value: r.value,
             timestamp: iso(r.timestamp * 1000),
@@ -177,7 +173,7 @@ export function registerReportCommands(program: Command): void {
             settings: { ...reporterSettings(config), waitForLeaseMs: 2 * LEASE_TTL_MS },
           });
           process.stdout.write(
-            `${o.json ? JSON.stringify(s) : table([s as unknown as Record<string, unknown>])}\n`,
+            `${o.json ? JSON.stringify(snakeKeys(s)) : table([s as unknown as Record<string, unknown>])}\n`,
           );
           if (s.fatal) process.stderr.write(`stopped: ${s.fatal}\n`);
           if (s.lockedCustomers > 0) {
@@ -408,7 +404,9 @@ async function repair(a: {
       settings: { ...reporterSettings(config), waitForLeaseMs: 2 * LEASE_TTL_MS },
     });
     if (a.o.json) {
-      process.stdout.write(`${JSON.stringify({ differences: shown, report: s }, null, 2)}\n`);
+      process.stdout.write(
+        `${JSON.stringify(snakeKeys({ differences: shown, report: s }), null, 2)}\n`,
+      );
     } else {
       process.stdout.write(
         `Stripe differs from the outbox in ${diffs.length} hour(s):\n${table(shown)}\n`,

@@ -25,7 +25,7 @@ import { logBullmqErrors } from "../lib/bullmq-errors.ts";
 import { retryFailed } from "../reporting/outbox.ts";
 import type { ReportSummary } from "../reporting/reporter.ts";
 import { REPORT_QUEUE } from "../reporting/schedule.ts";
-import type { ConsoleDeps, ConsoleQueues } from "./deps.ts";
+import { type ConsoleDeps, type ConsoleQueues, within } from "./deps.ts";
 import type { Flash } from "./layout.tsx";
 
 // ---------------------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ export function requeueFlash(r: RequeueResult): Flash {
 export type RetryResult = {
   retried: number;
   /** the report run started at once, and what it did; null without a reporter in this process */
-  run: { jobId: string; summary: ReportSummary | null; error: string | null } | null;
+  run: { jobId: string | null; summary: ReportSummary | null; error: string | null } | null;
 };
 
 /**
@@ -178,12 +178,22 @@ export async function retryStopped(deps: ConsoleDeps, waitMs: number): Promise<R
   const events = new QueueEvents(REPORT_QUEUE, { connection, prefix: q.prefix });
   logBullmqErrors(events, deps.logger, "report queue events (console)");
   try {
-    await events.waitUntilReady();
-    const job = await q.report.add(
-      "report",
-      { requestedBy: "console" },
-      { removeOnComplete: { count: 100 }, removeOnFail: { count: 1000 } },
-    );
+    // Redis down: the rows are back in line (the scheduled run sends them); say so, never hang.
+    let job: Awaited<ReturnType<NonNullable<typeof q.report>["add"]>>;
+    try {
+      await within(events.waitUntilReady(), 2000, "Redis");
+      job = await within(
+        q.report.add(
+          "report",
+          { requestedBy: "console" },
+          { removeOnComplete: { count: 100 }, removeOnFail: { count: 1000 } },
+        ),
+        2000,
+        "Redis",
+      );
+    } catch (err) {
+      return { retried, run: { jobId: null, summary: null, error: (err as Error).message } };
+    }
     try {
       const summary = (await job.waitUntilFinished(events, waitMs)) as ReportSummary;
       return { retried, run: { jobId: job.id as string, summary, error: null } };

@@ -650,9 +650,11 @@ export function mountConsole(app: express.Express, deps: ConsoleDeps): void {
 
   router.get("/anomalies", (req: Request, res: Response) => {
     const kind = one(req.query.kind).trim();
+    const since = one(req.query.since).trim();
     const p = AnomalyParams.safeParse({
       limit: "200",
       ...(kind ? { kind } : {}),
+      ...(since ? { since } : {}),
       ...(one(req.query.starting_after) ? { starting_after: one(req.query.starting_after) } : {}),
     });
     if (!p.success) throw new PageError(400, p.error.issues[0]?.message ?? "bad filter");
@@ -668,7 +670,7 @@ export function mountConsole(app: express.Express, deps: ConsoleDeps): void {
       const sim = stmt.get(s) as string | undefined;
       if (sim) simOf.set(s, sim);
     }
-    send(req, res, "Anomalies", AnomaliesPage({ list, kind, kinds, simOf }));
+    send(req, res, "Anomalies", AnomaliesPage({ list, kind, since, kinds, simOf }));
   });
 
   // ---- unmapped SIMs and assignments -----------------------------------------------------

@@ -162,7 +162,14 @@ function supersedeClosed(
             ? `superseded: the invoice for ${new Date(r.timestamp * 1000).toISOString()} closed before it was sent`
             : `superseded: ${b.detail ?? "no subscription item on the meter"}`,
       })
-      .where(and(eq(meterReports.identifier, r.identifier), eq(meterReports.state, "pending")))
+      .where(
+        and(
+          eq(meterReports.identifier, r.identifier),
+          eq(meterReports.state, "pending"),
+          // A call may have started since the select: such a row is re-sent, never replaced.
+          eq(meterReports.inDoubt, false),
+        ),
+      )
       .run();
     db.insert(reportDirtyHours).values({ hour: r.hour }).onConflictDoNothing().run();
     n++;

@@ -103,3 +103,16 @@ export function idCursor(v: string | undefined): number | undefined {
     throw new CursorError(`starting_after ${JSON.stringify(v)} is not a cursor from this list`);
   return Number(v);
 }
+
+const snake = (k: string) => k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/**
+ * The value with every object key in snake_case (stillPending → still_pending): for the CLI's
+ * --json of answers that are not views (run summaries, reconcile rows), so that every JSON answer
+ * has the one shape docs/json.md describes. Keys that already are snake_case are unchanged.
+ */
+export function snakeKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(snakeKeys);
+  if (v === null || typeof v !== "object") return v;
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [snake(k), snakeKeys(x)]));
+}

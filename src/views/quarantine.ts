@@ -1,4 +1,4 @@
-import { and, desc, eq, lt, sql } from "drizzle-orm";
+import { and, desc, eq, gte, lt, sql } from "drizzle-orm";
 import { z } from "zod";
 import type { Db } from "../db/client.ts";
 import { anomalies, quarantine } from "../db/schema.ts";
@@ -68,6 +68,7 @@ export function quarantineList(db: Db, p: z.output<typeof QuarantineParams>) {
 
 export const AnomalyParams = z.object({
   kind: z.string().min(1).optional(),
+  since: timeParam("since").optional().meta({ description: "detected at or after" }),
   ...pageParams,
 });
 export const AnomalyItem = z
@@ -93,6 +94,7 @@ export function anomalyList(db: Db, p: z.output<typeof AnomalyParams>) {
       and(
         beforeId !== undefined ? lt(anomalies.id, beforeId) : undefined,
         p.kind !== undefined ? eq(anomalies.kind, p.kind) : undefined,
+        p.since !== undefined ? gte(anomalies.detectedAt, p.since) : undefined,
       ),
     )
     .orderBy(desc(anomalies.id))

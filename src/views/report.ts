@@ -101,7 +101,9 @@ export function reportStatusView(
       rows: pending.length,
       bytes: pending.reduce((n, r) => n + r.value, 0),
       oldest_created_at:
-        pending.length > 0 ? iso(Math.min(...pending.map((r) => r.createdAt))) : null,
+        pending.length > 0
+          ? iso(pending.reduce((m, r) => Math.min(m, r.createdAt), Number.POSITIVE_INFINITY))
+          : null,
     },
     stopped: failedReports(db).map((r) => ({
       identifier: r.identifier,

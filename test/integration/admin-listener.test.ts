@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { request as httpRequest } from "node:http";
 import { networkInterfaces } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -47,6 +48,11 @@ function seedLedger(path: string): void {
       "insert into quarantine (received_at, source, delivery_id, position, event_sid, reason, raw) values (?, 'twilio', 'd1', 0, null, 'not JSON', '{x')",
     )
     .run(hour0);
+  const anomaly = db.$client.prepare(
+    "insert into anomalies (session_sid, event_sid, kind, detail, detected_at) values (?, ?, ?, 'x', ?)",
+  );
+  anomaly.run("PI1", "EZ1", "cumulative_decreased", hour0);
+  anomaly.run("PI2", "EZ2", "rate_exceeded", hour0 + 2 * 3_600_000);
   assignCustomer({
     db,
     input: { targetType: "sim", targetId: SIMS[0] as string, customerId: "cus_A" },
@@ -143,23 +149,54 @@ describe("the admin listener beyond loopback needs ADMIN_TOKEN", () => {
     };
     expect(all.data).toHaveLength(6);
     expect(all.has_more).toBe(false);
-    const seen: unknown[] = [];
-    let cursor: string | null = null;
-    for (let i = 0; i < 10; i++) {
-      const q: string = `/api/usage?granularity=hour&limit=4${cursor ? `&starting_after=${encodeURIComponent(cursor)}` : ""}`;
-      const page = (await (await admin(q, TOKEN)).json()) as {
-        data: unknown[];
-        has_more: boolean;
-        next_starting_after: string | null;
-      };
-      seen.push(...page.data);
-      if (!page.has_more) {
-        expect(page.next_starting_after).toBeNull();
-        break;
+    // Every page size, so that page boundaries fall between the hours of one SIM and between SIMs.
+    for (let limit = 1; limit <= 7; limit++) {
+      const seen: unknown[] = [];
+      let cursor: string | null = null;
+      for (let i = 0; i < 10; i++) {
+        const q: string = `/api/usage?granularity=hour&limit=${limit}${cursor ? `&starting_after=${encodeURIComponent(cursor)}` : ""}`;
+        const page = (await (await admin(q, TOKEN)).json()) as {
+          data: unknown[];
+          has_more: boolean;
+          next_starting_after: string | null;
+        };
+        expect(page.data.length, `limit ${limit}`).toBeLessThanOrEqual(limit);
+        seen.push(...page.data);
+        if (!page.has_more) {
+          expect(page.next_starting_after).toBeNull();
+          break;
+        }
+        cursor = page.next_starting_after;
       }
-      cursor = page.next_starting_after;
+      expect(seen, `limit ${limit}`).toEqual(all.data);
     }
-    expect(seen).toEqual(all.data);
+  });
+
+  it("filters anomalies by kind and time, and the CLI's --json is the same document", async () => {
+    const since = "2026-11-01T11:00:00Z";
+    const api = (await (await admin(`/api/anomalies?since=${since}`, TOKEN)).json()) as {
+      data: { session_sid: string; kind: string; detected_at: string }[];
+    };
+    expect(api.data.map((a) => [a.session_sid, a.kind, a.detected_at])).toEqual([
+      ["PI2", "rate_exceeded", "2026-11-01T12:00:00.000Z"],
+    ]);
+    const byKind = (await (
+      await admin("/api/anomalies?kind=cumulative_decreased", TOKEN)
+    ).json()) as { data: { session_sid: string }[] };
+    expect(byKind.data.map((a) => a.session_sid)).toEqual(["PI1"]);
+    const cli = await runCli(["anomalies", "--since", since, "--json"], { DATABASE_PATH: dbPath });
+    expect(cli.status, cli.stderr).toBe(0);
+    expect(JSON.parse(cli.stdout)).toEqual(api);
+    for (const [args, path] of [
+      [["usage", "--by", "hour", "--json"], "/api/usage?granularity=hour&limit=1000"],
+      [["usage", "--unmapped", "--json"], "/api/usage/unmapped"],
+      [["quarantine", "--json"], "/api/quarantine"],
+      [["customers", "list", "--json"], "/api/customers"],
+    ] as const) {
+      const c = await runCli([...args], { DATABASE_PATH: dbPath });
+      expect(c.status, c.stderr).toBe(0);
+      expect(JSON.parse(c.stdout), args.join(" ")).toEqual(await (await admin(path, TOKEN)).json());
+    }
   });
 
   it("answers bad parameters with a JSON error naming the parameter", async () => {
@@ -249,6 +286,23 @@ describe("every role has the admin listener", () => {
       expect(metrics).toMatch(
         /^simmeter_ingested_events_total|# TYPE simmeter_ingested_events_total counter/m,
       );
+      // Without ADMIN_TOKEN: loopback only, and a request under another name (DNS rebinding: a
+      // hostile page's name resolving to 127.0.0.1) is refused on every path but /healthz.
+      for (const path of ["/api/usage", "/api/quarantine", "/metrics", "/readyz", "/healthz"]) {
+        const status = await new Promise<number>((resolve, reject) => {
+          const req = httpRequest(
+            `${app.adminUrl}${path}`,
+            { headers: { host: "rebound.example:8081" } },
+            (res) => {
+              res.resume();
+              resolve(res.statusCode ?? 0);
+            },
+          );
+          req.on("error", reject);
+          req.end();
+        });
+        expect(status, path).toBe(path === "/healthz" ? 200 : 403);
+      }
     } finally {
       expect(await app.stop()).toBe(0);
     }

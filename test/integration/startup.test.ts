@@ -3,6 +3,18 @@ import { describe, expect, it } from "vitest";
 import { startRedis } from "../../scripts/lib/redis-server.ts";
 import { runCli, startSimmeter, tempDir, waitFor } from "../helpers/process.ts";
 
+/** stderr must be JSON log lines only; the last is the fatal refusal. */
+function fatalLine(stderr: string): { level: number; msg: string; err: string } {
+  const lines = stderr
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { level: number; msg: string; err: string });
+  const last = lines[lines.length - 1];
+  expect(last?.level).toBe(60);
+  expect(last?.msg).toBe("invalid configuration");
+  return last as { level: number; msg: string; err: string };
+}
+
 describe("starting the service", () => {
   it("refuses to start a receiver with no secret and no ALLOW_UNSIGNED, naming the variables", async () => {
     const r = await runCli(["serve"], {
@@ -12,8 +24,10 @@ describe("starting the service", () => {
       ALLOW_UNSIGNED: "",
     });
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/TWILIO_AUTH_TOKEN/);
-    expect(r.stderr).toMatch(/KORE_WEBHOOK_SECRET/);
+    // A service role's stderr is its log: the refusal is one JSON line too.
+    const line = fatalLine(r.stderr);
+    expect(line.err).toMatch(/TWILIO_AUTH_TOKEN/);
+    expect(line.err).toMatch(/KORE_WEBHOOK_SECRET/);
   });
 
   it("refuses a bad value with a message naming the variable", async () => {
@@ -23,7 +37,7 @@ describe("starting the service", () => {
       BILLING_MODE: "hourly",
     });
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/BILLING_MODE="hourly"/);
+    expect(fatalLine(r.stderr).err).toMatch(/BILLING_MODE="hourly"/);
   });
 });
 

@@ -435,7 +435,7 @@ describe("simmeter report (CLI)", () => {
       sent: 0,
       failed: 0,
       held: 1,
-      heldBytes: { no_subscription: 5000 },
+      held_bytes: { no_subscription: 5000 },
     });
     expect(report.stderr).toContain("usage held, not sent: 5000 bytes (no_subscription)");
     expect(w.emu.events()).toEqual([]);

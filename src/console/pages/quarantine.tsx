@@ -306,11 +306,14 @@ export function RequeueConfirmPage({
 export function AnomaliesPage({
   list,
   kind,
+  since,
   kinds,
   simOf,
 }: {
   list: List<AnomalyItem>;
   kind: string;
+  /** as typed (ISO 8601), "" for none */
+  since: string;
   kinds: string[];
   simOf: Map<string, string>;
 }): VNode {
@@ -333,12 +336,19 @@ export function AnomaliesPage({
             ))}
           </select>
         </label>
+        <label>
+          Detected since (UTC)
+          <input name="since" value={since} placeholder="2026-11-01 or 2026-11-01T10:00" />
+        </label>
         <button type="submit" class="secondary">
           Filter
         </button>
       </form>
       {list.data.length === 0 ? (
-        <Empty>No anomalies{kind ? ` of kind ${kind}` : ""}.</Empty>
+        <Empty>
+          No anomalies{kind ? ` of kind ${kind}` : ""}
+          {since ? ` since ${since}` : ""}.
+        </Empty>
       ) : (
         <div class="table-wrap">
           <table class="striped small" data-testid="anomalies">
