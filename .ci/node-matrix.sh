@@ -17,6 +17,9 @@ SUITE_TIMEOUT=${CI_NODE_SUITE_TIMEOUT:-900}
 
 for version in "$@"; do
   dir=$(mktemp -d -t "simmeter-node$version.XXXXXX")
+  # mktemp makes the directory 0700; a test runs the CLI as `nobody` (read-only access checks), and
+  # nobody must be able to reach this node binary and tree, as with the system node on Node 20.
+  chmod 755 "$dir"
   echo "== Node $version (in $dir)"
   if check "Node $version from the npm registry (node-linux-$ARCH@$version)" \
     timeout 300 npm install --silent --no-save --no-audit --no-fund --ignore-scripts \
