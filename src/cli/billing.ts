@@ -12,6 +12,7 @@ import { refreshBilling } from "../billing/subscriptions.ts";
 import type { Config } from "../config.ts";
 import type { Db } from "../db/client.ts";
 import { createStripe } from "../reporting/stripe.ts";
+import { statementCsv } from "../views/parity.ts";
 import { cliContext, table } from "./context.ts";
 
 // Commands about what the invoice shows: per-SIM statements and invoice parity (reconcile --period).
@@ -68,38 +69,6 @@ export async function reconcilePeriod(
     );
     process.exitCode = 1;
   }
-}
-
-function statementCsv(s: Statement): string {
-  const rows: Record<string, string | number | null>[] = s.lines.map((l) => ({
-    section: "sim",
-    sim_sid: l.sim_sid,
-    iccid: l.iccid,
-    unique_name: l.unique_name,
-    fleet_sid: l.fleet_sid,
-    day: l.day,
-    hour: null,
-    bytes: l.bytes,
-  }));
-  const extra = (section: string, bytes: number, hour: string | null = null) =>
-    rows.push({
-      section,
-      sim_sid: null,
-      iccid: null,
-      unique_name: null,
-      fleet_sid: null,
-      day: null,
-      hour,
-      bytes,
-    });
-  for (const l of s.late_in) extra("late_from_earlier_period", l.bytes, l.hour);
-  if (s.carried_out) extra("billed_on_a_later_invoice", -s.carried_out);
-  if (s.unreported) extra("not_yet_reported", -s.unreported);
-  extra("total", s.total);
-  return stringify(rows, {
-    header: true,
-    columns: ["section", "sim_sid", "iccid", "unique_name", "fleet_sid", "day", "hour", "bytes"],
-  });
 }
 
 function statementText(s: Statement): string {
