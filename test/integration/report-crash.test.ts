@@ -89,7 +89,7 @@ describe("the reporter process", () => {
       const again = await runCli(["report", "--json"], env);
       expect(again.status, again.stderr).toBe(0);
       const summary = JSON.parse(again.stdout);
-      expect(summary).toMatchObject({ failed: 0, stillPending: 0 });
+      expect(summary).toMatchObject({ failed: 0, still_pending: 0 });
       // The killed call is answered from Stripe's idempotency store or refused as a duplicate
       // identifier; either way it counts as sent and is not recorded again.
       expect(summary.sent + summary.duplicates).toBe(3);

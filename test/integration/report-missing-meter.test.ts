@@ -341,7 +341,7 @@ describe("simmeter report (CLI) without a usable meter", () => {
     expect((await w.cli(["stripe", "setup"])).status).toBe(0);
     const ok = await w.cli(["report", "--json"]);
     expect(ok.status, ok.stderr).toBe(0);
-    expect(JSON.parse(ok.stdout)).toMatchObject({ sent: 1, failed: 0, stillPending: 0 });
+    expect(JSON.parse(ok.stdout)).toMatchObject({ sent: 1, failed: 0, still_pending: 0 });
     expect(w.emu.events().map((e) => e.value)).toEqual([7000]);
   });
 
@@ -359,7 +359,7 @@ describe("simmeter report (CLI) without a usable meter", () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toContain(`"${EVENT_NAME}" (STRIPE_METER_EVENT_NAME)`);
     expect(r.stderr).toContain("run simmeter stripe setup --reactivate");
-    expect(JSON.parse(r.stdout)).toMatchObject({ calls: 1, sent: 0, failed: 0, stillPending: 1 });
+    expect(JSON.parse(r.stdout)).toMatchObject({ calls: 1, sent: 0, failed: 0, still_pending: 1 });
     expect(await w.status()).toMatchObject({ stopped: [], pending: { rows: 1 } });
 
     expect((await w.cli(["stripe", "setup", "--reactivate"])).status).toBe(0);
