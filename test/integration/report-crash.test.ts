@@ -114,7 +114,7 @@ describe("the reporter process", () => {
         counted: 3000,
         reported: 3000,
         stripe: 3007,
-        stripeDrift: -7,
+        stripe_drift: -7,
       });
     } finally {
       await emu.close();

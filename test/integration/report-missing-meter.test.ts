@@ -365,7 +365,7 @@ describe("simmeter report (CLI) without a usable meter", () => {
     expect((await w.cli(["stripe", "setup", "--reactivate"])).status).toBe(0);
     const ok = await w.cli(["report", "--json"]);
     expect(ok.status, ok.stderr).toBe(0);
-    expect(JSON.parse(ok.stdout)).toMatchObject({ sent: 1, failed: 0, stillPending: 0 });
+    expect(JSON.parse(ok.stdout)).toMatchObject({ sent: 1, failed: 0, still_pending: 0 });
     expect(w.emu.events().map((e) => e.value)).toEqual([1000, 2000]);
     expect(w.emu.stats().duplicateIdentifiers).toBe(0);
   });
