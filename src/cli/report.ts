@@ -30,6 +30,7 @@ import { createStripe } from "../reporting/stripe.ts";
 import { ensureMeter, findMeter, meterProblems } from "../reporting/stripe-setup.ts";
 import { reporterSettings } from "../runtime/worker.ts";
 import { snakeKeys } from "../views/json.ts";
+import { lastSentMs } from "../views/overview.ts";
 import { reportStatusView } from "../views/report.ts";
 import { type Format, parseFormat, parsePeriod, reconcilePeriod } from "./billing.ts";
 import {
@@ -675,10 +676,7 @@ async function doctorReporting(
       await queue.close().catch(() => {});
     }
   }
-  const sent = db.$client
-    .prepare("select max(sent_at) as t from meter_reports where state = 'sent' and kind = 'usage'")
-    .get() as { t: number | null };
-  const lastSent = sent.t;
+  const lastSent = lastSentMs(db);
   const last = Math.max(lastRun ?? -1, lastSent ?? -1);
   const work = db.$client
     .prepare(

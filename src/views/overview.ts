@@ -149,11 +149,16 @@ function openQuarantine(db: Db): number {
 }
 
 /** When Stripe last confirmed an outbox row (a scheduled run's or `simmeter report`'s). */
-export function lastSentAt(db: Db): string | null {
+/** When Stripe last accepted a usage row (epoch ms), or null: shared with `simmeter doctor`. */
+export function lastSentMs(db: Db): number | null {
   const r = db.$client
     .prepare("select max(sent_at) as t from meter_reports where state = 'sent' and kind = 'usage'")
     .get() as { t: number | null };
-  return iso(r.t);
+  return r.t;
+}
+
+export function lastSentAt(db: Db): string | null {
+  return iso(lastSentMs(db));
 }
 
 export function overviewView(
