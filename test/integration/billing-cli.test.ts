@@ -1,98 +1,34 @@
-import { randomUUID } from "node:crypto";
-import { rmSync } from "node:fs";
-import { join } from "node:path";
 import { parse } from "csv-parse/sync";
 import type Stripe from "stripe";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { type StripeEmulator, startStripeEmulator } from "../../scripts/stripe-emulator.ts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DAY_MS, dayStart, HOUR_MS, hourStart } from "../../src/accounting/buckets.ts";
-import { assignCustomer } from "../../src/customers/customers.ts";
 import { openDb } from "../../src/db/client.ts";
 import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
-import { createStripe } from "../../src/reporting/stripe.ts";
-import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
+import { stripeCliWorkspace } from "../helpers/cli.ts";
 import { defaultSettings } from "../helpers/db.ts";
-import { runCli, tempDir } from "../helpers/process.ts";
+import { EVENT_NAME } from "../helpers/reporting.ts";
+import { assignSim, sessionInHour } from "../helpers/seed.ts";
 
 // `simmeter statement` and `simmeter reconcile --period` as real child processes against an
 // in-process Stripe emulator on the real clock, each customer subscribed so that its current
 // period (monthly, anchored 10 days ago) contains now.
 
-const EVENT_NAME = "supersim_data_bytes";
-const ACCOUNT = "ACe7ea554f7fc0fad65e689bb5899bb6c3";
 const SIM_A = { sid: `HS${"a".repeat(32)}`, iccid: "89883070000005381783" };
 const SIM_B = { sid: `HS${"b".repeat(32)}`, iccid: "89883070000005381791" };
 const SIM_C = { sid: `HS${"c".repeat(32)}`, iccid: "89883070000005381809" };
-const MINUTE = 60_000;
-const hex32 = (n: number) => n.toString(16).padStart(32, "0");
-
-type Workspace = {
-  dbPath: string;
-  emu: StripeEmulator;
-  stripe: Stripe;
-  cli: (args: string[]) => ReturnType<typeof runCli>;
-};
 
 const cleanups: (() => Promise<void>)[] = [];
 afterAll(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function workspace(): Promise<Workspace> {
-  const dir = tempDir("simmeter-billing-cli-");
-  const emu = await startStripeEmulator({ acceptAnyCustomer: true, autoSubscribe: false });
-  cleanups.push(async () => {
-    await emu.close();
-    rmSync(dir, { recursive: true, force: true });
+const workspace = () =>
+  stripeCliWorkspace({
+    dirPrefix: "simmeter-billing-cli-",
+    redisPrefix: "bcli",
+    emulator: { acceptAnyCustomer: true, autoSubscribe: false },
+    cleanup: (close) => cleanups.push(close),
   });
-  const dbPath = join(dir, "simmeter.db");
-  const env = {
-    DATABASE_PATH: dbPath,
-    STRIPE_SECRET_KEY: emu.apiKey,
-    STRIPE_API_BASE: emu.url,
-    REDIS_URL: inject("redisUrl"),
-    REDIS_PREFIX: `bcli${randomUUID().slice(0, 8)}`,
-    LOG_LEVEL: "warn",
-    STRIPE_TIMEOUT_MS: "5000",
-  };
-  const stripe = createStripe({
-    STRIPE_SECRET_KEY: emu.apiKey,
-    STRIPE_API_BASE: emu.url,
-    STRIPE_TIMEOUT_MS: 5000,
-  });
-  return { dbPath, emu, stripe, cli: (args) => runCli(args, env) };
-}
-
-/** One data session inside `hour`: an update at +10 min, the end at +20 min, `bytes` in total. */
-function sessionEvents(
-  sim: { sid: string; iccid: string },
-  n: number,
-  hour: number,
-  bytes: number,
-) {
-  const start = hour + 5 * MINUTE;
-  const readings: [number, number][] = [
-    [hour + 10 * MINUTE, Math.floor(bytes / 3)],
-    [hour + 20 * MINUTE, bytes],
-  ];
-  return readings.map(([t, cumulative], i) =>
-    buildCloudEvent({
-      eventSid: `EZ${hex32(n * 16 + i)}`,
-      kind: i === readings.length - 1 ? "data-session.ended" : "data-session.updated",
-      accountSid: ACCOUNT,
-      simSid: sim.sid,
-      iccid: sim.iccid,
-      timestampMs: t,
-      sessionSid: `PI${hex32(n)}`,
-      sessionStartMs: start,
-      windowStartMs: start,
-      windowEndMs: t,
-      windowDown: 0,
-      cumulativeDown: cumulative,
-      ...(i === readings.length - 1 ? { sessionEndMs: t } : {}),
-    }),
-  );
-}
 
 /**
  * Two customers on monthly metered subscriptions anchored 10 days ago, with counted usage on two
@@ -121,17 +57,10 @@ async function billedWorkspace() {
       [SIM_B, "cus_alpha"],
       [SIM_C, "cus_beta"],
     ] as const)
-      assignCustomer({
-        db,
-        now,
-        input: {
-          targetType: "sim",
-          targetId: sim.sid,
-          customerId: customer,
-          effectiveFrom: anchor,
-        },
-      });
-    const events = usage.flatMap((u, n) => sessionEvents(u.sim, n + 1, u.hour, u.bytes));
+      assignSim(db, { sim: sim.sid, customer, effectiveFrom: anchor, now });
+    const events = usage.flatMap((u, n) =>
+      sessionInHour(u.sim.sid, u.sim.iccid, n + 1, u.hour, u.bytes),
+    );
     const s = ingestDeliveries(
       { db, stmts: prepareIngest(db), settings: defaultSettings, now: Date.now },
       { v: 1, deliveries: [{ id: "seed", receivedAt: Date.now(), source: "replay", events }] },

@@ -1,7 +1,6 @@
-import { spawn } from "node:child_process";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
 import { HOUR_MS } from "../../src/accounting/buckets.ts";
 import {
   assignCustomer,
@@ -9,16 +8,13 @@ import {
   listAssignments,
 } from "../../src/customers/customers.ts";
 import { openDb } from "../../src/db/client.ts";
-import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
-import { defaultSettings } from "../helpers/db.ts";
-import { tempDir } from "../helpers/process.ts";
+import { cli, tempDirsRemovedAfterAll } from "../helpers/cli.ts";
+import { ingestFixture } from "../helpers/seed.ts";
 
 // `simmeter customers import` as a real child process against a real SQLite file: every bad row
 // in one pass, nothing imported when any row is bad, and a second import of the same file adds
 // nothing ("0 new, 4 unchanged").
 
-const BIN = resolve(import.meta.dirname, "../../bin/simmeter.mjs");
-const ROOT = resolve(import.meta.dirname, "../..");
 const SIM_A = "HS0123456789abcdef0123456789abcdef";
 const SIM_B = "HSfedcba9876543210fedcba9876543210";
 const SIM_C = "HSaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -27,14 +23,10 @@ const SIM_D = "HSbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 const FIXTURE_SIM = "HS2f71995b834d803ff5376799ba59bd1d";
 const FIXTURE_ICCID = "89883070000005381783";
 
-const dirs: string[] = [];
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const freshDir = tempDirsRemovedAfterAll("simmeter-import-");
 
 function workspace() {
-  const dir = tempDir("simmeter-import-");
-  dirs.push(dir);
+  const dir = freshDir();
   const dbPath = join(dir, "simmeter.db");
   openDb(dbPath).$client.close();
   const file = (name: string, text: string) => {
@@ -42,23 +34,6 @@ function workspace() {
     writeFileSync(path, text);
     return path;
   };
-  const cli = (args: string[]) =>
-    new Promise<{ code: number | null; stdout: string; stderr: string }>((done, fail) => {
-      const child = spawn(process.execPath, [BIN, ...args], {
-        env: { ...process.env, DATABASE_PATH: dbPath, LOG_LEVEL: "warn" },
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      let stdout = "";
-      let stderr = "";
-      child.stdout.on("data", (d) => {
-        stdout += d;
-      });
-      child.stderr.on("data", (d) => {
-        stderr += d;
-      });
-      child.once("error", fail);
-      child.once("close", (code) => done({ code, stdout, stderr }));
-    });
   const assignments = () => {
     const db = openDb(dbPath, { mode: "read" });
     try {
@@ -71,24 +46,13 @@ function workspace() {
       db.$client.close();
     }
   };
-  return { dir, dbPath, file, cli, assignments };
-}
-
-const fixtureEvent = () =>
-  JSON.parse(
-    readFileSync(join(ROOT, "test/fixtures/constructed-data-session-ended.json"), "utf8"),
-  )[0] as unknown;
-
-function ingestFixture(dbPath: string): void {
-  const db = openDb(dbPath);
-  ingestDeliveries(
-    { db, stmts: prepareIngest(db), settings: defaultSettings, now: Date.now },
-    {
-      v: 1,
-      deliveries: [{ id: "f", receivedAt: Date.now(), source: "replay", events: [fixtureEvent()] }],
-    },
-  );
-  db.$client.close();
+  return {
+    dir,
+    dbPath,
+    file,
+    cli: (args: string[]) => cli(args, { DATABASE_PATH: dbPath }),
+    assignments,
+  };
 }
 
 describe("simmeter customers import (CLI)", () => {
@@ -215,7 +179,7 @@ describe("simmeter customers import (CLI)", () => {
 
   it("keeps the re-bill rule: a row that would move counted usage is refused, naming it, unless --rebill", async () => {
     const w = workspace();
-    ingestFixture(w.dbPath);
+    ingestFixture(w.dbPath, "f");
     const db = openDb(w.dbPath);
     assignCustomer({
       db,
@@ -251,10 +215,8 @@ describe("simmeter customers import (CLI)", () => {
 
 describe("importCustomersCsv: what counts as unchanged", () => {
   it("a SIM row that would override its ICCID's later assignment is new, not unchanged", () => {
-    const dir = tempDir("simmeter-import-");
-    dirs.push(dir);
-    const dbPath = join(dir, "simmeter.db");
-    ingestFixture(dbPath);
+    const dbPath = join(freshDir(), "simmeter.db");
+    ingestFixture(dbPath, "f");
     const db = openDb(dbPath);
     try {
       const now = Date.parse("2026-11-20T10:30:00Z");

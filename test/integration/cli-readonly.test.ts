@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
 import {
   chmodSync,
@@ -8,36 +8,25 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
-  rmSync,
   writeFileSync,
 } from "node:fs";
 import { join, resolve } from "node:path";
 import Database from "better-sqlite3";
 import { drizzle } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
-import { afterAll, describe, expect, inject, it } from "vitest";
-import { openDb } from "../../src/db/client.ts";
-import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
-import { defaultSettings } from "../helpers/db.ts";
-import { readDb, startSimmeter, tempDir, waitFor } from "../helpers/process.ts";
+import { describe, expect, inject, it } from "vitest";
+import { BIN, cli, tempDirsRemovedAfterAll } from "../helpers/cli.ts";
+import { readDb, startSimmeter, waitFor } from "../helpers/process.ts";
+import { fixtureEvent, ingestFixture } from "../helpers/seed.ts";
 
 // Commands that only read open the database read-only: they refuse a missing or unmigrated file
 // and never create, migrate or write anything. Commands that write refuse a missing file (a
 // mistyped DATABASE_PATH must not start a new, empty ledger). Real CLI processes, real files.
 
-const BIN = resolve(import.meta.dirname, "../../bin/simmeter.mjs");
 const ROOT = resolve(import.meta.dirname, "../..");
 const SIM = "HS2f71995b834d803ff5376799ba59bd1d";
 
-const dirs: string[] = [];
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
-function dir(): string {
-  const d = tempDir("simmeter-readonly-");
-  dirs.push(d);
-  return d;
-}
+const dir = tempDirsRemovedAfterAll("simmeter-readonly-");
 
 /** true when this process can run the CLI as `nobody`, else why not. */
 function nobodyCanRun(): true | string {
@@ -55,49 +44,8 @@ function nobodyCanRun(): true | string {
     : `nobody cannot run ${process.execPath} or read ${BIN} (${r.error?.message ?? `exit ${r.status}`}): clone the repository where other users can read it`;
 }
 
-function cli(
-  args: string[],
-  env: Record<string, string | undefined>,
-  cwd?: string,
-  as?: { uid: number; gid: number },
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done, fail) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      env: { ...process.env, LOG_LEVEL: "warn", ...env },
-      stdio: ["ignore", "pipe", "pipe"],
-      ...(cwd ? { cwd } : {}),
-      ...(as ?? {}),
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => {
-      stdout += d;
-    });
-    child.stderr.on("data", (d) => {
-      stderr += d;
-    });
-    child.once("error", fail);
-    child.once("close", (code) => done({ code, stdout, stderr }));
-  });
-}
-
-const ended = () =>
-  JSON.parse(
-    readFileSync(join(ROOT, "test/fixtures/constructed-data-session-ended.json"), "utf8"),
-  )[0] as unknown;
-
 /** A database with one counted session (1536 bytes in 2022-12-14T13:00Z), closed (so checkpointed). */
-function seeded(path: string): void {
-  const db = openDb(path);
-  ingestDeliveries(
-    { db, stmts: prepareIngest(db), settings: defaultSettings, now: Date.now },
-    {
-      v: 1,
-      deliveries: [{ id: "d1", receivedAt: Date.now(), source: "replay", events: [ended()] }],
-    },
-  );
-  db.$client.close();
-}
+const seeded = (path: string) => ingestFixture(path, "d1");
 
 const sha = (path: string) => createHash("sha256").update(readFileSync(path)).digest("hex");
 
@@ -191,7 +139,7 @@ describe("read commands open the database read-only", () => {
       const res = await fetch(`${app.url}/webhooks/event-streams`, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify([ended()]),
+        body: JSON.stringify([fixtureEvent()]),
       });
       expect(res.status).toBe(200);
       await waitFor(

@@ -1,12 +1,9 @@
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { freePort, type RedisHandle, startRedis } from "../../scripts/lib/redis-server.ts";
-import { type StripeEmulator, startStripeEmulator } from "../../scripts/stripe-emulator.ts";
-import { createStripe } from "../../src/reporting/stripe.ts";
-import { ensureMeter } from "../../src/reporting/stripe-setup.ts";
 import { runCli, startSimmeter, tempDir, waitFor } from "../helpers/process.ts";
+import { emulatorWithMeter, stripeEnv } from "../helpers/stripe.ts";
 
-const EVENT_NAME = "supersim_data_bytes";
 const TWILIO_TOKEN = "a-twilio-auth-token-that-must-never-be-logged";
 const ADMIN_TOKEN = "an-admin-token-that-must-never-be-logged";
 
@@ -26,21 +23,7 @@ function notJson(output: string): string[] {
 }
 
 describe("logs are JSON on every path", () => {
-  let emu: StripeEmulator;
-  beforeAll(async () => {
-    emu = await startStripeEmulator({ acceptAnyCustomer: true, autoSubscribe: true });
-    await ensureMeter(
-      createStripe({
-        STRIPE_SECRET_KEY: emu.apiKey,
-        STRIPE_API_BASE: emu.url,
-        STRIPE_TIMEOUT_MS: 5000,
-      }),
-      EVENT_NAME,
-    );
-  });
-  afterAll(async () => {
-    await emu?.close();
-  });
+  const emu = emulatorWithMeter();
 
   for (const role of ["start", "serve", "work"] as const) {
     it(`simmeter ${role} keeps writing JSON lines while Redis is down and after it returns`, async () => {
@@ -52,8 +35,7 @@ describe("logs are JSON on every path", () => {
         PUBLIC_URL: "https://billing.example.com/webhooks/event-streams",
         TWILIO_AUTH_TOKEN: TWILIO_TOKEN,
         ADMIN_TOKEN,
-        STRIPE_SECRET_KEY: emu.apiKey,
-        STRIPE_API_BASE: emu.url,
+        ...stripeEnv(emu()),
         REPORT_INTERVAL_SECONDS: "1",
       });
       try {
@@ -93,7 +75,7 @@ describe("logs are JSON on every path", () => {
       expect(boot[0]?.config).toMatchObject({ REPORT_INTERVAL_SECONDS: 1 });
       expect(out).not.toContain(TWILIO_TOKEN);
       expect(out).not.toContain(ADMIN_TOKEN);
-      expect(out).not.toContain(emu.apiKey);
+      expect(out).not.toContain(emu().apiKey);
       // The outage is in the log, but not one line per reconnect attempt.
       expect(lines.some((l) => /redis connection error/.test(String(l.msg)))).toBe(true);
       expect(

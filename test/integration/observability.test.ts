@@ -1,16 +1,10 @@
-import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { describe, expect, inject, it } from "vitest";
 import { z } from "zod";
 import { freePort } from "../../scripts/lib/redis-server.ts";
-import { type StripeEmulator, startStripeEmulator } from "../../scripts/stripe-emulator.ts";
-import { assignCustomer } from "../../src/customers/customers.ts";
-import { openDb } from "../../src/db/client.ts";
-import { createStripe } from "../../src/reporting/stripe.ts";
-import { ensureMeter } from "../../src/reporting/stripe-setup.ts";
-import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
+import { runToEnd } from "../helpers/cli.ts";
 import {
   readDb,
   type SimmeterProcess,
@@ -19,6 +13,8 @@ import {
   waitFor,
 } from "../helpers/process.ts";
 import { EVENT_NAME } from "../helpers/reporting.ts";
+import { assignSimInFile, recentSession } from "../helpers/seed.ts";
+import { emulatorWithMeter, stripeEnv } from "../helpers/stripe.ts";
 
 // The observability pack (deploy/prometheus, deploy/grafana, docs/observability.md) against the
 // real thing: promtool checks and unit-tests the alert rules, the dashboard is checked for shape and
@@ -36,32 +32,17 @@ const DASHBOARD = join(ROOT, "deploy/grafana/simmeter-dashboard.json");
 const INSTALL_PROMTOOL =
   "install prometheus: apt-get install -y --no-install-recommends prometheus";
 
-type Run = { status: number | null; stdout: string; stderr: string };
-
-/** Runs a command to completion without blocking this process (the Stripe emulator runs here). */
-function run(cmd: string, args: string[], o: { input?: string; cwd?: string } = {}): Promise<Run> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(cmd, args, { cwd: o.cwd ?? ROOT, stdio: ["pipe", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d) => {
-      stdout += d;
-    });
-    child.stderr.on("data", (d) => {
-      stderr += d;
-    });
-    child.once("error", (err: NodeJS.ErrnoException) =>
-      reject(
-        err.code === "ENOENT" ? new Error(`${cmd} is not installed: ${INSTALL_PROMTOOL}`) : err,
-      ),
-    );
-    child.once("close", (status) => resolvePromise({ status, stdout, stderr }));
-    child.stdin.end(o.input ?? "");
-  });
+/** promtool, run to completion without blocking this process (the Stripe emulator runs here). */
+async function promtool(args: string[], o: { input?: string; cwd?: string } = {}) {
+  try {
+    const r = await runToEnd("promtool", args, { cwd: o.cwd ?? ROOT, input: o.input ?? "" });
+    return { status: r.code, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    throw (err as NodeJS.ErrnoException).code === "ENOENT"
+      ? new Error(`promtool is not installed: ${INSTALL_PROMTOOL}`)
+      : err;
+  }
 }
-
-const promtool = (args: string[], o: { input?: string; cwd?: string } = {}) =>
-  run("promtool", args, o);
 
 // ---------------------------------------------------------------------------------------------
 // PromQL: the metric names an expression reads
@@ -412,29 +393,7 @@ describe("Grafana dashboard (deploy/grafana/simmeter-dashboard.json)", () => {
 // Live scrapes
 
 const HOUR = 3_600_000;
-const ACCOUNT = `AC${"1".repeat(32)}`;
 const ADMIN_TOKEN = `obs-${randomUUID()}`;
-
-/** One data session of a SIM in the last hours: `n` readings, 1,000 more bytes each. */
-function session(simSid: string, n: number) {
-  const start = Math.floor(Date.now() / HOUR) * HOUR - 2 * HOUR;
-  const sessionSid = `PI${randomUUID().replaceAll("-", "")}`;
-  return Array.from({ length: n }, (_, i) =>
-    buildCloudEvent({
-      eventSid: `EZ${randomUUID().replaceAll("-", "")}`,
-      kind: i === n - 1 ? "data-session.ended" : "data-session.updated",
-      accountSid: ACCOUNT,
-      simSid,
-      iccid: "89883070000005381783",
-      timestampMs: start + (i + 1) * 10 * 60_000,
-      sessionSid,
-      sessionStartMs: start,
-      windowStartMs: start,
-      windowEndMs: start + (i + 1) * 10 * 60_000,
-      cumulativeDown: (i + 1) * 1000,
-    }),
-  );
-}
 
 type Live = { app: SimmeterProcess; adminUrl: string; dbPath: string };
 
@@ -476,45 +435,23 @@ async function scrape(live: Live): Promise<string> {
 }
 
 describe("a live /metrics", () => {
-  let emu: StripeEmulator;
-  beforeAll(async () => {
-    emu = await startStripeEmulator({ acceptAnyCustomer: true, autoSubscribe: true });
-    await ensureMeter(
-      createStripe({
-        STRIPE_SECRET_KEY: emu.apiKey,
-        STRIPE_API_BASE: emu.url,
-        STRIPE_TIMEOUT_MS: 5000,
-      }),
-      EVENT_NAME,
-    );
-  });
-  afterAll(async () => {
-    await emu?.close();
-  });
+  const emu = emulatorWithMeter();
 
   it("simmeter start: passes promtool check metrics and has every metric the rules and the dashboard query", async () => {
     const dbPath = join(tempDir(), "obs-start.db");
     const simSid = `HS${"4".repeat(32)}`;
-    const db = openDb(dbPath);
-    assignCustomer({
-      db,
-      now: Date.now(),
-      input: {
-        targetType: "sim",
-        targetId: simSid,
-        customerId: "cus_obs",
-        effectiveFrom: Date.now() - 48 * HOUR,
-      },
+    assignSimInFile(dbPath, {
+      sim: simSid,
+      customer: "cus_obs",
+      effectiveFrom: Date.now() - 48 * HOUR,
     });
-    db.$client.close();
     const live = await startRole("start", {
       DATABASE_PATH: dbPath,
-      STRIPE_SECRET_KEY: emu.apiKey,
-      STRIPE_API_BASE: emu.url,
+      ...stripeEnv(emu()),
       REPORT_INTERVAL_SECONDS: "1",
     });
     try {
-      const events = session(simSid, 3);
+      const events = recentSession(simSid, 3);
       const res = await fetch(`${live.app.url}/webhooks/event-streams`, {
         method: "POST",
         body: JSON.stringify(events),
@@ -528,7 +465,7 @@ describe("a live /metrics", () => {
         100,
       );
       await waitFor(
-        () => emu.totalsByCustomer(EVENT_NAME).get("cus_obs") === 3000,
+        () => emu().totalsByCustomer(EVENT_NAME).get("cus_obs") === 3000,
         "the usage reported to Stripe",
         30_000,
         100,
@@ -583,14 +520,11 @@ describe("a live /metrics", () => {
 
   it("simmeter serve and simmeter work: each has the admin listener and only its own role's metrics", async () => {
     const serve = await startRole("serve", {});
-    const work = await startRole("work", {
-      STRIPE_SECRET_KEY: emu.apiKey,
-      STRIPE_API_BASE: emu.url,
-    });
+    const work = await startRole("work", stripeEnv(emu()));
     try {
       const res = await fetch(`${serve.app.url}/webhooks/event-streams`, {
         method: "POST",
-        body: JSON.stringify(session(`HS${"3".repeat(32)}`, 1)),
+        body: JSON.stringify(recentSession(`HS${"3".repeat(32)}`, 1)),
       });
       expect(res.status).toBe(200);
       const [s, w] = [await scrape(serve), await scrape(work)];

@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { Redis } from "ioredis";
@@ -7,17 +6,17 @@ import pino from "pino";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { startStripeEmulator } from "../../scripts/stripe-emulator.ts";
 import { HOUR_MS, hourStart } from "../../src/accounting/buckets.ts";
-import { assignCustomer, customerResolver } from "../../src/customers/customers.ts";
+import { customerResolver } from "../../src/customers/customers.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
 import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
 import { failedReports, pendingReports } from "../../src/reporting/outbox.ts";
 import { type ReporterSettings, runReport } from "../../src/reporting/reporter.ts";
-import { createStripe } from "../../src/reporting/stripe.ts";
 import { ensureMeter, findMeter } from "../../src/reporting/stripe-setup.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
+import { stripeCliWorkspace } from "../helpers/cli.ts";
 import { defaultSettings } from "../helpers/db.ts";
 import { fleet } from "../helpers/fleet.ts";
-import { runCli, tempDir } from "../helpers/process.ts";
+import { tempDir } from "../helpers/process.ts";
 import {
   countedByCustomerHour,
   EVENT_NAME,
@@ -25,6 +24,8 @@ import {
   type ReportingRig,
   reportingRig,
 } from "../helpers/reporting.ts";
+import { assignSim } from "../helpers/seed.ts";
+import { stripeFor } from "../helpers/stripe.ts";
 
 // Issue 9: a meter Stripe cannot take events on (none has STRIPE_METER_EVENT_NAME, or it was
 // deactivated) stops the run at the first answer with one message, and every row stays pending
@@ -59,15 +60,11 @@ function capturedLogger() {
 /** Every SIM the fleet can use, mapped before any usage (cus_m0..cus_m2). */
 function assignAll(db: Db) {
   FLEET_SIMS.forEach((sim, i) => {
-    assignCustomer({
-      db,
+    assignSim(db, {
+      sim,
+      customer: `cus_m${i % CUSTOMERS}`,
+      effectiveFrom: BASE - 86_400_000,
       now: BASE - 86_400_000,
-      input: {
-        targetType: "sim",
-        targetId: sim,
-        customerId: `cus_m${i % CUSTOMERS}`,
-        effectiveFrom: BASE - 86_400_000,
-      },
     });
   });
 }
@@ -209,11 +206,7 @@ describe("a meter Stripe cannot take events on stops the run, rows stay pending"
       redis.disconnect();
       db.$client.close();
     });
-    const stripe = createStripe({
-      STRIPE_SECRET_KEY: emu.apiKey,
-      STRIPE_API_BASE: emu.url,
-      STRIPE_TIMEOUT_MS: 5000,
-    });
+    const stripe = stripeFor(emu);
     assignAll(db);
     ingestInto(db, NOW, fleet(20, 33).events, "d1");
     const settings: ReporterSettings = {
@@ -279,51 +272,25 @@ function sessionEvents(n: number, hour: number, bytes: number) {
 }
 
 async function cliWorkspace() {
-  const dir = tempDir("simmeter-missing-meter-");
-  const emu = await startStripeEmulator({ autoSubscribe: true, acceptAnyCustomer: true });
-  cleanups.push(async () => {
-    await emu.close();
-    rmSync(dir, { recursive: true, force: true });
+  const w = await stripeCliWorkspace({
+    dirPrefix: "simmeter-missing-meter-",
+    redisPrefix: "mmcli",
+    emulator: { autoSubscribe: true, acceptAnyCustomer: true },
+    cleanup: (close) => cleanups.push(close),
   });
-  const dbPath = join(dir, "simmeter.db");
-  const env = {
-    DATABASE_PATH: dbPath,
-    STRIPE_SECRET_KEY: emu.apiKey,
-    STRIPE_API_BASE: emu.url,
-    REDIS_URL: inject("redisUrl"),
-    REDIS_PREFIX: `mmcli${randomUUID().slice(0, 8)}`,
-    LOG_LEVEL: "warn",
-    STRIPE_TIMEOUT_MS: "5000",
-  };
-  const stripe = createStripe({
-    STRIPE_SECRET_KEY: emu.apiKey,
-    STRIPE_API_BASE: emu.url,
-    STRIPE_TIMEOUT_MS: 5000,
-  });
+  const dbPath = w.dbPath;
   const seed = (n: number, hour: number, bytes: number, assign: boolean) => {
     const db = openDb(dbPath);
     try {
       ingestInto(db, Date.now(), sessionEvents(n, hour, bytes), `seed${n}`);
-      if (assign)
-        assignCustomer({
-          db,
-          now: Date.now(),
-          input: {
-            targetType: "sim",
-            targetId: SIM,
-            customerId: "cus_cli",
-            effectiveFrom: pastHour(48),
-          },
-        });
+      if (assign) assignSim(db, { sim: SIM, customer: "cus_cli", effectiveFrom: pastHour(48) });
     } finally {
       db.$client.close();
     }
   };
-  const status = async () => {
-    const r = await runCli(["report", "--status", "--json"], env);
-    return JSON.parse(r.stdout) as { stopped: unknown[]; pending: { rows: number } };
-  };
-  return { emu, stripe, env, seed, status, cli: (args: string[]) => runCli(args, env) };
+  const status = () =>
+    w.json<{ stopped: unknown[]; pending: { rows: number } }>(["report", "--status", "--json"]);
+  return { ...w, seed, status };
 }
 
 describe("simmeter report (CLI) without a usable meter", () => {

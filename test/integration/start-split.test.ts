@@ -1,44 +1,23 @@
 import { randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { type StripeEmulator, startStripeEmulator } from "../../scripts/stripe-emulator.ts";
-import { assignCustomer } from "../../src/customers/customers.ts";
-import { openDb } from "../../src/db/client.ts";
-import { createStripe } from "../../src/reporting/stripe.ts";
-import { ensureMeter } from "../../src/reporting/stripe-setup.ts";
+import { describe, expect, inject, it } from "vitest";
 import { WORKER_THREAD_KIND } from "../../src/runtime/thread-protocol.ts";
-import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { readDb, startSimmeter, tempDir, waitFor } from "../helpers/process.ts";
 import { EVENT_NAME } from "../helpers/reporting.ts";
+import { assignSimInFile, recentSession } from "../helpers/seed.ts";
+import { emulatorWithMeter, stripeEnv } from "../helpers/stripe.ts";
 
 // `simmeter start` runs the receiver on the main thread and the worker role (ingest worker,
 // reporter, prune) in a worker thread of the same process (src/runtime/worker-host.ts).
 
 const HOUR = 3_600_000;
-const ACCOUNT = `AC${"1".repeat(32)}`;
 
 /** One data session of a SIM in the last hours: `n` readings, 1,000 more bytes each. */
-function session(simSid: string, n: number) {
-  const start = Math.floor(Date.now() / HOUR) * HOUR - 2 * HOUR;
-  const sessionSid = `PI${randomUUID().replaceAll("-", "")}`;
-  const events = Array.from({ length: n }, (_, i) =>
-    buildCloudEvent({
-      eventSid: `EZ${randomUUID().replaceAll("-", "")}`,
-      kind: i === n - 1 ? "data-session.ended" : "data-session.updated",
-      accountSid: ACCOUNT,
-      simSid,
-      iccid: "89883070000005381783",
-      timestampMs: start + (i + 1) * 10 * 60_000,
-      sessionSid,
-      sessionStartMs: start,
-      windowStartMs: start,
-      windowEndMs: start + (i + 1) * 10 * 60_000,
-      cumulativeDown: (i + 1) * 1000,
-    }),
-  );
-  return { events, bytes: n * 1000 };
-}
+const session = (simSid: string, n: number) => ({
+  events: recentSession(simSid, n),
+  bytes: n * 1000,
+});
 
 const seen = (dbPath: string) =>
   readDb<{ n: number }>(dbPath, "select count(*) as n from seen_events")[0]?.n ?? 0;
@@ -70,38 +49,13 @@ function sample(metrics: string, pattern: RegExp): number {
 }
 
 describe("simmeter start: receiver on the main thread, worker role in a worker thread", () => {
-  let emu: StripeEmulator;
-  beforeAll(async () => {
-    emu = await startStripeEmulator({ acceptAnyCustomer: true, autoSubscribe: true });
-    await ensureMeter(
-      createStripe({
-        STRIPE_SECRET_KEY: emu.apiKey,
-        STRIPE_API_BASE: emu.url,
-        STRIPE_TIMEOUT_MS: 5000,
-      }),
-      EVENT_NAME,
-    );
-  });
-  afterAll(async () => {
-    await emu?.close();
-  });
+  const emu = emulatorWithMeter();
 
   it("acknowledges and counts a delivery, reports it, shows both threads' metrics on /metrics, and exits 0 on SIGTERM within the deadline", async () => {
     const dbPath = join(tempDir(), "split.db");
     const simSid = `HS${"5".repeat(32)}`;
     const customer = "cus_split";
-    const db = openDb(dbPath);
-    assignCustomer({
-      db,
-      now: Date.now(),
-      input: {
-        targetType: "sim",
-        targetId: simSid,
-        customerId: customer,
-        effectiveFrom: Date.now() - 48 * HOUR,
-      },
-    });
-    db.$client.close();
+    assignSimInFile(dbPath, { sim: simSid, customer, effectiveFrom: Date.now() - 48 * HOUR });
     const shutdownMs = 5000;
     const app = await startSimmeter("start", {
       REDIS_URL: inject("redisUrl"),
@@ -109,8 +63,7 @@ describe("simmeter start: receiver on the main thread, worker role in a worker t
       DATABASE_PATH: dbPath,
       ALLOW_UNSIGNED: "true",
       LOG_LEVEL: "info",
-      STRIPE_SECRET_KEY: emu.apiKey,
-      STRIPE_API_BASE: emu.url,
+      ...stripeEnv(emu()),
       REPORT_INTERVAL_SECONDS: "1",
       SHUTDOWN_TIMEOUT_MS: String(shutdownMs),
     });
@@ -122,7 +75,7 @@ describe("simmeter start: receiver on the main thread, worker role in a worker t
       expect(((await res.json()) as { accepted: number }).accepted).toBe(3);
       await waitFor(() => seen(dbPath) === 3, "the delivery's 3 events counted", 30_000, 100);
       await waitFor(
-        () => emu.totalsByCustomer(EVENT_NAME).get(customer) === bytes,
+        () => emu().totalsByCustomer(EVENT_NAME).get(customer) === bytes,
         "the usage reported to Stripe",
         30_000,
         100,

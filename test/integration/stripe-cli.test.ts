@@ -1,28 +1,20 @@
-import { randomUUID } from "node:crypto";
-import { existsSync, rmSync } from "node:fs";
-import { join } from "node:path";
-import type Stripe from "stripe";
-import { afterEach, describe, expect, inject, it } from "vitest";
-import {
-  type StripeEmulator,
-  type StripeEmulatorOptions,
-  startStripeEmulator,
-} from "../../scripts/stripe-emulator.ts";
+import { existsSync } from "node:fs";
+import { afterEach, describe, expect, it } from "vitest";
+import type { StripeEmulatorOptions } from "../../scripts/stripe-emulator.ts";
 import { HOUR_MS, hourStart } from "../../src/accounting/buckets.ts";
-import { assignCustomer } from "../../src/customers/customers.ts";
 import { openDb } from "../../src/db/client.ts";
 import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
-import { createStripe } from "../../src/reporting/stripe.ts";
 import { findMeter } from "../../src/reporting/stripe-setup.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
+import { stripeCliWorkspace } from "../helpers/cli.ts";
 import { defaultSettings } from "../helpers/db.ts";
-import { runCli, tempDir } from "../helpers/process.ts";
+import { EVENT_NAME } from "../helpers/reporting.ts";
+import { assignSim, sessionInHour } from "../helpers/seed.ts";
 
 // `simmeter stripe setup`, `doctor` and `report` as real child processes, each test against its
 // own SQLite file and its own in-process Stripe emulator (runCli does not block this process, so
 // the emulator keeps answering while the CLI runs), with the shared test Redis under a fresh prefix.
 
-const EVENT_NAME = "supersim_data_bytes";
 const ACCOUNT = "ACe7ea554f7fc0fad65e689bb5899bb6c3";
 const SIM_A = `HS${"a".repeat(32)}`;
 const SIM_B = `HS${"b".repeat(32)}`;
@@ -30,79 +22,22 @@ const ICCID_A = "89883070000005381783";
 const ICCID_B = "89883070000005381791";
 const MINUTE = 60_000;
 
-type Workspace = {
-  dbPath: string;
-  emu: StripeEmulator;
-  stripe: Stripe;
-  env: Record<string, string | undefined>;
-  cli: (args: string[], extraEnv?: Record<string, string | undefined>) => ReturnType<typeof runCli>;
-};
-
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function workspace(emulator: StripeEmulatorOptions = {}): Promise<Workspace> {
-  const dir = tempDir("simmeter-stripe-cli-");
-  const emu = await startStripeEmulator({ autoSubscribe: true, ...emulator });
-  cleanups.push(async () => {
-    await emu.close();
-    rmSync(dir, { recursive: true, force: true });
+const workspace = (emulator: StripeEmulatorOptions = {}) =>
+  stripeCliWorkspace({
+    dirPrefix: "simmeter-stripe-cli-",
+    redisPrefix: "cli",
+    emulator: { autoSubscribe: true, ...emulator },
+    cleanup: (close) => cleanups.push(close),
   });
-  const dbPath = join(dir, "simmeter.db");
-  const env = {
-    DATABASE_PATH: dbPath,
-    STRIPE_SECRET_KEY: emu.apiKey,
-    STRIPE_API_BASE: emu.url,
-    REDIS_URL: inject("redisUrl"),
-    REDIS_PREFIX: `cli${randomUUID().slice(0, 8)}`,
-    LOG_LEVEL: "warn",
-    STRIPE_TIMEOUT_MS: "5000",
-  };
-  const stripe = createStripe({
-    STRIPE_SECRET_KEY: emu.apiKey,
-    STRIPE_API_BASE: emu.url,
-    STRIPE_TIMEOUT_MS: 5000,
-  });
-  return {
-    dbPath,
-    emu,
-    stripe,
-    env,
-    cli: (args, extraEnv = {}) => runCli(args, { ...env, ...extraEnv }),
-  };
-}
 
 /** An hour bucket that ended a while ago by the real clock (the CLI reads the real clock). */
 const pastHour = (hoursAgo: number) => hourStart(Date.now()) - hoursAgo * HOUR_MS;
 const hex32 = (n: number) => n.toString(16).padStart(32, "0");
-
-/** One data session inside `hour`: an update at +10 min, the end at +20 min, `bytes` in total. */
-function sessionEvents(sim: string, iccid: string, n: number, hour: number, bytes: number) {
-  const start = hour + 5 * MINUTE;
-  const readings: [number, number][] = [
-    [hour + 10 * MINUTE, Math.floor(bytes / 3)],
-    [hour + 20 * MINUTE, bytes],
-  ];
-  return readings.map(([t, cumulative], i) =>
-    buildCloudEvent({
-      eventSid: `EZ${hex32(n * 16 + i)}`,
-      kind: i === readings.length - 1 ? "data-session.ended" : "data-session.updated",
-      accountSid: ACCOUNT,
-      simSid: sim,
-      iccid,
-      timestampMs: t,
-      sessionSid: `PI${hex32(n)}`,
-      sessionStartMs: start,
-      windowStartMs: start,
-      windowEndMs: t,
-      windowDown: 0,
-      cumulativeDown: cumulative,
-      ...(i === readings.length - 1 ? { sessionEndMs: t } : {}),
-    }),
-  );
-}
 
 /** Writes counted usage and SIM → customer assignments into the workspace's database file. */
 function seed(
@@ -123,18 +58,8 @@ function seed(
       expect(s.quarantined).toBe(0);
       expect(s.counted).toBe(o.events.length);
     }
-    for (const a of o.assign ?? []) {
-      assignCustomer({
-        db,
-        now: Date.now(),
-        input: {
-          targetType: "sim",
-          targetId: a.sim,
-          customerId: a.customer,
-          effectiveFrom: pastHour(48),
-        },
-      });
-    }
+    for (const a of o.assign ?? [])
+      assignSim(db, { sim: a.sim, customer: a.customer, effectiveFrom: pastHour(48) });
   } finally {
     db.$client.close();
   }
@@ -354,9 +279,9 @@ describe("simmeter report (CLI)", () => {
     const h2 = pastHour(2);
     seed(w.dbPath, {
       events: [
-        ...sessionEvents(SIM_A, ICCID_A, 1, h1, 4200),
-        ...sessionEvents(SIM_A, ICCID_A, 2, h2, 1000),
-        ...sessionEvents(SIM_B, ICCID_B, 3, h2, 777),
+        ...sessionInHour(SIM_A, ICCID_A, 1, h1, 4200),
+        ...sessionInHour(SIM_A, ICCID_A, 2, h2, 1000),
+        ...sessionInHour(SIM_B, ICCID_B, 3, h2, 777),
       ],
       assign: [
         { sim: SIM_A, customer: "cus_alpha" },
@@ -423,7 +348,7 @@ describe("simmeter report (CLI)", () => {
     const w = await workspace();
     const hour = pastHour(2);
     seed(w.dbPath, {
-      events: sessionEvents(SIM_A, ICCID_A, 1, hour, 5000),
+      events: sessionInHour(SIM_A, ICCID_A, 1, hour, 5000),
       assign: [{ sim: SIM_A, customer: "cus_ghost" }],
     });
     expect((await w.cli(["stripe", "setup"])).status).toBe(0);
@@ -445,9 +370,9 @@ describe("simmeter report (CLI)", () => {
     const held = tableRows(status.stdout.split("held, not sent")[1] ?? "", "customer_id");
     expect(held.map((r) => r.slice(0, 3))).toEqual([["cus_ghost", "no_subscription", "5000"]]);
     expect(held[0]?.[3]).toContain("unknown to Stripe");
-    const json = JSON.parse((await w.cli(["report", "--status", "--json"])).stdout) as {
+    const json = await w.json<{
       held: { customer_id: string; reason: string; bytes: number }[];
-    };
+    }>(["report", "--status", "--json"]);
     expect(json.held).toEqual([
       expect.objectContaining({ customer_id: "cus_ghost", reason: "no_subscription", bytes: 5000 }),
     ]);
@@ -460,7 +385,7 @@ describe("simmeter report (CLI)", () => {
     });
     const hour = pastHour(2);
     seed(w.dbPath, {
-      events: sessionEvents(SIM_A, ICCID_A, 1, hour, 5000),
+      events: sessionInHour(SIM_A, ICCID_A, 1, hour, 5000),
       assign: [{ sim: SIM_A, customer: "cus_gone" }],
     });
     expect((await w.cli(["stripe", "setup"])).status).toBe(0);
@@ -490,7 +415,7 @@ describe("simmeter report (CLI)", () => {
   it("with a key Stripe refuses, stops the run, exits 1 with a message about STRIPE_SECRET_KEY and keeps the rows pending", async () => {
     const w = await workspace({ acceptAnyCustomer: true });
     seed(w.dbPath, {
-      events: sessionEvents(SIM_A, ICCID_A, 1, pastHour(2), 900),
+      events: sessionInHour(SIM_A, ICCID_A, 1, pastHour(2), 900),
       assign: [{ sim: SIM_A, customer: "cus_alpha" }],
     });
     expect((await w.cli(["stripe", "setup"])).status).toBe(0);
