@@ -4,7 +4,9 @@ import { VERSION } from "../lib/version.ts";
 import { registerBillingCommands } from "./billing.ts";
 import { UsageError } from "./context.ts";
 import { registerCustomerCommands } from "./customers.ts";
+import { registerDoctorCommand } from "./doctor.ts";
 import { registerReadCommands } from "./read.ts";
+import { registerReconcileCommand } from "./reconcile.ts";
 import { registerReplayCommand } from "./replay.ts";
 import { registerReportCommands } from "./report.ts";
 import { registerRunCommands } from "./run.ts";
@@ -38,6 +40,8 @@ registerReadCommands(program);
 registerReplayCommand(program);
 registerCustomerCommands(program);
 registerReportCommands(program);
+registerDoctorCommand(program);
+registerReconcileCommand(program);
 registerBillingCommands(program);
 registerSimulateCommand(program);
 

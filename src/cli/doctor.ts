@@ -1,0 +1,106 @@
+// `simmeter doctor`: every check of src/cli/doctor/, in order, as a table or JSON; exits 1 when a
+// check fails (with --strict, when one warns too).
+import type { Command } from "commander";
+import type { Config } from "../config.ts";
+import { VERSION } from "../lib/version.ts";
+import { createStripe } from "../reporting/stripe.ts";
+import { cliConfig, table } from "./context.ts";
+import type { Add, Check, CheckStatus } from "./doctor/check.ts";
+import { doctorDatabase, doctorLedger } from "./doctor/database.ts";
+import { doctorRedis } from "./doctor/redis.ts";
+import { doctorReporting } from "./doctor/reporting.ts";
+import { doctorStripe } from "./doctor/stripe.ts";
+import { doctorWebhook } from "./doctor/webhook.ts";
+
+export function registerDoctorCommand(program: Command): void {
+  program
+    .command("doctor")
+    .description(
+      "check the database, Redis, the webhook settings, quarantine, unmapped usage, reporting, the Stripe key, clock, meter, customers and subscriptions; exits 1 when a check fails",
+    )
+    .option("--json", 'print only JSON: { "ok": …, "checks": [{ "name", "status", "detail", … }] }')
+    .option("--strict", "count warnings as failures")
+    .action(async (o: { json?: boolean; strict?: boolean }) => {
+      const { config } = cliConfig({}, "warn");
+      const checks = await runDoctor(config);
+      const strict = Boolean(o.strict);
+      const shown = checks.map((c) =>
+        strict && c.status === "warn" ? { ...c, status: "fail" as const } : c,
+      );
+      const ok = !shown.some((c) => c.status === "fail");
+      if (!ok) process.exitCode = 1;
+      if (o.json) {
+        process.stdout.write(
+          `${JSON.stringify(
+            {
+              ok,
+              strict,
+              version: VERSION,
+              checked_at: new Date().toISOString(),
+              checks: shown.map(({ name, status, detail, extra }) => ({
+                name,
+                status,
+                detail,
+                ...extra,
+              })),
+            },
+            null,
+            2,
+          )}\n`,
+        );
+        return;
+      }
+      process.stdout.write(
+        `${table(shown.map((c) => ({ check: c.name, result: c.status, detail: c.detail })))}\n`,
+      );
+      process.stdout.write(`\n${summary(checks, strict)}\n`);
+    });
+}
+
+/** The line under the table: "all N checks ok", or how many failed and warned. */
+function summary(checks: Check[], strict: boolean): string {
+  const n = (s: CheckStatus) => checks.filter((c) => c.status === s).length;
+  const fails = n("fail");
+  const warns = n("warn");
+  return `${
+    fails + warns === 0
+      ? `all ${checks.length} checks ok`
+      : [
+          fails ? `${fails} failed` : "",
+          warns ? `${warns} ${warns === 1 ? "warning" : "warnings"}` : "",
+        ]
+          .filter(Boolean)
+          .join(", ")
+  }${strict && warns ? " (--strict: warnings fail)" : ""}`;
+}
+
+/**
+ * Every doctor check, in the order printed. Each reports for itself (one failure names its own
+ * cause and the others still run); the database is opened read-only and never created.
+ */
+async function runDoctor(config: Config): Promise<Check[]> {
+  const checks: Check[] = [];
+  const add: Add = (name, status, detail = "", extra = {}) =>
+    checks.push({ name, status, detail, extra });
+
+  const db = doctorDatabase(config, add);
+  const redis = await doctorRedis(config, add);
+  try {
+    if (db) doctorLedger(config, db, add);
+    if (db && config.STRIPE_SECRET_KEY) await doctorReporting(config, db, redis, add);
+    doctorWebhook(config, add);
+    if (!config.STRIPE_SECRET_KEY) {
+      add(
+        "stripe key",
+        "warn",
+        "STRIPE_SECRET_KEY is not set: reporting is disabled (usage is counted, not sent to Stripe)",
+      );
+    } else {
+      await doctorStripe(createStripe(config), config, db, add);
+    }
+  } finally {
+    redis?.disconnect();
+    db?.$client.close();
+  }
+  return checks;
+}
