@@ -1,13 +1,29 @@
 // `npm test`: builds dist/ (the tests spawn bin/simmeter.mjs, which runs only dist/), then runs the
 // whole suite (unit, integration through real Redis/SQLite/HTTP, fault drills). vitest's global
-// setup starts a private redis-server on a free port and stops it at the end.
+// setup starts a private redis-server and a private PostgreSQL cluster on free ports and stops them
+// at the end.
 import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const probe = spawnSync("redis-server", ["--version"], { encoding: "utf8" });
 if (probe.error) {
   console.error(
     "npm test needs redis-server on PATH: apt-get update && apt-get install -y redis-server",
+  );
+  process.exit(1);
+}
+// The global setup also initdb's a private PostgreSQL cluster (scripts/lib/postgres-server.ts).
+const pgRoot = "/usr/lib/postgresql";
+const pgBin = process.env.PG_BIN
+  ? [process.env.PG_BIN]
+  : existsSync(pgRoot)
+    ? readdirSync(pgRoot).map((v) => join(pgRoot, v, "bin"))
+    : [];
+if (!pgBin.some((dir) => existsSync(join(dir, "initdb")))) {
+  console.error(
+    `npm test needs the PostgreSQL server binaries (no ${process.env.PG_BIN ? "initdb in PG_BIN" : `${pgRoot}/*/bin/initdb`}): apt-get update && apt-get install -y postgresql`,
   );
   process.exit(1);
 }

@@ -61,9 +61,12 @@ describe("the npm package", () => {
         "drizzle/meta/_journal.json",
       ]),
     );
-    const migrations = readdirSync(join(ROOT, "drizzle")).filter((f) => f.endsWith(".sql"));
-    expect(migrations.length).toBeGreaterThan(0);
-    for (const m of migrations) expect(files).toContain(`drizzle/${m}`);
+    for (const dir of ["drizzle", "drizzle/pg"]) {
+      const migrations = readdirSync(join(ROOT, dir)).filter((f) => f.endsWith(".sql"));
+      expect(migrations.length, dir).toBeGreaterThan(0);
+      for (const m of migrations) expect(files).toContain(`${dir}/${m}`);
+      expect(files).toContain(`${dir}/meta/_journal.json`);
+    }
     const stray = files.filter((f) => /^(test|scripts|src|\.ci|data|node_modules)\//.test(f));
     expect(stray).toEqual([]);
     expect(files.filter((f) => /\.(ts|tsx)$/.test(f) && !f.endsWith(".d.ts"))).toEqual([]);

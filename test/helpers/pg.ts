@@ -1,0 +1,39 @@
+import pg from "pg";
+import { inject } from "vitest";
+import { withDatabase } from "../../scripts/lib/postgres-server.ts";
+import { TEMPLATE_DATABASE } from "./global-postgres.ts";
+
+export type TestDatabase = {
+  /** URL of the new database (superuser postgres on the run's private cluster) */
+  url: string;
+  name: string;
+  /** drops the database, closing whatever is still connected to it */
+  drop: () => Promise<void>;
+};
+
+let admin: pg.Pool | undefined;
+let seq = 0;
+
+/** one connection per test worker to the cluster's postgres database, for CREATE/DROP DATABASE */
+function adminPool(): pg.Pool {
+  admin ??= new pg.Pool({ connectionString: inject("pgAdminUrl"), max: 1, allowExitOnIdle: true });
+  return admin;
+}
+
+/**
+ * A new database t_<pid>_<n>, cloned from simmeter_template (migrated by the global setup), or
+ * empty when `empty` is set (cloned from template0: no schema, no drizzle migrations table).
+ */
+export async function createTestDatabase(opts: { empty?: boolean } = {}): Promise<TestDatabase> {
+  seq += 1;
+  const name = `t_${process.pid}_${seq}`;
+  const template = opts.empty ? "template0" : TEMPLATE_DATABASE;
+  await adminPool().query(`create database ${name} template ${template}`);
+  return {
+    url: withDatabase(inject("pgAdminUrl"), name),
+    name,
+    drop: async () => {
+      await adminPool().query(`drop database if exists ${name} with (force)`);
+    },
+  };
+}
