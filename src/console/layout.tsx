@@ -181,12 +181,14 @@ export function Figure(props: {
   href?: string;
   note?: ComponentChildren;
   warn?: boolean;
+  /** a smaller value (a time, a word) */
+  small?: boolean;
   children: ComponentChildren;
 }): VNode {
   const inner = (
     <>
       <span class="figure-label">{props.label}</span>
-      <span class="figure-value">{props.children}</span>
+      <span class={props.small ? "figure-value small" : "figure-value"}>{props.children}</span>
       {props.note !== undefined && <span class="figure-note">{props.note}</span>}
     </>
   );

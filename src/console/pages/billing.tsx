@@ -2,7 +2,8 @@ import type { VNode } from "preact";
 import type { List } from "../../views/json.ts";
 import type { OutboxRow } from "../../views/outbox.ts";
 import type { ReportStatus } from "../../views/report.ts";
-import { ago, Bytes, Count, CsrfField, customerHref, Empty, humanBytes, Time } from "../layout.tsx";
+import { ago, Bytes, Count, Empty, Figure, humanBytes, Time } from "../layout.tsx";
+import { BackLink, ConfirmForm, CustomerLink, Table } from "./fragments.tsx";
 
 export type BillingData = {
   now: number;
@@ -29,47 +30,46 @@ function Rows({
   if (list.data.length === 0) return <Empty>None.</Empty>;
   return (
     <div class="table-wrap">
-      <table class="striped small" data-testid={testid}>
-        <thead>
-          <tr>
-            <th>Customer</th>
-            <th>Hour</th>
-            <th class="num">Value</th>
-            <th>Stamped</th>
-            <th class="num">Attempts</th>
-            <th>{error ? "Stripe's error" : "Last note"}</th>
-            <th>Identifier</th>
+      <Table
+        testid={testid}
+        small
+        cols={[
+          "Customer",
+          "Hour",
+          { num: "Value" },
+          "Stamped",
+          { num: "Attempts" },
+          error ? "Stripe's error" : "Last note",
+          "Identifier",
+        ]}
+      >
+        {list.data.map((r) => (
+          <tr
+            data-testid="outbox-row"
+            data-identifier={r.identifier}
+            data-value={String(r.value)}
+            data-state={r.state}
+          >
+            <td>
+              <CustomerLink id={r.customer_id} />
+            </td>
+            <td>
+              <Time t={r.hour} />
+            </td>
+            <td class="num">{humanBytes(r.value)}</td>
+            <td>
+              <Time t={r.timestamp} seconds />
+              {r.late && <span class="badge">late</span>}
+              {r.in_doubt && <span class="badge badge-warn">in doubt</span>}
+            </td>
+            <td class="num">{r.attempts}</td>
+            <td class={error ? "" : "muted"}>{r.last_error ?? ""}</td>
+            <td>
+              <code class="mono">{r.identifier}</code>
+            </td>
           </tr>
-        </thead>
-        <tbody>
-          {list.data.map((r) => (
-            <tr
-              data-testid="outbox-row"
-              data-identifier={r.identifier}
-              data-value={String(r.value)}
-              data-state={r.state}
-            >
-              <td>
-                <a href={customerHref(r.customer_id)}>{r.customer_id}</a>
-              </td>
-              <td>
-                <Time t={r.hour} />
-              </td>
-              <td class="num">{humanBytes(r.value)}</td>
-              <td>
-                <Time t={r.timestamp} seconds />
-                {r.late && <span class="badge">late</span>}
-                {r.in_doubt && <span class="badge badge-warn">in doubt</span>}
-              </td>
-              <td class="num">{r.attempts}</td>
-              <td class={error ? "" : "muted"}>{r.last_error ?? ""}</td>
-              <td>
-                <code class="mono">{r.identifier}</code>
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+        ))}
+      </Table>
       {list.has_more && (
         <p class="small muted">Newest 100 shown (GET /api/report/rows pages through all).</p>
       )}
@@ -94,31 +94,28 @@ export function BillingPage({ d }: { d: BillingData }): VNode {
         ).
       </p>
       <section class="figures">
-        <article>
-          <span class="figure-label">Last successful report</span>
-          <span class="figure-value small">{last > 0 ? <Time t={last} seconds /> : "—"}</span>
-          <span class="figure-note">
-            {last > 0 ? ago(d.now - last) : d.reporting ? "none on record" : "reporting disabled"}
-          </span>
-        </article>
-        <article class={s.stopped.length ? "figure-warn" : undefined}>
-          <a href="#stopped">
-            <span class="figure-label">Stopped rows</span>
-            <span class="figure-value">
-              <Count n={s.stopped.length} testid="billing-stopped-rows" />
-            </span>
-            <span class="figure-note">
-              {humanBytes(s.stopped.reduce((n, r) => n + r.value, 0))}
-            </span>
-          </a>
-        </article>
-        <article>
-          <a href="#pending">
-            <span class="figure-label">Pending rows</span>
-            <span class="figure-value">
-              <Count n={s.pending.rows} testid="billing-pending-rows" />
-            </span>
-            <span class="figure-note">
+        <Figure
+          label="Last successful report"
+          small
+          note={
+            last > 0 ? ago(d.now - last) : d.reporting ? "none on record" : "reporting disabled"
+          }
+        >
+          {last > 0 ? <Time t={last} seconds /> : "—"}
+        </Figure>
+        <Figure
+          label="Stopped rows"
+          href="#stopped"
+          warn={s.stopped.length > 0}
+          note={humanBytes(s.stopped.reduce((n, r) => n + r.value, 0))}
+        >
+          <Count n={s.stopped.length} testid="billing-stopped-rows" />
+        </Figure>
+        <Figure
+          label="Pending rows"
+          href="#pending"
+          note={
+            <>
               <Bytes n={s.pending.bytes} testid="billing-pending-bytes" />
               {s.pending.oldest_created_at && (
                 <>
@@ -126,51 +123,40 @@ export function BillingPage({ d }: { d: BillingData }): VNode {
                   · oldest <Time t={s.pending.oldest_created_at} />
                 </>
               )}
-            </span>
-          </a>
-        </article>
-        <article class={heldBytes ? "figure-warn" : undefined}>
-          <a href="#held">
-            <span class="figure-label">Held</span>
-            <span class="figure-value">
-              <Bytes n={heldBytes} testid="billing-held-bytes" />
-            </span>
-            <span class="figure-note">{s.held.length} customer(s)</span>
-          </a>
-        </article>
-        <article>
-          <a href="#late">
-            <span class="figure-label">Late rows</span>
-            <span class="figure-value">
-              <Count n={d.late.data.length} testid="billing-late-rows" />
-              {d.late.has_more && "+"}
-            </span>
-            <span class="figure-note">billed on a later invoice than their hour's</span>
-          </a>
-        </article>
+            </>
+          }
+        >
+          <Count n={s.pending.rows} testid="billing-pending-rows" />
+        </Figure>
+        <Figure
+          label="Held"
+          href="#held"
+          warn={heldBytes !== 0}
+          note={`${s.held.length} customer(s)`}
+        >
+          <Bytes n={heldBytes} testid="billing-held-bytes" />
+        </Figure>
+        <Figure label="Late rows" href="#late" note="billed on a later invoice than their hour's">
+          <Count n={d.late.data.length} testid="billing-late-rows" />
+          {d.late.has_more && "+"}
+        </Figure>
       </section>
 
       <h2>Outbox by state</h2>
-      <table class="striped small" data-testid="billing-states">
-        <thead>
-          <tr>
-            <th>State</th>
-            <th class="num">Rows</th>
-            <th class="num">Value</th>
-            <th class="num">Late</th>
+      <Table
+        testid="billing-states"
+        small
+        cols={["State", { num: "Rows" }, { num: "Value" }, { num: "Late" }]}
+      >
+        {s.states.map((x) => (
+          <tr data-state={x.state} data-value={String(x.rows)}>
+            <td>{x.state}</td>
+            <td class="num">{x.rows}</td>
+            <td class="num">{humanBytes(x.value)}</td>
+            <td class="num">{x.late}</td>
           </tr>
-        </thead>
-        <tbody>
-          {s.states.map((x) => (
-            <tr data-state={x.state} data-value={String(x.rows)}>
-              <td>{x.state}</td>
-              <td class="num">{x.rows}</td>
-              <td class="num">{humanBytes(x.value)}</td>
-              <td class="num">{x.late}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+        ))}
+      </Table>
 
       <h2 id="stopped">Stopped rows</h2>
       <p class="small muted">
@@ -193,30 +179,24 @@ export function BillingPage({ d }: { d: BillingData }): VNode {
       {s.held.length === 0 ? (
         <Empty>None.</Empty>
       ) : (
-        <table class="striped small" data-testid="billing-held">
-          <thead>
-            <tr>
-              <th>Customer</th>
-              <th>Reason</th>
-              <th class="num">Bytes</th>
-              <th>Detail</th>
+        <Table
+          testid="billing-held"
+          small
+          cols={["Customer", "Reason", { num: "Bytes" }, "Detail"]}
+        >
+          {s.held.map((h) => (
+            <tr data-customer={h.customer_id} data-reason={h.reason} data-value={String(h.bytes)}>
+              <td>
+                <CustomerLink id={h.customer_id} />
+              </td>
+              <td>
+                <span class="badge badge-warn">{h.reason}</span>
+              </td>
+              <td class="num">{humanBytes(h.bytes)}</td>
+              <td class="muted">{h.detail}</td>
             </tr>
-          </thead>
-          <tbody>
-            {s.held.map((h) => (
-              <tr data-customer={h.customer_id} data-reason={h.reason} data-value={String(h.bytes)}>
-                <td>
-                  <a href={customerHref(h.customer_id)}>{h.customer_id}</a>
-                </td>
-                <td>
-                  <span class="badge badge-warn">{h.reason}</span>
-                </td>
-                <td class="num">{humanBytes(h.bytes)}</td>
-                <td class="muted">{h.detail}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
+          ))}
+        </Table>
       )}
 
       <h2 id="pending">Pending rows</h2>
@@ -244,9 +224,7 @@ export function RetryConfirmPage({
   const bytes = stopped.data.reduce((n, r) => n + r.value, 0);
   return (
     <>
-      <p class="small">
-        <a href="/console/billing">← Billing sync</a>
-      </p>
+      <BackLink href="/console/billing" label="Billing sync" />
       <h1>Retry stopped rows?</h1>
       {stopped.data.length === 0 ? (
         <Empty>No row is stopped: nothing to retry.</Empty>
@@ -268,15 +246,13 @@ export function RetryConfirmPage({
           <Rows list={stopped} testid="confirm-retry" error />
         </>
       )}
-      <form method="post" action="/console/billing/retry" class="actions">
-        <CsrfField token={csrf} />
-        <button type="submit" data-testid="confirm" disabled={stopped.data.length === 0}>
-          Retry {stopped.data.length} row(s)
-        </button>
-        <a href="/console/billing" class="secondary">
-          Cancel
-        </a>
-      </form>
+      <ConfirmForm
+        action="/console/billing/retry"
+        csrf={csrf}
+        cancel="/console/billing"
+        disabled={stopped.data.length === 0}
+        label={`Retry ${stopped.data.length} row(s)`}
+      />
     </>
   );
 }

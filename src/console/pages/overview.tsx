@@ -7,13 +7,21 @@ import {
   Bytes,
   Chart,
   Count,
-  customerHref,
   Empty,
   Figure,
   humanBytes,
   ReportingDisabled,
   Time,
 } from "../layout.tsx";
+import {
+  CustomerLink,
+  Dash,
+  HiddenValue,
+  Period,
+  Table,
+  UsageTable,
+  usageChartSpec,
+} from "./fragments.tsx";
 
 export type QueueDepth = { waiting: number; active: number; delayed: number; failed: number };
 
@@ -31,45 +39,6 @@ export type OverviewData = {
   /** the reporter's last finished run, from its queue (null: none on record, or no queue) */
   lastRunAt: number | null;
 };
-
-export function UsageTable({ series, testid }: { series: UsageSeries; testid: string }): VNode {
-  return (
-    <details>
-      <summary class="small">Table</summary>
-      <div class="table-wrap">
-        <table class="striped" data-testid={testid}>
-          <thead>
-            <tr>
-              <th>{series.granularity === "hour" ? "Hour (UTC)" : "Day (UTC)"}</th>
-              <th class="num">Bytes</th>
-              <th class="num">Exact</th>
-            </tr>
-          </thead>
-          <tbody>
-            {series.points.map((p) => (
-              <tr data-period={p.period} data-value={String(p.bytes)}>
-                <td>{p.period}</td>
-                <td class="num">{humanBytes(p.bytes)}</td>
-                <td class="num">{p.bytes.toLocaleString("en-US")}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
-      </div>
-    </details>
-  );
-}
-
-export function usageChartSpec(series: UsageSeries) {
-  return {
-    type: "bar" as const,
-    unit: "bytes" as const,
-    labels: series.points.map((p) =>
-      series.granularity === "hour" ? p.period.slice(5, 16).replace("T", " ") : p.period,
-    ),
-    datasets: [{ label: "bytes counted", data: series.points.map((p) => p.bytes) }],
-  };
-}
 
 export function OverviewPage({ d }: { d: OverviewData }): VNode {
   const o = d.overview;
@@ -112,11 +81,7 @@ export function OverviewPage({ d }: { d: OverviewData }): VNode {
           note={invoiced === null ? "reporting disabled" : "Stripe's upcoming invoices"}
           warn={invoiced !== null && invoiced !== o.totals.reported}
         >
-          {invoiced === null ? (
-            <span class="muted">—</span>
-          ) : (
-            <Bytes n={invoiced} testid="overview-invoiced" />
-          )}
+          {invoiced === null ? <Dash /> : <Bytes n={invoiced} testid="overview-invoiced" />}
         </Figure>
         <Figure
           label="Unreported"
@@ -163,11 +128,7 @@ export function OverviewPage({ d }: { d: OverviewData }): VNode {
           warn={o.unbilled.stopped_rows !== 0}
         >
           <Count n={o.unbilled.stopped_rows} testid="overview-stopped-rows" />
-          <span
-            hidden
-            data-testid="overview-stopped-bytes"
-            data-value={String(o.unbilled.stopped_bytes)}
-          />
+          <HiddenValue testid="overview-stopped-bytes" value={o.unbilled.stopped_bytes} />
         </Figure>
         <Figure
           label="Pending rows"
@@ -202,7 +163,7 @@ export function OverviewPage({ d }: { d: OverviewData }): VNode {
               <Time t={lastSuccess} />
             </span>
           ) : (
-            <span class="muted">—</span>
+            <Dash />
           )}
         </Figure>
         <Figure
@@ -217,14 +178,8 @@ export function OverviewPage({ d }: { d: OverviewData }): VNode {
           }
           warn={(depth?.failed ?? 0) > 0 || (d.depth !== null && "error" in d.depth)}
         >
-          {depth ? (
-            <Count n={depth.waiting} testid="overview-queue-waiting" />
-          ) : (
-            <span class="muted">—</span>
-          )}
-          {depth && (
-            <span hidden data-testid="overview-queue-failed" data-value={String(depth.failed)} />
-          )}
+          {depth ? <Count n={depth.waiting} testid="overview-queue-waiting" /> : <Dash />}
+          {depth && <HiddenValue testid="overview-queue-failed" value={depth.failed} />}
         </Figure>
         <Figure
           label="Quarantine"
@@ -233,11 +188,7 @@ export function OverviewPage({ d }: { d: OverviewData }): VNode {
           warn={o.quarantine.open !== 0}
         >
           <Count n={o.quarantine.open} testid="overview-quarantine-open" />
-          <span
-            hidden
-            data-testid="overview-quarantine-rows"
-            data-value={String(o.quarantine.rows)}
-          />
+          <HiddenValue testid="overview-quarantine-rows" value={o.quarantine.rows} />
         </Figure>
         <Figure label="Anomalies" href="/console/anomalies" note="readings that did not add up">
           <Count n={o.anomalies.rows} testid="overview-anomalies" />
@@ -286,30 +237,27 @@ export function OverviewPage({ d }: { d: OverviewData }): VNode {
           </p>
           <details>
             <summary class="small">Table</summary>
-            <div class="table-wrap">
-              <table class="striped" data-testid="overview-lag-table">
-                <thead>
-                  <tr>
-                    <th>Hour (UTC)</th>
-                    <th class="num">Events</th>
-                    <th class="num">Mean lag (ms)</th>
-                    <th class="num">Largest lag (ms)</th>
+            <Table
+              testid="overview-lag-table"
+              wrap
+              cols={[
+                "Hour (UTC)",
+                { num: "Events" },
+                { num: "Mean lag (ms)" },
+                { num: "Largest lag (ms)" },
+              ]}
+            >
+              {lagPoints
+                .filter((p) => p.events > 0)
+                .map((p) => (
+                  <tr data-hour={p.hour} data-value={String(p.events)}>
+                    <td>{p.hour.slice(0, 16).replace("T", " ")}</td>
+                    <td class="num">{p.events}</td>
+                    <td class="num">{p.avg_lag_ms}</td>
+                    <td class="num">{p.max_lag_ms}</td>
                   </tr>
-                </thead>
-                <tbody>
-                  {lagPoints
-                    .filter((p) => p.events > 0)
-                    .map((p) => (
-                      <tr data-hour={p.hour} data-value={String(p.events)}>
-                        <td>{p.hour.slice(0, 16).replace("T", " ")}</td>
-                        <td class="num">{p.events}</td>
-                        <td class="num">{p.avg_lag_ms}</td>
-                        <td class="num">{p.max_lag_ms}</td>
-                      </tr>
-                    ))}
-                </tbody>
-              </table>
-            </div>
+                ))}
+            </Table>
           </details>
         </section>
       </div>
@@ -321,78 +269,73 @@ export function OverviewPage({ d }: { d: OverviewData }): VNode {
           No customer is mapped yet (simmeter customers import, or assign an unmapped SIM).
         </Empty>
       ) : (
-        <div class="table-wrap">
-          <table class="striped" data-testid="overview-periods">
-            <thead>
-              <tr>
-                <th>Customer</th>
-                <th>Period (UTC)</th>
-                <th class="num">Counted</th>
-                <th class="num">Reported</th>
-                <th class="num">Invoice preview</th>
-                <th class="num">Difference</th>
-                <th class="num">Unreported</th>
-                <th>Note</th>
+        <Table
+          testid="overview-periods"
+          wrap
+          cols={[
+            "Customer",
+            "Period (UTC)",
+            { num: "Counted" },
+            { num: "Reported" },
+            { num: "Invoice preview" },
+            { num: "Difference" },
+            { num: "Unreported" },
+            "Note",
+          ]}
+        >
+          {o.periods.map((p) => {
+            const r = parityOf.get(p.customer_id);
+            const q = r?.invoice_quantity ?? null;
+            return (
+              <tr data-testid="period-row" data-customer={p.customer_id}>
+                <td>
+                  <CustomerLink id={p.customer_id} />
+                </td>
+                <td class="small">
+                  {p.period_start ? (
+                    <Period start={p.period_start} end={p.period_end} />
+                  ) : (
+                    <span class="badge badge-warn">{p.state}</span>
+                  )}
+                </td>
+                <td class="num" data-field="counted" data-value={String(p.counted)}>
+                  {humanBytes(p.counted)}
+                </td>
+                <td class="num" data-field="reported" data-value={String(p.reported)}>
+                  {humanBytes(p.reported)}
+                </td>
+                <td
+                  class="num"
+                  data-field="invoice_quantity"
+                  data-value={q === null ? "" : String(q)}
+                >
+                  {q === null ? <Dash /> : humanBytes(q)}
+                </td>
+                <td
+                  class="num"
+                  data-field="difference"
+                  data-value={
+                    r?.difference === null || r?.difference === undefined
+                      ? ""
+                      : String(r.difference)
+                  }
+                >
+                  {r?.difference === null || r?.difference === undefined ? (
+                    <Dash />
+                  ) : (
+                    <span class={r.difference === 0 ? "badge badge-ok" : "badge badge-warn"}>
+                      {r.difference.toLocaleString("en-US")}
+                    </span>
+                  )}
+                </td>
+                <td class="num" data-field="unreported" data-value={String(p.unreported)}>
+                  {humanBytes(p.unreported)}
+                </td>
+                <td class="small muted">{r?.problem ?? p.detail ?? ""}</td>
               </tr>
-            </thead>
-            <tbody>
-              {o.periods.map((p) => {
-                const r = parityOf.get(p.customer_id);
-                const q = r?.invoice_quantity ?? null;
-                return (
-                  <tr data-testid="period-row" data-customer={p.customer_id}>
-                    <td>
-                      <a href={customerHref(p.customer_id)}>{p.customer_id}</a>
-                    </td>
-                    <td class="small">
-                      {p.period_start ? (
-                        <>
-                          <Time t={p.period_start} /> → <Time t={p.period_end} />
-                        </>
-                      ) : (
-                        <span class="badge badge-warn">{p.state}</span>
-                      )}
-                    </td>
-                    <td class="num" data-field="counted" data-value={String(p.counted)}>
-                      {humanBytes(p.counted)}
-                    </td>
-                    <td class="num" data-field="reported" data-value={String(p.reported)}>
-                      {humanBytes(p.reported)}
-                    </td>
-                    <td
-                      class="num"
-                      data-field="invoice_quantity"
-                      data-value={q === null ? "" : String(q)}
-                    >
-                      {q === null ? <span class="muted">—</span> : humanBytes(q)}
-                    </td>
-                    <td
-                      class="num"
-                      data-field="difference"
-                      data-value={
-                        r?.difference === null || r?.difference === undefined
-                          ? ""
-                          : String(r.difference)
-                      }
-                    >
-                      {r?.difference === null || r?.difference === undefined ? (
-                        <span class="muted">—</span>
-                      ) : (
-                        <span class={r.difference === 0 ? "badge badge-ok" : "badge badge-warn"}>
-                          {r.difference.toLocaleString("en-US")}
-                        </span>
-                      )}
-                    </td>
-                    <td class="num" data-field="unreported" data-value={String(p.unreported)}>
-                      {humanBytes(p.unreported)}
-                    </td>
-                    <td class="small muted">{r?.problem ?? p.detail ?? ""}</td>
-                  </tr>
-                );
-              })}
-            </tbody>
-          </table>
-        </div>
+            );
+          })}
+        </Table>
       )}
     </>
   );

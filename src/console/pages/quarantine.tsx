@@ -1,8 +1,9 @@
 import type { VNode } from "preact";
 import type { RequeueItem } from "../../ingest/requeue.ts";
 import type { List } from "../../views/json.ts";
-import type { AnomalyItem, QuarantineItem } from "../../views/quarantine.ts";
-import { Count, CsrfField, Empty, Sid, simHref, Time } from "../layout.tsx";
+import type { QuarantineItem } from "../../views/quarantine.ts";
+import { Count, Empty, Sid, Time } from "../layout.tsx";
+import { BackLink, ConfirmForm, Dash, MoreLink, qs, Table } from "./fragments.tsx";
 
 /** The raw event, pretty-printed when it is JSON (else as received). */
 export function pretty(raw: string): string {
@@ -13,14 +14,15 @@ export function pretty(raw: string): string {
   }
 }
 
-export type QuarantineFilters = { reason: string; since: string };
+function RawEvent({ raw, testid }: { raw: string; testid?: string }): VNode {
+  return (
+    <pre data-testid={testid}>
+      <code>{pretty(raw)}</code>
+    </pre>
+  );
+}
 
-const qs = (o: Record<string, string | undefined>) => {
-  const p = new URLSearchParams();
-  for (const [k, v] of Object.entries(o)) if (v) p.set(k, v);
-  const s = p.toString();
-  return s ? `?${s}` : "";
-};
+export type QuarantineFilters = { reason: string; since: string };
 
 function Status({ q }: { q: QuarantineItem }): VNode {
   return (
@@ -102,70 +104,61 @@ export function QuarantinePage({
       ) : (
         <form method="get" action="/console/quarantine/requeue">
           <div class="table-wrap">
-            <table class="striped small" data-testid="quarantine">
-              <thead>
-                <tr>
-                  <th>
-                    <input type="checkbox" data-select-all="id" aria-label="select all" />
-                  </th>
-                  <th class="num">#</th>
-                  <th>Received</th>
-                  <th>Source</th>
-                  <th>Event</th>
-                  <th>Reason</th>
-                  <th>Status</th>
+            <Table
+              testid="quarantine"
+              small
+              cols={[
+                <input type="checkbox" data-select-all="id" aria-label="select all" />,
+                { num: "#" },
+                "Received",
+                "Source",
+                "Event",
+                "Reason",
+                "Status",
+              ]}
+            >
+              {list.data.map((q) => (
+                <tr data-testid="quarantine-row" data-id={String(q.id)}>
+                  <td>
+                    <input
+                      type="checkbox"
+                      name="id"
+                      value={String(q.id)}
+                      aria-label={`select #${q.id}`}
+                    />
+                  </td>
+                  <td class="num">
+                    <a href={`/console/quarantine/${q.id}`}>{q.id}</a>
+                  </td>
+                  <td>
+                    <Time t={q.received_at} seconds />
+                  </td>
+                  <td>{q.source}</td>
+                  <td>{q.event_sid ? <Sid id={q.event_sid} /> : <Dash />}</td>
+                  <td data-field="reason">
+                    {q.reason}
+                    <details class="raw">
+                      <summary>raw event</summary>
+                      <RawEvent raw={q.raw} />
+                    </details>
+                  </td>
+                  <td>
+                    <Status q={q} />
+                  </td>
                 </tr>
-              </thead>
-              <tbody>
-                {list.data.map((q) => (
-                  <tr data-testid="quarantine-row" data-id={String(q.id)}>
-                    <td>
-                      <input
-                        type="checkbox"
-                        name="id"
-                        value={String(q.id)}
-                        aria-label={`select #${q.id}`}
-                      />
-                    </td>
-                    <td class="num">
-                      <a href={`/console/quarantine/${q.id}`}>{q.id}</a>
-                    </td>
-                    <td>
-                      <Time t={q.received_at} seconds />
-                    </td>
-                    <td>{q.source}</td>
-                    <td>{q.event_sid ? <Sid id={q.event_sid} /> : <span class="muted">—</span>}</td>
-                    <td data-field="reason">
-                      {q.reason}
-                      <details class="raw">
-                        <summary>raw event</summary>
-                        <pre>
-                          <code>{pretty(q.raw)}</code>
-                        </pre>
-                      </details>
-                    </td>
-                    <td>
-                      <Status q={q} />
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+              ))}
+            </Table>
           </div>
           <button type="submit" data-testid="requeue-selected">
             Requeue selected…
           </button>
         </form>
       )}
-      {list.has_more && (
-        <p>
-          <a
-            href={`/console/quarantine${qs({ ...filters, starting_after: list.next_starting_after ?? "" })}`}
-          >
-            Older →
-          </a>
-        </p>
-      )}
+      <MoreLink
+        list={list}
+        href={(cursor) => `/console/quarantine${qs({ ...filters, starting_after: cursor })}`}
+        label="Older →"
+      />
     </>
   );
 }
@@ -173,9 +166,7 @@ export function QuarantinePage({
 export function QuarantineItemPage({ q }: { q: QuarantineItem }): VNode {
   return (
     <>
-      <p class="small">
-        <a href="/console/quarantine">← Quarantine</a>
-      </p>
+      <BackLink href="/console/quarantine" label="Quarantine" />
       <h1>Quarantined event #{q.id}</h1>
       <table class="small">
         <tbody>
@@ -220,9 +211,7 @@ export function QuarantineItemPage({ q }: { q: QuarantineItem }): VNode {
         </button>
       </form>
       <h2>Raw event</h2>
-      <pre data-testid="quarantine-raw">
-        <code>{pretty(q.raw)}</code>
-      </pre>
+      <RawEvent raw={q.raw} testid="quarantine-raw" />
     </>
   );
 }
@@ -242,9 +231,7 @@ export function RequeueConfirmPage({
 }): VNode {
   return (
     <>
-      <p class="small">
-        <a href="/console/quarantine">← Quarantine</a>
-      </p>
+      <BackLink href="/console/quarantine" label="Quarantine" />
       <h1>Requeue quarantined events?</h1>
       {error ? (
         <p class="flash flash-error">{error}</p>
@@ -261,146 +248,36 @@ export function RequeueConfirmPage({
               <strong> No ingest worker is running: they will wait in the queue.</strong>
             )}
           </p>
-          <table class="striped small" data-testid="confirm-requeue">
-            <thead>
-              <tr>
-                <th class="num">#</th>
-                <th>Rows</th>
-                <th>Event</th>
-                <th>Already counted</th>
-                <th>Reason</th>
+          <Table
+            testid="confirm-requeue"
+            small
+            cols={[{ num: "#" }, "Rows", "Event", "Already counted", "Reason"]}
+          >
+            {items.map((it) => (
+              <tr data-id={String(it.id)}>
+                <td class="num">{it.id}</td>
+                <td>{it.rowIds.join(", ")}</td>
+                <td>{it.eventSid ? <Sid id={it.eventSid} /> : "—"}</td>
+                <td>{it.eventSid === null ? "" : it.counted ? "yes" : "no"}</td>
+                <td>{it.reason}</td>
               </tr>
-            </thead>
-            <tbody>
-              {items.map((it) => (
-                <tr data-id={String(it.id)}>
-                  <td class="num">{it.id}</td>
-                  <td>{it.rowIds.join(", ")}</td>
-                  <td>{it.eventSid ? <Sid id={it.eventSid} /> : "—"}</td>
-                  <td>{it.eventSid === null ? "" : it.counted ? "yes" : "no"}</td>
-                  <td>{it.reason}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
+            ))}
+          </Table>
         </>
       )}
-      <form method="post" action="/console/quarantine/requeue" class="actions">
-        <CsrfField token={csrf} />
+      <ConfirmForm
+        action="/console/quarantine/requeue"
+        csrf={csrf}
+        cancel="/console/quarantine"
+        disabled={items.length === 0 || Boolean(error)}
+        label={`Requeue ${items.length} event(s)`}
+      >
         {selection.ids.map((id) => (
           <input type="hidden" name="id" value={String(id)} />
         ))}
         {selection.reason && <input type="hidden" name="reason" value={selection.reason} />}
         {selection.since && <input type="hidden" name="since" value={selection.since} />}
-        <button type="submit" data-testid="confirm" disabled={items.length === 0 || Boolean(error)}>
-          Requeue {items.length} event(s)
-        </button>
-        <a href="/console/quarantine" class="secondary">
-          Cancel
-        </a>
-      </form>
-    </>
-  );
-}
-
-export function AnomaliesPage({
-  list,
-  kind,
-  since,
-  kinds,
-  simOf,
-}: {
-  list: List<AnomalyItem>;
-  kind: string;
-  /** as typed (ISO 8601), "" for none */
-  since: string;
-  kinds: string[];
-  simOf: Map<string, string>;
-}): VNode {
-  return (
-    <>
-      <h1>Anomalies</h1>
-      <p class="muted small">
-        Readings that did not add up, newest first: never fatal, the bytes are still counted by the
-        rule of ADR 0001. The same list as <code>simmeter anomalies --json</code>.
-      </p>
-      <form method="get" action="/console/anomalies" class="filters">
-        <label>
-          Kind
-          <select name="kind">
-            <option value="">all</option>
-            {kinds.map((k) => (
-              <option value={k} selected={k === kind}>
-                {k}
-              </option>
-            ))}
-          </select>
-        </label>
-        <label>
-          Detected since (UTC)
-          <input name="since" value={since} placeholder="2026-11-01 or 2026-11-01T10:00" />
-        </label>
-        <button type="submit" class="secondary">
-          Filter
-        </button>
-      </form>
-      {list.data.length === 0 ? (
-        <Empty>
-          No anomalies{kind ? ` of kind ${kind}` : ""}
-          {since ? ` since ${since}` : ""}.
-        </Empty>
-      ) : (
-        <div class="table-wrap">
-          <table class="striped small" data-testid="anomalies">
-            <thead>
-              <tr>
-                <th class="num">#</th>
-                <th>Detected</th>
-                <th>Kind</th>
-                <th>Detail</th>
-                <th>SIM</th>
-                <th>Session</th>
-                <th>Event</th>
-              </tr>
-            </thead>
-            <tbody>
-              {list.data.map((a) => {
-                const sim = simOf.get(a.session_sid);
-                return (
-                  <tr data-testid="anomaly-row" data-id={String(a.id)}>
-                    <td class="num">{a.id}</td>
-                    <td>
-                      <Time t={a.detected_at} seconds />
-                    </td>
-                    <td>
-                      <span class="badge badge-warn">{a.kind}</span>
-                    </td>
-                    <td>{a.detail}</td>
-                    <td>
-                      {sim ? <Sid id={sim} href={simHref(sim)} /> : <span class="muted">—</span>}
-                    </td>
-                    <td>
-                      <Sid id={a.session_sid} />
-                    </td>
-                    <td>
-                      <Sid id={a.event_sid} />
-                    </td>
-                  </tr>
-                );
-              })}
-            </tbody>
-          </table>
-        </div>
-      )}
-      {list.has_more && (
-        <p>
-          <a
-            href={`/console/anomalies${qs({ kind, starting_after: list.next_starting_after ?? "" })}`}
-          >
-            Older →
-          </a>
-        </p>
-      )}
+      </ConfirmForm>
     </>
   );
 }

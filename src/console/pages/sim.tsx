@@ -1,15 +1,15 @@
 import type { VNode } from "preact";
 import type { SimDetail } from "../../views/sim.ts";
+import { Bytes, Chart, type ChartSpec, Empty, Figure, humanBytes, Sid, Time } from "../layout.tsx";
 import {
-  Bytes,
-  Chart,
-  type ChartSpec,
-  customerHref,
-  Empty,
-  humanBytes,
-  Sid,
-  Time,
-} from "../layout.tsx";
+  AnomalyCells,
+  AssignSimForm,
+  BackLink,
+  CustomerLink,
+  KnownCustomers,
+  Period,
+  Table,
+} from "./fragments.tsx";
 
 function timelineSpec(s: SimDetail): ChartSpec {
   // One line per session: its readings' cumulative totals over time (window sums for schema v1).
@@ -35,9 +35,7 @@ export function SimPage({ s, customers }: { s: SimDetail; customers: string[] })
   const hoursAsc = [...s.hours].reverse();
   return (
     <>
-      <p class="small">
-        <a href="/console/customers">← Customers</a>
-      </p>
+      <BackLink href="/console/customers" label="Customers" />
       <h1>
         SIM <code data-testid="sim-sid">{s.sim_sid}</code>
       </h1>
@@ -47,12 +45,9 @@ export function SimPage({ s, customers }: { s: SimDetail; customers: string[] })
         · last reading <Time t={s.last_reading_at} />
       </p>
       <section class="figures">
-        <article>
-          <span class="figure-label">Bytes, all time</span>
-          <span class="figure-value">
-            <Bytes n={s.bytes} testid="sim-bytes" />
-          </span>
-        </article>
+        <Figure label="Bytes, all time">
+          <Bytes n={s.bytes} testid="sim-bytes" />
+        </Figure>
         {s.customers.map((c) => (
           <article
             data-testid="sim-customer"
@@ -63,12 +58,12 @@ export function SimPage({ s, customers }: { s: SimDetail; customers: string[] })
             <span class="figure-value">{humanBytes(c.bytes)}</span>
             <span class="figure-note">
               {c.customer_id ? (
-                <a href={customerHref(c.customer_id)}>{c.customer_id}</a>
+                <CustomerLink id={c.customer_id} />
               ) : (
                 "no assignment covers these hours"
               )}
               <br />
-              <Time t={c.first_hour} /> → <Time t={c.last_hour} />
+              <Period start={c.first_hour} end={c.last_hour} />
             </span>
           </article>
         ))}
@@ -87,24 +82,9 @@ export function SimPage({ s, customers }: { s: SimDetail; customers: string[] })
 
       <details open={Boolean(unmapped)}>
         <summary>Assign this SIM to a customer</summary>
-        <form method="get" action="/console/assign" class="inline" data-testid="sim-assign-form">
-          <input type="hidden" name="target_type" value="sim" />
-          <input type="hidden" name="target_id" value={s.sim_sid} />
-          <input
-            name="customer"
-            placeholder="cus_…"
-            list="known-customers"
-            required
-            aria-label="customer"
-          />
-          <input name="from" placeholder="from (ISO, default now)" aria-label="effective from" />
-          <button type="submit">Review…</button>
-          <datalist id="known-customers">
-            {customers.map((c) => (
-              <option value={c} />
-            ))}
-          </datalist>
-        </form>
+        <AssignSimForm sim={s.sim_sid} testid="sim-assign-form" fromHint="from (ISO, default now)">
+          <KnownCustomers customers={customers} />
+        </AssignSimForm>
         <p class="small muted">
           The next page shows what would change (usage moving from another customer needs an
           explicit re-bill) before anything is recorded.
@@ -126,95 +106,86 @@ export function SimPage({ s, customers }: { s: SimDetail; customers: string[] })
             {s.sessions.length} of {s.sessions_total}.
           </p>
           <div class="table-wrap">
-            <table class="striped" data-testid="sim-sessions">
-              <thead>
-                <tr>
-                  <th>Session</th>
-                  <th>Start</th>
-                  <th>End</th>
-                  <th class="num">Bytes</th>
-                  <th class="num">Readings</th>
-                  <th>Basis</th>
-                </tr>
-              </thead>
-              <tbody>
-                {s.sessions.map((x) => (
-                  <>
-                    <tr
-                      data-testid="sim-session"
-                      data-session={x.session_sid}
-                      data-value={String(x.total_bytes)}
-                    >
-                      <td>
-                        <Sid id={x.session_sid} />
-                      </td>
-                      <td class="small">
-                        <Time t={x.start_time} seconds />
-                      </td>
-                      <td class="small">
-                        {x.end_time ? (
-                          <Time t={x.end_time} seconds />
-                        ) : (
-                          <span class="badge">open</span>
-                        )}
-                      </td>
-                      <td class="num">{humanBytes(x.total_bytes)}</td>
-                      <td class="num">{x.reading_count}</td>
-                      <td class="small">{x.basis}</td>
-                    </tr>
-                    <tr>
-                      <td colSpan={6}>
-                        <details class="raw">
-                          <summary>
-                            {x.readings.length} readings, {x.hours.length} hour(s):{" "}
-                            {x.hours
-                              .map((h) => `${h.hour.slice(11, 16)} ${humanBytes(h.bytes)}`)
-                              .join(" · ")}
-                          </summary>
-                          <table class="small">
-                            <thead>
-                              <tr>
-                                <th>Time</th>
-                                <th class="num">Cumulative</th>
-                                <th class="num">Window</th>
-                                <th>Received</th>
-                                <th>Event</th>
+            <Table
+              testid="sim-sessions"
+              cols={["Session", "Start", "End", { num: "Bytes" }, { num: "Readings" }, "Basis"]}
+            >
+              {s.sessions.map((x) => (
+                <>
+                  <tr
+                    data-testid="sim-session"
+                    data-session={x.session_sid}
+                    data-value={String(x.total_bytes)}
+                  >
+                    <td>
+                      <Sid id={x.session_sid} />
+                    </td>
+                    <td class="small">
+                      <Time t={x.start_time} seconds />
+                    </td>
+                    <td class="small">
+                      {x.end_time ? (
+                        <Time t={x.end_time} seconds />
+                      ) : (
+                        <span class="badge">open</span>
+                      )}
+                    </td>
+                    <td class="num">{humanBytes(x.total_bytes)}</td>
+                    <td class="num">{x.reading_count}</td>
+                    <td class="small">{x.basis}</td>
+                  </tr>
+                  <tr>
+                    <td colSpan={6}>
+                      <details class="raw">
+                        <summary>
+                          {x.readings.length} readings, {x.hours.length} hour(s):{" "}
+                          {x.hours
+                            .map((h) => `${h.hour.slice(11, 16)} ${humanBytes(h.bytes)}`)
+                            .join(" · ")}
+                        </summary>
+                        <table class="small">
+                          <thead>
+                            <tr>
+                              <th>Time</th>
+                              <th class="num">Cumulative</th>
+                              <th class="num">Window</th>
+                              <th>Received</th>
+                              <th>Event</th>
+                            </tr>
+                          </thead>
+                          <tbody>
+                            {x.readings.map((r) => (
+                              <tr data-testid="reading">
+                                <td>
+                                  <Time t={r.t} seconds />
+                                  {r.ended && <span class="badge">ended</span>}
+                                </td>
+                                <td class="num">
+                                  {r.cumulative === null
+                                    ? "—"
+                                    : r.cumulative.toLocaleString("en-US")}
+                                </td>
+                                <td class="num">
+                                  {r.window_bytes === null
+                                    ? "—"
+                                    : r.window_bytes.toLocaleString("en-US")}
+                                </td>
+                                <td>
+                                  <Time t={r.received_at} seconds />
+                                </td>
+                                <td>
+                                  <Sid id={r.event_sid} />
+                                </td>
                               </tr>
-                            </thead>
-                            <tbody>
-                              {x.readings.map((r) => (
-                                <tr data-testid="reading">
-                                  <td>
-                                    <Time t={r.t} seconds />
-                                    {r.ended && <span class="badge">ended</span>}
-                                  </td>
-                                  <td class="num">
-                                    {r.cumulative === null
-                                      ? "—"
-                                      : r.cumulative.toLocaleString("en-US")}
-                                  </td>
-                                  <td class="num">
-                                    {r.window_bytes === null
-                                      ? "—"
-                                      : r.window_bytes.toLocaleString("en-US")}
-                                  </td>
-                                  <td>
-                                    <Time t={r.received_at} seconds />
-                                  </td>
-                                  <td>
-                                    <Sid id={r.event_sid} />
-                                  </td>
-                                </tr>
-                              ))}
-                            </tbody>
-                          </table>
-                        </details>
-                      </td>
-                    </tr>
-                  </>
-                ))}
-              </tbody>
-            </table>
+                            ))}
+                          </tbody>
+                        </table>
+                      </details>
+                    </td>
+                  </tr>
+                </>
+              ))}
+            </Table>
           </div>
         </>
       )}
@@ -236,23 +207,21 @@ export function SimPage({ s, customers }: { s: SimDetail; customers: string[] })
           />
           <details>
             <summary class="small">Table (hour, bytes, billed to)</summary>
-            <table class="striped small" data-testid="sim-hours">
-              <tbody>
-                {s.hours.map((h) => (
-                  <tr
-                    data-hour={h.hour}
-                    data-value={String(h.bytes)}
-                    data-customer={h.customer_id ?? ""}
-                  >
-                    <td>
-                      <Time t={h.hour} />
-                    </td>
-                    <td class="num">{h.bytes.toLocaleString("en-US")}</td>
-                    <td>{h.customer_id ?? <span class="badge badge-warn">unmapped</span>}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+            <Table testid="sim-hours" small>
+              {s.hours.map((h) => (
+                <tr
+                  data-hour={h.hour}
+                  data-value={String(h.bytes)}
+                  data-customer={h.customer_id ?? ""}
+                >
+                  <td>
+                    <Time t={h.hour} />
+                  </td>
+                  <td class="num">{h.bytes.toLocaleString("en-US")}</td>
+                  <td>{h.customer_id ?? <span class="badge badge-warn">unmapped</span>}</td>
+                </tr>
+              ))}
+            </Table>
           </details>
         </>
       )}
@@ -261,32 +230,16 @@ export function SimPage({ s, customers }: { s: SimDetail; customers: string[] })
       {s.anomalies.length === 0 ? (
         <Empty>None.</Empty>
       ) : (
-        <table class="striped small" data-testid="sim-anomalies">
-          <thead>
+        <Table testid="sim-anomalies" small cols={["Detected", "Kind", "Detail", "Session"]}>
+          {s.anomalies.map((a) => (
             <tr>
-              <th>Detected</th>
-              <th>Kind</th>
-              <th>Detail</th>
-              <th>Session</th>
+              <AnomalyCells a={a} />
+              <td>
+                <Sid id={a.session_sid} />
+              </td>
             </tr>
-          </thead>
-          <tbody>
-            {s.anomalies.map((a) => (
-              <tr>
-                <td>
-                  <Time t={a.detected_at} seconds />
-                </td>
-                <td>
-                  <span class="badge badge-warn">{a.kind}</span>
-                </td>
-                <td>{a.detail}</td>
-                <td>
-                  <Sid id={a.session_sid} />
-                </td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
+          ))}
+        </Table>
       )}
 
       <h2>Customer history</h2>
@@ -300,21 +253,19 @@ export function SimPage({ s, customers }: { s: SimDetail; customers: string[] })
           {s.history.assignments.length === 0 ? (
             <Empty>None.</Empty>
           ) : (
-            <table class="striped small" data-testid="sim-assignments">
-              <tbody>
-                {s.history.assignments.map((a) => (
-                  <tr data-id={String(a.id)}>
-                    <td>
-                      <Time t={a.effective_from} />
-                    </td>
-                    <td>{a.target_type}</td>
-                    <td>
-                      <a href={customerHref(a.customer_id)}>{a.customer_id}</a>
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+            <Table testid="sim-assignments" small>
+              {s.history.assignments.map((a) => (
+                <tr data-id={String(a.id)}>
+                  <td>
+                    <Time t={a.effective_from} />
+                  </td>
+                  <td>{a.target_type}</td>
+                  <td>
+                    <CustomerLink id={a.customer_id} />
+                  </td>
+                </tr>
+              ))}
+            </Table>
           )}
         </section>
         <section>
@@ -322,42 +273,38 @@ export function SimPage({ s, customers }: { s: SimDetail; customers: string[] })
           {s.history.fleets.length === 0 ? (
             <Empty>No fleet in its events.</Empty>
           ) : (
-            <table class="striped small" data-testid="sim-fleets">
-              <tbody>
-                {s.history.fleets.map((f) => (
-                  <tr>
-                    <td>
-                      <Sid id={f.fleet_sid} />
-                    </td>
-                    <td>
-                      <Time t={f.first_hour} /> → <Time t={f.last_hour} />
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+            <Table testid="sim-fleets" small>
+              {s.history.fleets.map((f) => (
+                <tr>
+                  <td>
+                    <Sid id={f.fleet_sid} />
+                  </td>
+                  <td>
+                    <Period start={f.first_hour} end={f.last_hour} />
+                  </td>
+                </tr>
+              ))}
+            </Table>
           )}
           <h3>Those fleets' assignments</h3>
           {s.history.fleet_assignments.length === 0 ? (
             <Empty>None.</Empty>
           ) : (
-            <table class="striped small">
-              <tbody>
-                {s.history.fleet_assignments.map((a) => (
-                  <tr>
-                    <td>
-                      <Time t={a.effective_from} />
-                    </td>
-                    <td>
-                      <Sid id={a.target_id} />
-                    </td>
-                    <td>
-                      <a href={customerHref(a.customer_id)}>{a.customer_id}</a>
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
+            <Table small>
+              {s.history.fleet_assignments.map((a) => (
+                <tr>
+                  <td>
+                    <Time t={a.effective_from} />
+                  </td>
+                  <td>
+                    <Sid id={a.target_id} />
+                  </td>
+                  <td>
+                    <CustomerLink id={a.customer_id} />
+                  </td>
+                </tr>
+              ))}
+            </Table>
           )}
         </section>
       </div>

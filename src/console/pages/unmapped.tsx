@@ -2,16 +2,18 @@ import type { VNode } from "preact";
 import { describeMoves, type Move } from "../../customers/customers.ts";
 import type { List } from "../../views/json.ts";
 import type { UnmappedItem } from "../../views/usage.ts";
+import { Bytes, customerHref, Empty, humanBytes, Sid, Time } from "../layout.tsx";
 import {
-  Bytes,
-  CsrfField,
-  customerHref,
-  Empty,
-  humanBytes,
-  Sid,
-  simHref,
-  Time,
-} from "../layout.tsx";
+  AssignSimForm,
+  after,
+  BackLink,
+  ConfirmForm,
+  KnownCustomers,
+  MoreLink,
+  Period,
+  SimLink,
+  Table,
+} from "./fragments.tsx";
 
 export function UnmappedPage({
   list,
@@ -35,75 +37,36 @@ export function UnmappedPage({
         <Empty>Every SIM with usage is mapped to a customer.</Empty>
       ) : (
         <div class="table-wrap">
-          <table class="striped small" data-testid="unmapped">
-            <thead>
-              <tr>
-                <th>SIM</th>
-                <th>ICCID</th>
-                <th>Fleet</th>
-                <th class="num">Bytes</th>
-                <th>Hours</th>
-                <th>Assign to</th>
+          <Table
+            testid="unmapped"
+            small
+            cols={["SIM", "ICCID", "Fleet", { num: "Bytes" }, "Hours", "Assign to"]}
+          >
+            {list.data.map((u) => (
+              <tr data-testid="unmapped-row" data-sim={u.sim_sid} data-value={String(u.bytes)}>
+                <td>
+                  <SimLink sim={u.sim_sid} />
+                </td>
+                <td class="mono">{u.iccid}</td>
+                <td>{u.fleet_sid ? <Sid id={u.fleet_sid} /> : "—"}</td>
+                <td class="num">{humanBytes(u.bytes)}</td>
+                <td>
+                  <Period start={u.first_hour} end={u.last_hour} />
+                </td>
+                <td>
+                  <AssignSimForm
+                    sim={u.sim_sid}
+                    testid="assign-form"
+                    fromHint="from (default now)"
+                  />
+                </td>
               </tr>
-            </thead>
-            <tbody>
-              {list.data.map((u) => (
-                <tr data-testid="unmapped-row" data-sim={u.sim_sid} data-value={String(u.bytes)}>
-                  <td>
-                    <a href={simHref(u.sim_sid)}>
-                      <code class="mono">{u.sim_sid}</code>
-                    </a>
-                  </td>
-                  <td class="mono">{u.iccid}</td>
-                  <td>{u.fleet_sid ? <Sid id={u.fleet_sid} /> : "—"}</td>
-                  <td class="num">{humanBytes(u.bytes)}</td>
-                  <td>
-                    <Time t={u.first_hour} /> → <Time t={u.last_hour} />
-                  </td>
-                  <td>
-                    <form
-                      method="get"
-                      action="/console/assign"
-                      class="inline"
-                      data-testid="assign-form"
-                    >
-                      <input type="hidden" name="target_type" value="sim" />
-                      <input type="hidden" name="target_id" value={u.sim_sid} />
-                      <input
-                        name="customer"
-                        placeholder="cus_…"
-                        list="known-customers"
-                        required
-                        aria-label="customer"
-                      />
-                      <input
-                        name="from"
-                        placeholder="from (default now)"
-                        aria-label="effective from"
-                      />
-                      <button type="submit">Review…</button>
-                    </form>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-          <datalist id="known-customers">
-            {customers.map((c) => (
-              <option value={c} />
             ))}
-          </datalist>
+          </Table>
+          <KnownCustomers customers={customers} />
         </div>
       )}
-      {list.has_more && (
-        <p>
-          <a
-            href={`/console/unmapped?starting_after=${encodeURIComponent(list.next_starting_after ?? "")}`}
-          >
-            Next page →
-          </a>
-        </p>
-      )}
+      <MoreLink list={list} href={after("/console/unmapped")} label="Next page →" />
     </>
   );
 }
@@ -125,9 +88,7 @@ export function AssignConfirmPage({ d, csrf }: { d: AssignConfirmData; csrf: str
   const moved = d.moves.reduce((n, m) => n + m.bytes, 0);
   return (
     <>
-      <p class="small">
-        <a href="/console/unmapped">← Unmapped SIMs</a>
-      </p>
+      <BackLink href="/console/unmapped" label="Unmapped SIMs" />
       <h1>{rebill ? "Re-bill and assign?" : "Assign?"}</h1>
       {d.problem ? (
         <p class="flash flash-error" data-testid="assign-problem">
@@ -171,87 +132,20 @@ export function AssignConfirmPage({ d, csrf }: { d: AssignConfirmData; csrf: str
           )}
         </>
       )}
-      <form method="post" action="/console/assign" class="actions">
-        <CsrfField token={csrf} />
+      <ConfirmForm
+        action="/console/assign"
+        csrf={csrf}
+        cancel="/console/unmapped"
+        disabled={Boolean(d.problem)}
+        label={rebill ? `Re-bill ${humanBytes(moved)} and assign` : "Assign"}
+        buttonClass={rebill ? "contrast" : undefined}
+      >
         <input type="hidden" name="target_type" value={d.targetType} />
         <input type="hidden" name="target_id" value={d.targetId} />
         <input type="hidden" name="customer" value={d.customer} />
         <input type="hidden" name="from" value={d.from} />
         {rebill && <input type="hidden" name="rebill" value="1" />}
-        <button
-          type="submit"
-          data-testid="confirm"
-          disabled={Boolean(d.problem)}
-          class={rebill ? "contrast" : undefined}
-        >
-          {rebill ? `Re-bill ${humanBytes(moved)} and assign` : "Assign"}
-        </button>
-        <a href="/console/unmapped" class="secondary">
-          Cancel
-        </a>
-      </form>
-    </>
-  );
-}
-
-export function LoginPage({
-  next,
-  error,
-  signedIn,
-}: {
-  next: string;
-  error: string | null;
-  signedIn: boolean;
-}): VNode {
-  return (
-    <article>
-      <h1>Sign in to the simmeter console</h1>
-      {signedIn && (
-        <p>
-          You are signed in. <a href={next}>Continue →</a>
-        </p>
-      )}
-      {error && (
-        <p class="flash flash-error" role="alert" data-testid="login-error">
-          {error}
-        </p>
-      )}
-      <form method="post" action="/console/login">
-        <input type="hidden" name="next" value={next} />
-        <label>
-          ADMIN_TOKEN
-          <input type="password" name="token" autocomplete="current-password" required autofocus />
-        </label>
-        <button type="submit" data-testid="login">
-          Sign in
-        </button>
-      </form>
-      <p class="small muted">
-        Paste the admin listener's ADMIN_TOKEN. The browser keeps a session cookie (HttpOnly,
-        SameSite=Strict, Secure over HTTPS) for 12 hours; the token itself is never stored.
-      </p>
-    </article>
-  );
-}
-
-export function MessagePage({
-  title,
-  message,
-  back,
-}: {
-  title: string;
-  message: string;
-  back?: string;
-}): VNode {
-  return (
-    <>
-      <h1>{title}</h1>
-      <p data-testid="message">{message}</p>
-      {back && (
-        <p>
-          <a href={back}>← Back</a>
-        </p>
-      )}
+      </ConfirmForm>
     </>
   );
 }
