@@ -8,13 +8,14 @@ import { bucketOf } from "./buckets.ts";
 // identical results (test/unit/extend.test.ts).
 
 export type SessionState = {
-  /** largest cumulative total so far (0 for a new session) */
-  total: number;
+  /** largest cumulative total so far (0 for a new session); sessions.total_bytes */
+  totalBytes: number;
   /** latest reading time, null for a new session */
   lastReadingAt: number | null;
   /** earliest ended reading's time */
   endTime: number | null;
-  windowSum: number;
+  /** sum of the window totals; sessions.window_sum_bytes */
+  windowSumBytes: number;
   readingCount: number;
   basis: "cumulative" | "window";
   startTime: number | null;
@@ -54,8 +55,8 @@ export function extendSession(
         detail: `reading at ${new Date(r.t).toISOString()} is after the session ended at ${new Date(next.endTime).toISOString()}`,
       });
     }
-    if (c > next.total) {
-      const inc = c - next.total;
+    if (c > next.totalBytes) {
+      const inc = c - next.totalBytes;
       if (from !== null) {
         const seconds = Math.max(1, (r.t - from) / 1000);
         if (inc / seconds > maxBytesPerSecond) {
@@ -68,17 +69,17 @@ export function extendSession(
       }
       const b = bucketOf(r.t);
       deltas.set(b, (deltas.get(b) ?? 0) + inc);
-      next.total = c;
-    } else if (c < next.total) {
+      next.totalBytes = c;
+    } else if (c < next.totalBytes) {
       anomalies.push({
         kind: "cumulative_decrease",
         eventSid: r.eventSid,
-        detail: `cumulative total ${c} is below ${next.total} seen earlier in the session; not billed negative`,
+        detail: `cumulative total ${c} is below ${next.totalBytes} seen earlier in the session; not billed negative`,
       });
     }
     if (r.ended && next.endTime === null) next.endTime = r.t;
     next.lastReadingAt = r.t;
-    next.windowSum += r.window ?? 0;
+    next.windowSumBytes += r.window ?? 0;
     next.readingCount++;
   }
   return { state: next, deltas, anomalies };

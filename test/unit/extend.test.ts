@@ -6,10 +6,10 @@ import { sessionArb } from "../helpers/sessions.ts";
 
 const MAX_RATE = 250_000_000;
 const empty = (startTime: number): SessionState => ({
-  total: 0,
+  totalBytes: 0,
   lastReadingAt: null,
   endTime: null,
-  windowSum: 0,
+  windowSumBytes: 0,
   readingCount: 0,
   basis: "cumulative",
   startTime,
@@ -58,8 +58,8 @@ describe("extending a session with in-order readings", () => {
         });
         for (const [b, v] of [...buckets]) if (v === 0) buckets.delete(b);
         expect(Object.fromEntries(buckets)).toEqual(Object.fromEntries(full.buckets));
-        expect(state.total).toBe(full.total);
-        expect(state.windowSum).toBe(full.windowSum);
+        expect(state.totalBytes).toBe(full.total);
+        expect(state.windowSumBytes).toBe(full.windowSum);
         expect(sortedKinds(anomalies)).toEqual(sortedKinds(full.anomalies));
       }),
       { numRuns: 400 },
@@ -83,7 +83,7 @@ describe("extending a session with in-order readings", () => {
         ...empty(0),
         readingCount: 1,
         lastReadingAt: last,
-        total: 10,
+        totalBytes: 10,
         basis,
       };
       const readings = incoming.map((r, i) => ({
