@@ -5,6 +5,7 @@ import { registerBillingCommands } from "./billing.ts";
 import { UsageError } from "./context.ts";
 import { registerCustomerCommands } from "./customers.ts";
 import { registerDoctorCommand } from "./doctor.ts";
+import { registerMigrateLedgerCommand } from "./migrate-ledger.ts";
 import { registerReadCommands } from "./read.ts";
 import { registerReconcileCommand } from "./reconcile.ts";
 import { registerReplayCommand } from "./replay.ts";
@@ -44,6 +45,7 @@ registerDoctorCommand(program);
 registerReconcileCommand(program);
 registerBillingCommands(program);
 registerSimulateCommand(program);
+registerMigrateLedgerCommand(program);
 
 try {
   await program.parseAsync(process.argv);
