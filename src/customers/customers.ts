@@ -478,43 +478,49 @@ export function previewMoves(db: Db, added: readonly AssignInput[], now: number)
   for (const a of added) for (const s of before.simsFor(a)) simSet.add(s);
   if (simSet.size === 0) return [];
   // Resolve against the assignments as they would be, inside a transaction that is rolled back.
+  // IMMEDIATE because it reads and then writes: a deferred one fails its first write at once with
+  // SQLITE_BUSY (no busy wait) when another connection, such as the worker's reporter, holds the
+  // write lock or committed after that first read. Nested in a transaction it is a savepoint.
   const moves: Move[] = [];
   const rollback = new Error("preview");
   try {
-    db.transaction(() => {
-      const usage = new Map<string, { hour: number; bytes: number }[]>();
-      const bySim = db.$client.prepare<[string], { hour: number; bytes: number }>(
-        "select hour, bytes from usage_hourly where sim_sid = ? and bytes != 0 order by hour",
-      );
-      const oldCustomer = new Map<string, (string | null)[]>();
-      for (const sim of simSet) {
-        const rows = bySim.all(sim);
-        usage.set(sim, rows);
-        oldCustomer.set(
-          sim,
-          before.resolveHours(
+    db.transaction(
+      () => {
+        const usage = new Map<string, { hour: number; bytes: number }[]>();
+        const bySim = db.$client.prepare<[string], { hour: number; bytes: number }>(
+          "select hour, bytes from usage_hourly where sim_sid = ? and bytes != 0 order by hour",
+        );
+        const oldCustomer = new Map<string, (string | null)[]>();
+        for (const sim of simSet) {
+          const rows = bySim.all(sim);
+          usage.set(sim, rows);
+          oldCustomer.set(
+            sim,
+            before.resolveHours(
+              sim,
+              rows.map((r) => r.hour),
+            ),
+          );
+        }
+        for (const a of added) insertAssignment(db, a, now);
+        const after = customerResolver(db);
+        for (const [sim, rows] of usage) {
+          const old = oldCustomer.get(sim) ?? [];
+          const now_ = after.resolveHours(
             sim,
             rows.map((r) => r.hour),
-          ),
-        );
-      }
-      for (const a of added) insertAssignment(db, a, now);
-      const after = customerResolver(db);
-      for (const [sim, rows] of usage) {
-        const old = oldCustomer.get(sim) ?? [];
-        const now_ = after.resolveHours(
-          sim,
-          rows.map((r) => r.hour),
-        );
-        rows.forEach((r, i) => {
-          const from = old[i] ?? null;
-          const to = now_[i] ?? null;
-          if (from !== null && from !== to)
-            moves.push({ simSid: sim, hour: r.hour, bytes: r.bytes, from, to });
-        });
-      }
-      throw rollback;
-    });
+          );
+          rows.forEach((r, i) => {
+            const from = old[i] ?? null;
+            const to = now_[i] ?? null;
+            if (from !== null && from !== to)
+              moves.push({ simSid: sim, hour: r.hour, bytes: r.bytes, from, to });
+          });
+        }
+        throw rollback;
+      },
+      { behavior: "immediate" },
+    );
   } catch (err) {
     if (err !== rollback) throw err;
   }

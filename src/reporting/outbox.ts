@@ -529,17 +529,21 @@ export function recordAttempt(db: Db, identifier: string, error: string): void {
 
 /** Puts stopped rows back in line (after the operator fixed the cause) and re-checks their hours. */
 export function retryFailed(db: Db): number {
-  return db.transaction(() => {
-    const rows = failedReports(db);
-    for (const r of rows) {
-      db.update(meterReports)
-        .set({ state: "pending" })
-        .where(eq(meterReports.identifier, r.identifier))
-        .run();
-      db.insert(reportDirtyHours).values({ hour: r.hour }).onConflictDoNothing().run();
-    }
-    return rows.length;
-  });
+  // IMMEDIATE: it reads the stopped rows and then writes (see previewMoves on SQLITE_BUSY).
+  return db.transaction(
+    () => {
+      const rows = failedReports(db);
+      for (const r of rows) {
+        db.update(meterReports)
+          .set({ state: "pending" })
+          .where(eq(meterReports.identifier, r.identifier))
+          .run();
+        db.insert(reportDirtyHours).values({ hour: r.hour }).onConflictDoNothing().run();
+      }
+      return rows.length;
+    },
+    { behavior: "immediate" },
+  );
 }
 
 export function reportStatus(db: Db) {

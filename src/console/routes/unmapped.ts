@@ -73,16 +73,24 @@ export function unmappedRoutes({ router, api, db, logger, send, redirectWith }: 
 
   const unmappedTotal = () => unmappedUsage(db).reduce((n, u) => n + u.bytes, 0);
 
-  /** The unmapped total with the assignment in place, inside a transaction rolled back. */
+  /**
+   * The unmapped total with the assignment in place, inside a transaction rolled back. IMMEDIATE:
+   * it reads, then writes the assignment; a deferred transaction that another connection (the
+   * worker's reporter) wrote behind fails that write at once with SQLITE_BUSY, where an immediate
+   * one waits for the lock (busy timeout) before it reads.
+   */
   const unmappedIf = (input: AssignInput, now: number): number => {
     const rollback = new Error("preview");
     let after = 0;
     try {
-      db.transaction(() => {
-        assign(db, input, now, true);
-        after = unmappedTotal();
-        throw rollback;
-      });
+      db.transaction(
+        () => {
+          assign(db, input, now, true);
+          after = unmappedTotal();
+          throw rollback;
+        },
+        { behavior: "immediate" },
+      );
     } catch (err) {
       if (err !== rollback) throw err;
     }
