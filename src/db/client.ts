@@ -1,10 +1,10 @@
-import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { existsSync, mkdirSync, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
 import { type BetterSQLite3Database, drizzle } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
-import { readMigrationFiles } from "drizzle-orm/migrator";
+import { type MigrationStatus, migrationStatusOf, shippedMigrations } from "./migrations.ts";
 import * as schema from "./schema.ts";
 
 export type Db = BetterSQLite3Database<typeof schema> & { $client: Database.Database };
@@ -98,43 +98,13 @@ function openFailure(abs: string, mode: OpenMode, err: unknown): string {
   return `cannot open the database at ${abs}: ${message}`;
 }
 
-export type MigrationStatus = {
-  /** migrations of this version that the database has */
-  applied: number;
-  /** migrations this version ships (drizzle/meta/_journal.json) */
-  expected: number;
-  /** tags of the migrations still to apply */
-  pending: string[];
-  /** tags of applied migrations whose file changed since (the stored hash differs) */
-  changed: string[];
-  /** applied migrations this version does not know: a newer simmeter migrated the database */
-  unknown: number;
-};
-
-type Shipped = { tag: string; when: number; hash: string };
-let shipped: Shipped[] | null = null;
-
-function shippedMigrations(): Shipped[] {
-  if (!shipped) {
-    const journal = JSON.parse(readFileSync(join(MIGRATIONS, "meta/_journal.json"), "utf8")) as {
-      entries: { tag: string; when: number }[];
-    };
-    const files = readMigrationFiles({ migrationsFolder: MIGRATIONS });
-    shipped = journal.entries.map((e, i) => ({
-      tag: e.tag,
-      when: e.when,
-      hash: files[i]?.hash ?? "",
-    }));
-  }
-  return shipped;
-}
+export type { MigrationStatus } from "./migrations.ts";
 
 /**
  * How far the database is migrated, by drizzle's own rule: a migration is applied when the newest
  * recorded migration is at least as recent as its journal entry. Reads only.
  */
 export function migrationStatus(sqlite: Database.Database): MigrationStatus {
-  const all = shippedMigrations();
   const hasTable = sqlite
     .prepare("select 1 from sqlite_master where type = 'table' and name = ?")
     .get(MIGRATIONS_TABLE);
@@ -144,19 +114,5 @@ export function migrationStatus(sqlite: Database.Database): MigrationStatus {
         created_at: number | string | null;
       }[])
     : [];
-  const times = rows.map((r) => Number(r.created_at));
-  const last = times.length > 0 ? Math.max(...times) : null;
-  const pending = all.filter((m) => last === null || last < m.when);
-  const changed = all
-    .filter((m) => !pending.includes(m))
-    .filter((m) => rows.some((r) => Number(r.created_at) === m.when && r.hash !== m.hash))
-    .map((m) => m.tag);
-  const unknown = times.filter((t) => !all.some((m) => m.when === t)).length;
-  return {
-    applied: all.length - pending.length,
-    expected: all.length,
-    pending: pending.map((m) => m.tag),
-    changed,
-    unknown,
-  };
+  return migrationStatusOf(shippedMigrations(MIGRATIONS), rows);
 }

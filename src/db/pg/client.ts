@@ -1,16 +1,16 @@
-// PostgreSQL connections for the ledger (docs/design/postgres-ledger.md §4.8, §5.4, §5.5): pools
-// with per-session timeouts, the int8 parser, migrations under an advisory lock, the migration
-// status, a health ping and URL redaction.
-import { readFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { readMigrationFiles } from "drizzle-orm/migrator";
 import { drizzle } from "drizzle-orm/node-postgres";
 import { migrate } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
-import type { MigrationStatus } from "../client.ts";
+import {
+  type MigrationStatus,
+  migrationStatusOf,
+  type Shipped,
+  shippedMigrations,
+} from "../migrations.ts";
 
-export type { MigrationStatus } from "../client.ts";
+export type { MigrationStatus } from "../migrations.ts";
 
 /** drizzle/pg beside drizzle/: from src/db/pg (tsx, tests) and dist/db/pg (the build) alike */
 export const PG_MIGRATIONS = resolve(
@@ -193,23 +193,9 @@ export async function migratePg(
   }
 }
 
-type Shipped = { tag: string; when: number; hash: string };
-let shipped: Shipped[] | null = null;
-
 /** the migrations this version ships (drizzle/pg/meta/_journal.json) with their hashes */
 export function shippedPgMigrations(): Shipped[] {
-  if (!shipped) {
-    const journal = JSON.parse(readFileSync(join(PG_MIGRATIONS, "meta/_journal.json"), "utf8")) as {
-      entries: { tag: string; when: number }[];
-    };
-    const files = readMigrationFiles({ migrationsFolder: PG_MIGRATIONS });
-    shipped = journal.entries.map((e, i) => ({
-      tag: e.tag,
-      when: e.when,
-      hash: files[i]?.hash ?? "",
-    }));
-  }
-  return shipped;
+  return shippedMigrations(PG_MIGRATIONS);
 }
 
 /**
@@ -230,21 +216,7 @@ export async function pgMigrationStatus(pool: pg.Pool | pg.Client): Promise<Migr
         )
       ).rows
     : [];
-  const times = rows.map((r) => Number(r.created_at));
-  const last = times.length > 0 ? Math.max(...times) : null;
-  const pending = all.filter((m) => last === null || last < m.when);
-  const changed = all
-    .filter((m) => !pending.includes(m))
-    .filter((m) => rows.some((r) => Number(r.created_at) === m.when && r.hash !== m.hash))
-    .map((m) => m.tag);
-  const unknown = times.filter((t) => !all.some((m) => m.when === t)).length;
-  return {
-    applied: all.length - pending.length,
-    expected: all.length,
-    pending: pending.map((m) => m.tag),
-    changed,
-    unknown,
-  };
+  return migrationStatusOf(all, rows);
 }
 
 // --- health --------------------------------------------------------------------------------------
