@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { redactUrl } from "./lib/redact-url.ts";
 
 // Parsed once at start-up. A wrong value stops the process with a message that names the
 // variable and the fix; secrets never get defaults and are never logged (see redactedConfig).
@@ -52,6 +53,16 @@ export const envSchema = z.object({
     .regex(/^[A-Za-z0-9_{}-]+$/, "letters, digits, _ - { } only")
     .default("simmeter"),
   DATABASE_PATH: z.string().min(1).default("./data/simmeter.db"),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\/\S+$/, "must be a postgres:// or postgresql:// URL")
+    .optional()
+    .describe("a PostgreSQL ledger instead of the SQLite file at DATABASE_PATH"),
+  PG_POOL_MAX: intFrom(1, 1000).optional(),
+  PG_STATEMENT_TIMEOUT_MS: intFrom(0, 86_400_000).default(30_000),
+  PG_LOCK_TIMEOUT_MS: intFrom(0, 86_400_000).default(10_000),
+  PG_IDLE_IN_TRANSACTION_TIMEOUT_MS: intFrom(0, 86_400_000).default(60_000),
+  PG_CONNECT_TIMEOUT_MS: intFrom(100, 600_000).default(5_000),
   BILLING_MODE: z.enum(["realtime", "ended-only"]).default("realtime"),
   ATTRIBUTION: z.enum(["end", "prorate"]).default("end"),
   RETENTION_DAYS: intFrom(35, 100_000).default(40),
@@ -126,12 +137,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, needs: ConfigNe
   if (!parsed.success) {
     const lines = parsed.error.issues.map((i) => {
       const name = String(i.path[0] ?? "?");
-      const shown = isSecret(name) ? "(hidden)" : JSON.stringify(cleaned[name]);
+      const value = cleaned[name];
+      const shown = isSecret(name)
+        ? "(hidden)"
+        : JSON.stringify(name === "DATABASE_URL" && value ? redactUrl(value) : value);
       return `  ${name}=${shown}: ${i.message}`;
     });
     throw new ConfigError(`invalid configuration:\n${lines.join("\n")}`);
   }
   const config = parsed.data;
+  if (config.DATABASE_URL && cleaned.DATABASE_PATH) {
+    throw new ConfigError(
+      "DATABASE_URL and DATABASE_PATH are both set: the ledger is either PostgreSQL (DATABASE_URL) " +
+        "or the SQLite file at DATABASE_PATH. Unset one of them; to move a SQLite ledger to " +
+        "PostgreSQL run simmeter migrate-ledger --from sqlite:PATH --to postgres://…",
+    );
+  }
   if (needs.receiver) {
     const hasSecret = Boolean(config.TWILIO_AUTH_TOKEN || config.KORE_WEBHOOK_SECRET);
     if (!hasSecret && !config.ALLOW_UNSIGNED) {
@@ -194,7 +215,8 @@ function isSecret(name: string): boolean {
 export function redactedConfig(config: Config): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(config)) {
-    out[k] = isSecret(k) && v !== undefined ? "(set)" : v;
+    if (k === "DATABASE_URL" && typeof v === "string") out[k] = redactUrl(v);
+    else out[k] = isSecret(k) && v !== undefined ? "(set)" : v;
   }
   return out;
 }

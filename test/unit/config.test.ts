@@ -97,3 +97,48 @@ describe("configuration from the environment", () => {
     });
   });
 });
+
+describe("the ledger's configuration", () => {
+  const URL_WITH_PASSWORD = "postgres://simmeter:hunter2-secret@db.internal:5432/ledger";
+
+  it("selects PostgreSQL with DATABASE_URL and keeps SQLite's DATABASE_PATH default otherwise", () => {
+    expect(loadConfig({}).DATABASE_URL).toBeUndefined();
+    const c = loadConfig({ DATABASE_URL: URL_WITH_PASSWORD });
+    expect(c.DATABASE_URL).toBe(URL_WITH_PASSWORD);
+    expect(c.PG_STATEMENT_TIMEOUT_MS).toBe(30_000);
+    expect(c.PG_LOCK_TIMEOUT_MS).toBe(10_000);
+    expect(c.PG_IDLE_IN_TRANSACTION_TIMEOUT_MS).toBe(60_000);
+    expect(c.PG_CONNECT_TIMEOUT_MS).toBe(5_000);
+    expect(c.PG_POOL_MAX).toBeUndefined();
+    expect(loadConfig({ DATABASE_URL: "postgresql://h/db", PG_POOL_MAX: "3" }).PG_POOL_MAX).toBe(3);
+  });
+
+  it("refuses DATABASE_URL beside DATABASE_PATH, naming both and migrate-ledger", () => {
+    expect(() =>
+      loadConfig({ DATABASE_URL: URL_WITH_PASSWORD, DATABASE_PATH: "./data/x.db" }),
+    ).toThrow(/DATABASE_URL and DATABASE_PATH are both set.*migrate-ledger/s);
+  });
+
+  it("refuses a URL that is not PostgreSQL's without printing its password", () => {
+    let message = "";
+    try {
+      loadConfig({ DATABASE_URL: "mysql://root:hunter2-secret@db/x" });
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/DATABASE_URL=.*must be a postgres:\/\/ or postgresql:\/\/ URL/);
+    expect(message).not.toContain("hunter2-secret");
+  });
+
+  it("logs DATABASE_URL with its password replaced", () => {
+    const shown = redactedConfig(loadConfig({ DATABASE_URL: URL_WITH_PASSWORD }));
+    expect(shown.DATABASE_URL).toBe("postgres://simmeter:***@db.internal:5432/ledger");
+    expect(JSON.stringify(shown)).not.toContain("hunter2-secret");
+  });
+
+  it("refuses pool settings out of range", () => {
+    expect(() => loadConfig({ PG_POOL_MAX: "0" })).toThrow(/PG_POOL_MAX/);
+    expect(() => loadConfig({ PG_CONNECT_TIMEOUT_MS: "5" })).toThrow(/PG_CONNECT_TIMEOUT_MS/);
+  });
+});

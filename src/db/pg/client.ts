@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { drizzle } from "drizzle-orm/node-postgres";
 import { migrate } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
+import { redactUrl } from "../../lib/redact-url.ts";
 import {
   type MigrationStatus,
   migrationStatusOf,
@@ -11,6 +12,7 @@ import {
 } from "../migrations.ts";
 
 export type { MigrationStatus } from "../migrations.ts";
+export { redactUrl };
 
 /** drizzle/pg beside drizzle/: from src/db/pg (tsx, tests) and dist/db/pg (the build) alike */
 export const PG_MIGRATIONS = resolve(
@@ -51,21 +53,6 @@ export function installInt8Parser(): void {
 installInt8Parser();
 
 // --- URLs ----------------------------------------------------------------------------------------
-
-/** `url` with its password (in the userinfo or a password= parameter) replaced by *** */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = "***";
-    if (u.searchParams.has("password")) u.searchParams.set("password", "***");
-    return u.toString();
-  } catch {
-    // not a URL: hide whatever sits between the first ':' after '//' and the '@'
-    return url
-      .replace(/(\/\/[^:/?#@]*):[^@/?#]*@/, "$1:***@")
-      .replace(/([?&]password=)[^&#]*/i, "$1***");
-  }
-}
 
 /** host:port/database of a URL, for messages (never the user's password) */
 export function describeUrl(url: string): string {
