@@ -1,7 +1,15 @@
 // npm run bench: measures simmeter on this machine, side by side with a bare Express yardstick,
 // and writes BENCHMARKS.md. Every figure comes from this run; nothing is asserted here.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import os from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -12,6 +20,7 @@ import { DAY_MS, HOUR_MS, hourStart } from "../src/accounting/buckets.ts";
 import { assignCustomer } from "../src/customers/customers.ts";
 import { openDb } from "../src/db/client.ts";
 import { ingestDeliveries, prepareIngest } from "../src/ingest/ingest.ts";
+import { sqliteLedger } from "../src/ledger/sqlite/index.ts";
 import { createLogger } from "../src/lib/logger.ts";
 import { signTwilio } from "../src/receive/twilio-signature.ts";
 import { meterEventIdentifier } from "../src/reporting/plan.ts";
@@ -34,6 +43,15 @@ const { values: args } = parseArgs({
      * section of BENCHMARKS.md
      */
     only: { type: "string" },
+    /**
+     * --only e2e100: the 100-event end-to-end run and its yardstick, `--rounds` times, each round
+     * running every tree of `--trees` (comma-separated checkouts, each built; default this one)
+     * in turn, interleaved, so a before/after comparison shares the machine's moments
+     */
+    trees: { type: "string" },
+    rounds: { type: "string", default: "3" },
+    /** --only e2e100: write a CPU profile of each `simmeter work` process into this folder */
+    "cpu-prof": { type: "string" },
   },
 });
 const QUICK = args.quick;
@@ -66,13 +84,21 @@ function procMb(pid: number | undefined, field: "VmHWM" | "VmRSS"): number {
 const peakRssMb = (pid: number | undefined) => procMb(pid, "VmHWM");
 const rssMb = (pid: number | undefined) => procMb(pid, "VmRSS");
 
-async function spawnSimmeter(role: "serve" | "work", env: Record<string, string>): Promise<Proc> {
+async function spawnSimmeter(
+  role: "serve" | "work",
+  env: Record<string, string>,
+  bin = BIN,
+  nodeFlags: string[] = [],
+): Promise<Proc> {
   const port = env.PORT ? Number(env.PORT) : await freePort();
-  const child = spawn(process.execPath, [BIN, role], {
+  const adminPort = env.ADMIN_PORT ? Number(env.ADMIN_PORT) : await freePort();
+  const child = spawn(process.execPath, [...nodeFlags, bin, role], {
     env: {
       ...process.env,
       ...env,
       PORT: String(port),
+      // a port of its own: another process on this machine may hold the default 8081
+      ADMIN_PORT: String(adminPort),
       HOST: "127.0.0.1",
       LOG_LEVEL: role === "work" ? "info" : "warn",
     },
@@ -82,21 +108,28 @@ async function spawnSimmeter(role: "serve" | "work", env: Record<string, string>
   child.stderr?.on("data", (d) => {
     err += d;
   });
-  if (role === "serve") {
-    await waitFor(
-      async () => {
-        try {
-          return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
-        } catch {
-          return false;
-        }
-      },
-      "simmeter serve",
-      30_000,
-      100,
-    );
-  } else {
-    await waitFor(() => err.includes("ingest worker running"), "simmeter work", 30_000, 50);
+  try {
+    if (role === "serve") {
+      await waitFor(
+        async () => {
+          try {
+            // /healthz is on the admin listener; the receiver's port answers only the webhook
+            return (await fetch(`http://127.0.0.1:${adminPort}/healthz`)).ok;
+          } catch {
+            return false;
+          }
+        },
+        "simmeter serve",
+        30_000,
+        100,
+      );
+    } else {
+      await waitFor(() => err.includes("ingest worker running"), "simmeter work", 30_000, 50);
+    }
+  } catch (e) {
+    log(`simmeter ${role} did not start; its stderr:\n${err.slice(-2000)}`);
+    child.kill("SIGKILL");
+    throw e;
   }
   return {
     child,
@@ -229,6 +262,7 @@ async function endToEnd(
   events: unknown[],
   perDelivery: number,
   connections: number,
+  o: { bin?: string; workFlags?: string[] } = {},
 ) {
   const db = join(WORK, `${name}.db`);
   const port = await freePort();
@@ -240,8 +274,8 @@ async function endToEnd(
     TWILIO_AUTH_TOKEN: TOKEN,
     PUBLIC_URL: publicUrl,
   };
-  const work = await spawnSimmeter("work", env);
-  const serve = await spawnSimmeter("serve", { ...env, PORT: String(port) });
+  const work = await spawnSimmeter("work", env, o.bin, o.workFlags);
+  const serve = await spawnSimmeter("serve", { ...env, PORT: String(port) }, o.bin);
   const bodies = signedBodies(
     events,
     perDelivery,
@@ -250,6 +284,13 @@ async function endToEnd(
   const unique = new Set(events.map((e) => (e as { data: { event_sid: string } }).data.event_sid))
     .size;
   const reader = () => new Database(db, { readonly: true, fileMustExist: true });
+  // the WAL file's largest size during the run (it is reused, never shrunk, while the worker runs)
+  let peakWal = 0;
+  const walSampler = setInterval(() => {
+    try {
+      peakWal = Math.max(peakWal, statSync(`${db}-wal`).size);
+    } catch {}
+  }, 100);
   const t0 = Date.now();
   const c = await cannon(serve.port, bodies, { connections });
   const acked = Date.now();
@@ -269,8 +310,14 @@ async function endToEnd(
     100,
   );
   const done = Date.now();
+  clearInterval(walSampler);
+  // BullMQ numbers jobs from the queue's id counter: how many jobs the deliveries made
+  const counter = new Redis(redisUrl);
+  const jobs = Number(await counter.get(`${env.REDIS_PREFIX}:ingest:id`));
+  counter.disconnect();
   const r = {
     deliveries: bodies.length,
+    jobs,
     events: events.length,
     ackSeconds: (acked - t0) / 1000,
     endToEndSeconds: (done - t0) / 1000,
@@ -280,6 +327,7 @@ async function endToEnd(
     errors: c.errors,
     peakRssServeMb: peakRssMb(serve.child.pid),
     peakRssWorkMb: peakRssMb(work.child.pid),
+    peakWalMb: Math.round(peakWal / 1_048_576),
   };
   await serve.stop();
   await work.stop();
@@ -377,6 +425,7 @@ async function stripeCalls(redisUrl: string) {
   });
   await ensureMeter(stripe, "supersim_data_bytes");
   const db = openDb(join(WORK, "stripe.db"));
+  const ledger = sqliteLedger(db);
   const clock = { now: from };
   const ctx = {
     db,
@@ -426,7 +475,7 @@ async function stripeCalls(redisUrl: string) {
         v: 1,
         deliveries: [{ id: `c${t}`, receivedAt: t, source: "replay", events: chunk }],
       });
-    await runReport({ db, stripe, redis, logger, settings, now: () => clock.now });
+    await runReport({ ledger, stripe, redis, logger, settings, now: () => clock.now });
     runs++;
   }
   const calls = emu.stats().meterEventCalls;
@@ -1093,6 +1142,10 @@ async function main() {
       log(JSON.stringify(await ackLatency(redis.url, 1000, QUICK ? 5 : 15)));
       return;
     }
+    if (args.only === "e2e100") {
+      await e2e100Rounds(redis.url);
+      return;
+    }
     if (args.only === "planning") {
       const planning = await planningBench(redis.url);
       writeFileSync(join(WORK, "planning.json"), `${JSON.stringify(planning, null, 2)}\n`);
@@ -1144,6 +1197,65 @@ async function main() {
   } finally {
     await redis.stop();
   }
+}
+
+/**
+ * --only e2e100: yardstick, then each tree's end-to-end run, per round; prints every run and the
+ * median ratio per tree (events/s end to end ÷ (yardstick deliveries/s × 100)).
+ */
+async function e2e100Rounds(redisUrl: string) {
+  const trees = (args.trees ?? ROOT).split(",").map((t) => resolve(t));
+  for (const t of trees) {
+    if (t !== ROOT)
+      execFileSync(process.execPath, [join(t, "scripts/build.mjs")], { cwd: t, stdio: "inherit" });
+  }
+  const rounds = Number(args.rounds);
+  const big = fleetEvents(QUICK ? 20_000 : 100_000, 1);
+  const runs: {
+    tree: string;
+    round: number;
+    eventsPerSecond: number;
+    yardstickEventsPerSecond: number;
+    ratio: number;
+    peakWalMb: number;
+  }[] = [];
+  for (let round = 1; round <= rounds; round++) {
+    const y = await yardstick(big, 100, 16);
+    for (const [i, tree] of trees.entries()) {
+      const prof = args["cpu-prof"];
+      const workFlags = prof
+        ? [
+            "--cpu-prof",
+            `--cpu-prof-dir=${resolve(prof)}`,
+            `--cpu-prof-name=work-${i}-${round}.cpuprofile`,
+          ]
+        : [];
+      const r = await endToEnd(redisUrl, `e2e100t${i}r${round}`, big, 100, 16, {
+        bin: join(tree, "bin/simmeter.mjs"),
+        workFlags,
+      });
+      const ratio = r.eventsPerSecond / (y.deliveriesPerSecond * 100);
+      runs.push({
+        tree,
+        round,
+        eventsPerSecond: r.eventsPerSecond,
+        yardstickEventsPerSecond: Math.round(y.deliveriesPerSecond * 100),
+        ratio,
+        peakWalMb: r.peakWalMb,
+      });
+      log(
+        `round ${round} ${tree}: ${n(r.eventsPerSecond)} events/s, yardstick ${n(y.deliveriesPerSecond)} deliveries/s, ratio ${ratio.toFixed(3)}, peak WAL ${r.peakWalMb} MB`,
+      );
+    }
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+  for (const tree of trees) {
+    const mine = runs.filter((r) => r.tree === tree);
+    log(
+      `${tree}: ratio median ${median(mine.map((r) => r.ratio)).toFixed(3)} (${mine.map((r) => r.ratio.toFixed(3)).join(", ")}), events/s median ${n(median(mine.map((r) => r.eventsPerSecond)))}`,
+    );
+  }
+  writeFileSync(join(WORK, "e2e100.json"), `${JSON.stringify(runs, null, 2)}\n`);
 }
 
 type Results = {

@@ -1,7 +1,7 @@
 import type Stripe from "stripe";
-import { assignmentCustomers } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
 import { billingCustomers } from "../db/schema.ts";
+import type { Ledger } from "../ledger/port.ts";
 import { findMeter } from "../reporting/stripe-setup.ts";
 import {
   type CustomerBilling,
@@ -305,7 +305,7 @@ export function billingRefreshDue(
  * the start of every pass, and the service on its schedule). Throws when the meter is missing.
  */
 export async function refreshBilling(o: {
-  db: Db;
+  ledger: Pick<Ledger, "customers" | "billing">;
   stripe: Stripe;
   eventName: string;
   now: number;
@@ -314,10 +314,11 @@ export async function refreshBilling(o: {
 }): Promise<Map<string, CustomerBilling>> {
   const meter = await findMeter(o.stripe, o.eventName);
   if (!meter) throw new MissingMeterError(o.eventName);
-  const rows = await lookUpBilling(o.stripe, meter.id, assignmentCustomers(o.db), o.now);
+  const customers = await o.ledger.customers.billed();
+  const rows = await lookUpBilling(o.stripe, meter.id, customers, o.now);
   if (o.dryRun) return new Map(rows.map((b) => [b.customerId, b]));
-  storeBilling(o.db, rows);
-  return loadBilling(o.db);
+  await o.ledger.billing.store(rows);
+  return await o.ledger.billing.load();
 }
 
 export class MissingMeterError extends Error {

@@ -11,6 +11,7 @@ import {
 import { refreshBilling } from "../billing/subscriptions.ts";
 import type { Config } from "../config.ts";
 import type { Db } from "../db/client.ts";
+import { sqliteLedger } from "../ledger/sqlite/index.ts";
 import { createStripe } from "../reporting/stripe.ts";
 import { statementCsv } from "../views/parity.ts";
 import { cliContext, table } from "./context.ts";
@@ -42,7 +43,7 @@ export async function reconcilePeriod(
   const stripe = createStripe(config);
   // Looked up, not stored: the database is open read-only.
   const billing = await refreshBilling({
-    db,
+    ledger: sqliteLedger(db),
     stripe,
     eventName: config.STRIPE_METER_EVENT_NAME,
     now: Date.now(),
@@ -122,7 +123,7 @@ export function registerBillingCommands(program: Command): void {
         const { config, db } = cliContext({ stripe: true, db: "read" }, "warn");
         const stripe = createStripe(config);
         const billing = await refreshBilling({
-          db,
+          ledger: sqliteLedger(db),
           stripe,
           eventName: config.STRIPE_METER_EVENT_NAME,
           now: Date.now(),

@@ -2,6 +2,7 @@ import { InvalidArgumentError } from "commander";
 import pino from "pino";
 import { type Config, ConfigError, type ConfigNeeds, loadConfig } from "../config.ts";
 import { type Db, type OpenMode, openDb } from "../db/client.ts";
+import { type OpenedLedger, openLedger } from "../ledger/open.ts";
 import { createLogger, type Logger } from "../lib/logger.ts";
 import { parseUtcTime } from "../lib/time.ts";
 import { type List, MAX_PAGE, snakeKeys } from "../views/json.ts";
@@ -15,7 +16,11 @@ export type CliContext = { config: Config; logger: Logger; db: Db };
  *   empty ledger), applies pending migrations;
  * - `create`: creates the file when missing (the service roles, which own the ledger).
  */
-export type CliNeeds = ConfigNeeds & { db?: OpenMode };
+export type CliNeeds = ConfigNeeds & {
+  db?: OpenMode;
+  /** the process's role, for PostgreSQL's application_name (simmeter-<role>) */
+  role?: string;
+};
 
 /** A mistake in how a command was called: printed, exit 2 (as commander's own usage errors). */
 export class UsageError extends Error {
@@ -48,11 +53,40 @@ export function cliConfig(
  * throws a DatabaseOpenError naming the path and the fix.
  */
 export function cliContext(needs: CliNeeds = {}, logLevel?: string): CliContext {
-  const { db: mode = "create", ...configNeeds } = needs;
+  const { db: mode = "create", role: _role, ...configNeeds } = needs;
   const { config, logger } = cliConfig(configNeeds, logLevel);
+  if (config.DATABASE_URL) {
+    process.stderr.write(
+      "simmeter: this command reads the SQLite ledger only so far; with DATABASE_URL (PostgreSQL) " +
+        "the service roles (start, serve, work) and replay run, the other commands do not yet; " +
+        "unset DATABASE_URL to use them on a SQLite ledger\n",
+    );
+    process.exit(2);
+  }
   try {
     const db = openDb(config.DATABASE_PATH, { mode });
     return { config, logger, db };
+  } catch (err) {
+    if (!configNeeds.admin) throw err;
+    fatalJson("cannot open the database", (err as Error).message);
+    process.exit(1);
+  }
+}
+
+/**
+ * As cliContext, for the commands that run on either ledger (the service roles): opens what
+ * DATABASE_URL or DATABASE_PATH selects. A ledger that cannot be opened stops the process: a
+ * JSON line for the service roles (exit 1), the error thrown otherwise.
+ */
+export async function cliLedger(
+  needs: CliNeeds = {},
+  logLevel?: string,
+): Promise<{ config: Config; logger: Logger; opened: OpenedLedger }> {
+  const { db: mode = "create", role: _role, ...configNeeds } = needs;
+  const { config, logger } = cliConfig(configNeeds, logLevel);
+  try {
+    const opened = await openLedger(config, { mode, role: needs.role ?? "cli" });
+    return { config, logger, opened };
   } catch (err) {
     if (!configNeeds.admin) throw err;
     fatalJson("cannot open the database", (err as Error).message);

@@ -7,6 +7,7 @@ import { createStripe } from "../reporting/stripe.ts";
 import { cliConfig, table } from "./context.ts";
 import type { Add, Check, CheckStatus } from "./doctor/check.ts";
 import { doctorDatabase, doctorLedger } from "./doctor/database.ts";
+import { doctorPostgres } from "./doctor/postgres.ts";
 import { doctorRedis } from "./doctor/redis.ts";
 import { doctorReporting } from "./doctor/reporting.ts";
 import { doctorStripe } from "./doctor/stripe.ts";
@@ -16,7 +17,7 @@ export function registerDoctorCommand(program: Command): void {
   program
     .command("doctor")
     .description(
-      "check the database, Redis, the webhook settings, quarantine, unmapped usage, reporting, the Stripe key, clock, meter, customers and subscriptions; exits 1 when a check fails",
+      "check the database (the SQLite file, or PostgreSQL with DATABASE_URL), Redis, the webhook settings, quarantine, unmapped usage, reporting, the Stripe key, clock, meter, customers and subscriptions; exits 1 when a check fails",
     )
     .option("--json", 'print only JSON: { "ok": …, "checks": [{ "name", "status", "detail", … }] }')
     .option("--strict", "count warnings as failures")
@@ -75,17 +76,58 @@ function summary(checks: Check[], strict: boolean): string {
 }
 
 /**
+ * The checks that read the ledger's contents and so run on SQLite only so far (doctorLedger,
+ * doctorReporting, doctorStripe's customers and subscriptions), as this configuration would run
+ * them: their names and what they look at.
+ */
+function sqliteOnlyChecks(config: Config): { names: string[]; what: string }[] {
+  const skipped: { names: string[]; what: string }[] = [];
+  if (config.BILLING_MODE === "ended-only")
+    skipped.push({
+      names: ["billing mode"],
+      what: "ended events refused for want of cumulative totals",
+    });
+  skipped.push(
+    { names: ["quarantine"], what: "events not counted" },
+    { names: ["unmapped usage"], what: "usage no customer assignment covers" },
+    { names: ["outbox"], what: "stopped and pending rows" },
+  );
+  if (config.STRIPE_SECRET_KEY)
+    skipped.push(
+      { names: ["reporting"], what: "the last report sent" },
+      { names: ["customers"], what: "the mapped customers exist in Stripe" },
+      {
+        names: ["subscriptions", "invoice grace"],
+        what: "their items on the meter, their periods",
+      },
+    );
+  return skipped;
+}
+
+/**
  * Every doctor check, in the order printed. Each reports for itself (one failure names its own
- * cause and the others still run); the database is opened read-only and never created.
+ * cause and the others still run); the database is opened read-only and never created (nor, on
+ * PostgreSQL, migrated).
  */
 async function runDoctor(config: Config): Promise<Check[]> {
   const checks: Check[] = [];
   const add: Add = (name, status, detail = "", extra = {}) =>
     checks.push({ name, status, detail, extra });
 
-  const db = doctorDatabase(config, add);
+  const postgres = Boolean(config.DATABASE_URL);
+  if (postgres) await doctorPostgres(config, add);
+  const db = postgres ? null : doctorDatabase(config, add);
   const redis = await doctorRedis(config, add);
   try {
+    if (postgres) {
+      const skipped = sqliteOnlyChecks(config);
+      add(
+        "ledger contents",
+        "warn",
+        `not checked: ${skipped.map((s) => `${s.names.join(", ")} (${s.what})`).join("; ")}: these checks read the SQLite ledger only so far, not PostgreSQL`,
+        { skipped: skipped.flatMap((s) => s.names) },
+      );
+    }
     if (db) doctorLedger(config, db, add);
     if (db && config.STRIPE_SECRET_KEY) await doctorReporting(config, db, redis, add);
     doctorWebhook(config, add);

@@ -1,9 +1,9 @@
 import { existsSync } from "node:fs";
 import { SingleBar } from "cli-progress";
 import type { Command } from "commander";
-import { type Db, openDb } from "../db/client.ts";
 import { createIngestQueue } from "../ingest/queue.ts";
 import { type ReplayProgress, replayFile } from "../ingest/replay.ts";
+import { type OpenedLedger, openLedger } from "../ledger/open.ts";
 import { createMetrics } from "../lib/metrics.ts";
 import { createRedis, waitReady } from "../lib/redis.ts";
 import { type Closer, closeAll } from "../lib/shutdown.ts";
@@ -53,19 +53,21 @@ export function registerReplayCommand(program: Command): void {
       });
       const queue = createIngestQueue(producer, config.REDIS_PREFIX);
       const closers: Closer[] = [];
-      let db: Db | null = null;
+      let opened: OpenedLedger | null = null;
       const workers = await queue.getWorkers();
       if (workers.length === 0) {
         process.stderr.write("no ingest worker is running; processing in this process\n");
         // This process is the worker now, so it may create the database, as `simmeter work` does.
         try {
-          db = openDb(config.DATABASE_PATH);
+          opened = await openLedger(config, { mode: "create", role: "replay" });
         } catch (err) {
           await queue.close();
           disconnect();
           throw err;
         }
-        closers.push(...(await startWorker(config, db, logger, createMetrics())).closers);
+        const { ledger } = opened;
+        closers.push(...(await startWorker(config, opened, logger, createMetrics())).closers);
+        closers.push({ name: "ledger", close: () => ledger.admin.close() });
       }
       const tty = process.stderr.isTTY;
       const bar = new SingleBar({
@@ -120,7 +122,6 @@ export function registerReplayCommand(program: Command): void {
         await queue.close();
         closers.push({ name: "redis", close: disconnect });
         await closeAll(closers, config.SHUTDOWN_TIMEOUT_MS, logger);
-        db?.$client.close();
       }
     });
 }

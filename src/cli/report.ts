@@ -5,6 +5,7 @@ import type Stripe from "stripe";
 import type { CustomerBilling } from "../billing/periods.ts";
 import type { Config } from "../config.ts";
 import type { Db } from "../db/client.ts";
+import { sqliteLedger } from "../ledger/sqlite/index.ts";
 import { createLogger } from "../lib/logger.ts";
 import { createRedis, waitReady } from "../lib/redis.ts";
 import { pendingReports, planReports, retryFailed } from "../reporting/outbox.ts";
@@ -63,7 +64,7 @@ export async function reportPass(
     await waitReady(redis, 5000);
     beforePass?.();
     return await runReport({
-      db,
+      ledger: sqliteLedger(db),
       stripe,
       redis,
       logger,

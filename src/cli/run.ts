@@ -13,7 +13,7 @@ import { startServer } from "../runtime/server.ts";
 import type { MetricFamilies } from "../runtime/thread-protocol.ts";
 import { reporterSettings, startWorker } from "../runtime/worker.ts";
 import { mergeMetrics, startWorkerThread, type WorkerThread } from "../runtime/worker-host.ts";
-import { cliContext } from "./context.ts";
+import { cliLedger } from "./context.ts";
 
 type Role = "start" | "serve" | "work";
 
@@ -23,8 +23,12 @@ type Role = "start" | "serve" | "work";
  * worker's synchronous SQLite transactions (ingest jobs, planning chunks) never delay an ack.
  */
 async function run(role: Role): Promise<void> {
-  const ctx = cliContext({ receiver: role !== "work", admin: true });
-  const { config, logger, db } = ctx;
+  const { config, logger, opened } = await cliLedger({
+    receiver: role !== "work",
+    admin: true,
+    role,
+  });
+  const { ledger, sqlite: db } = opened;
   logger.info(
     {
       version: VERSION,
@@ -45,7 +49,7 @@ async function run(role: Role): Promise<void> {
   const closers: Closer[] = [];
   let threadCloser: Closer | null = null;
   let adminCloser: Closer | null = null;
-  const sqliteCloser: Closer = { name: "sqlite", close: () => void db.$client.close() };
+  const ledgerCloser: Closer = { name: ledger.dialect, close: () => ledger.admin.close() };
   // One deadline for the whole shutdown, however it starts; the thread gets what is left of it.
   let deadline = 0;
   let stopping = false;
@@ -58,7 +62,7 @@ async function run(role: Role): Promise<void> {
       ...closers,
       ...(threadCloser ? [threadCloser] : []),
       ...(adminCloser ? [adminCloser] : []),
-      sqliteCloser,
+      ledgerCloser,
     ];
     const clean = await closeAll(all, config.SHUTDOWN_TIMEOUT_MS, logger);
     logger.flush();
@@ -77,15 +81,20 @@ async function run(role: Role): Promise<void> {
   try {
     // The operator API and the console (/console) read the same views; the console also acts
     // (requeue, retry, assign) and shows the queues, on a Redis connection of its own.
-    const api = {
-      db,
-      now: Date.now,
-      planSettings: reporterSettings(config),
-      billing: () => loadBilling(db),
-      ...(config.STRIPE_SECRET_KEY
-        ? { stripe: { client: createStripe(config), eventName: config.STRIPE_METER_EVENT_NAME } }
-        : {}),
-    };
+    // On PostgreSQL they are not there yet: the views read the SQLite ledger (issue 11).
+    const api = db
+      ? {
+          db,
+          now: Date.now,
+          planSettings: reporterSettings(config),
+          billing: () => loadBilling(db),
+          ...(config.STRIPE_SECRET_KEY
+            ? {
+                stripe: { client: createStripe(config), eventName: config.STRIPE_METER_EVENT_NAME },
+              }
+            : {}),
+        }
+      : undefined;
     const consoleParts = consoleQueues(config, logger);
     const admin = await listenAdmin(
       createAdminApp({
@@ -105,13 +114,18 @@ async function run(role: Role): Promise<void> {
         ready: async () =>
           roleReady ? roleReady() : { ok: false, checks: { [role]: "starting" } },
         api,
-        mount: (app) =>
-          mountConsoleLazily(app, {
-            api,
-            token: config.ADMIN_TOKEN,
-            logger,
-            queues: consoleParts.queues,
-          }),
+        mount: api
+          ? (app) =>
+              mountConsoleLazily(app, {
+                api,
+                token: config.ADMIN_TOKEN,
+                logger,
+                queues: consoleParts.queues,
+              })
+          : undefined,
+        unavailable: api
+          ? undefined
+          : "the operator API and the console read the SQLite ledger only so far; on PostgreSQL use /metrics and /readyz (issue 11)",
       }),
       config,
       logger,
@@ -145,18 +159,18 @@ async function run(role: Role): Promise<void> {
       // The receiver listens while the thread starts: deliveries wait in Redis meanwhile, as
       // with `serve` beside a `work` that is starting.
       threadMetrics = () => t.metrics();
-      const server = await startServer(config, db, logger, metrics, {
+      const server = await startServer(config, ledger, logger, metrics, {
         refuseReason: () => (t.alive() ? null : "worker thread stopped"),
       });
       closers.push(...server.closers);
       await t.ready;
       roleReady = server.ready;
     } else if (role === "serve") {
-      const server = await startServer(config, db, logger, metrics);
+      const server = await startServer(config, ledger, logger, metrics);
       closers.push(...server.closers);
       roleReady = server.ready;
     } else {
-      const worker = await startWorker(config, db, logger, metrics);
+      const worker = await startWorker(config, opened, logger, metrics);
       closers.push(...worker.closers);
       roleReady = worker.ready;
     }

@@ -343,30 +343,57 @@ export function listAssignments(db: Db): Assignment[] {
 
 export type SimInfo = { simSid: string; iccid: string; fleetSid: string | null };
 
+/** An assignment as the resolver reads it. */
+export type DirectoryAssignment = Pick<
+  Assignment,
+  "id" | "targetType" | "targetId" | "customerId" | "effectiveFrom"
+>;
+
 /**
- * Builds a resolver over all assignments and the recorded fleet history, for resolving many
- * (SIM, hour) pairs in one pass. An hour's customer follows src/customers/resolve.ts: what was
- * true during that hour, never the SIM's current fleet. Fleet history is read per SIM and hour
- * (two indexed lookups); a SIM's whole history is read only when nothing covers the hour.
+ * Everything that decides customers except the fleet observations: every assignment and every
+ * SIM's row. Read once per resolver (a planning run reads it in its first transaction).
  */
-export function customerResolver(db: Db) {
-  const all = db.select().from(assignments).all();
-  const byTarget = new Map<string, AssignmentLike[]>();
-  for (const a of all) {
-    const key = `${a.targetType}:${a.targetId}`;
-    const list = byTarget.get(key) ?? [];
-    list.push(a);
-    byTarget.set(key, list);
-  }
-  const simRows = new Map<string, SimInfo>();
-  const byIccid = new Map<string, string[]>();
-  for (const s of db
-    .select({ simSid: sims.simSid, iccid: sims.iccid, fleetSid: sims.fleetSid })
-    .from(sims)
-    .all()) {
-    simRows.set(s.simSid, s);
-    byIccid.set(s.iccid, [...(byIccid.get(s.iccid) ?? []), s.simSid]);
-  }
+export type CustomerDirectory = {
+  assignments: readonly DirectoryAssignment[];
+  sims: readonly SimInfo[];
+};
+
+/**
+ * The fleet side of the customer history, synchronous: over the ledger's statements (SQLite,
+ * lazily) or over what was loaded for the SIMs in question (loadedFleets). A source must never
+ * answer for a SIM it was not given: a lookup outside what it holds throws.
+ */
+export interface FleetSource {
+  /** the row of a SIM absent from the directory (first seen after it was read); undefined: none */
+  sim(simSid: string): SimInfo | undefined;
+  /**
+   * the observations fleetAt consults for `hour` (the latest observed hour at or before it, and
+   * the one before); null: use the SIM's whole history
+   */
+  near(simSid: string, hour: number): readonly FleetObservation[] | null;
+  /** every observation of the SIM, by hour then fleet */
+  history(simSid: string): readonly FleetObservation[];
+  /** every SIM ever observed in the fleet */
+  simsInFleet(fleetSid: string): readonly string[];
+}
+
+/** Every assignment and SIM row of a SQLite ledger. */
+export function sqliteDirectory(db: Db): CustomerDirectory {
+  return {
+    assignments: db.select().from(assignments).all(),
+    sims: db
+      .select({ simSid: sims.simSid, iccid: sims.iccid, fleetSid: sims.fleetSid })
+      .from(sims)
+      .all(),
+  };
+}
+
+/**
+ * The fleet history of a SQLite ledger, read per SIM and hour (two indexed lookups); a SIM's whole
+ * history is read only when asked for. `only`: the SIMs it may be asked about (anything else
+ * throws, as a loaded source would).
+ */
+export function sqliteFleets(db: Db, only?: ReadonlySet<string>): FleetSource {
   const c = db.$client;
   const latestAtOrBefore = c.prepare<[string, number], { hour: number | null }>(
     "select max(hour) as hour from sim_fleet_hours where sim_sid = ? and hour <= ?",
@@ -381,23 +408,114 @@ export function customerResolver(db: Db) {
     "select fleet_sid as fleetSid from sim_fleet_hours where sim_sid = ? and hour = ?",
   );
   const wholeHistory = c.prepare<[string], FleetObservation>(
-    "select hour, fleet_sid as fleetSid from sim_fleet_hours where sim_sid = ? order by hour",
+    "select hour, fleet_sid as fleetSid from sim_fleet_hours where sim_sid = ? order by hour, fleet_sid",
   );
   const simsInFleet = c
     .prepare<[string], string>("select distinct sim_sid from sim_fleet_hours where fleet_sid = ?")
     .pluck();
-  const fleetAssignments = (fleetSid: string) => byTarget.get(`fleet:${fleetSid}`) ?? [];
   const simRow = c.prepare<[string], SimInfo>(
     "select sim_sid as simSid, iccid, fleet_sid as fleetSid from sims where sim_sid = ?",
   );
+  const check = (simSid: string) => {
+    if (only && !only.has(simSid)) throw new Error(`fleet history of ${simSid} was not loaded`);
+  };
+  return {
+    sim(simSid) {
+      check(simSid);
+      return simRow.get(simSid);
+    },
+    near(simSid, hour) {
+      check(simSid);
+      const at =
+        latestAtOrBefore.get(simSid, hour)?.hour ?? firstObserved.get(simSid)?.hour ?? null;
+      if (at === null) return [];
+      const prev = latestBefore.get(simSid, at)?.hour ?? null;
+      const before = prev === null ? [] : atHour.all(simSid, prev);
+      const here = atHour.all(simSid, at);
+      // Two move hours in a row (a SIM flapping between fleets): fleetAt walks the chain back.
+      if (here.length > 1 && before.length > 1) return null;
+      const out: FleetObservation[] = [];
+      for (const r of before) out.push({ hour: prev as number, fleetSid: r.fleetSid });
+      for (const r of here) out.push({ hour: at, fleetSid: r.fleetSid });
+      return out;
+    },
+    history(simSid) {
+      check(simSid);
+      return wholeHistory.all(simSid);
+    },
+    simsInFleet(fleetSid) {
+      return simsInFleet.all(fleetSid);
+    },
+  };
+}
+
+/**
+ * A fleet source over loaded data: the whole fleet histories of some SIMs (and their SIM rows,
+ * null where the SIM has none), and the members of some fleets. Asking about anything else
+ * throws: a planner that forgot to load a SIM must fail, never answer "no fleet".
+ */
+export function loadedFleets(o: {
+  histories?: ReadonlyMap<string, readonly FleetObservation[]>;
+  sims?: ReadonlyMap<string, SimInfo | null>;
+  fleetMembers?: ReadonlyMap<string, readonly string[]>;
+}): FleetSource {
+  const histories = o.histories ?? new Map<string, readonly FleetObservation[]>();
+  const simsLoaded = o.sims ?? new Map<string, SimInfo | null>();
+  const members = o.fleetMembers ?? new Map<string, readonly string[]>();
+  return {
+    sim(simSid) {
+      const s = simsLoaded.get(simSid);
+      if (s === undefined) throw new Error(`the SIM row of ${simSid} was not loaded`);
+      return s ?? undefined;
+    },
+    near: () => null,
+    history(simSid) {
+      const h = histories.get(simSid);
+      if (!h) throw new Error(`fleet history of ${simSid} was not loaded`);
+      return h;
+    },
+    simsInFleet(fleetSid) {
+      const m = members.get(fleetSid);
+      if (!m) throw new Error(`the SIMs of fleet ${fleetSid} were not loaded`);
+      return m;
+    },
+  };
+}
+
+/**
+ * Builds a resolver over all assignments and the recorded fleet history, for resolving many
+ * (SIM, hour) pairs in one pass. An hour's customer follows src/customers/resolve.ts: what was
+ * true during that hour, never the SIM's current fleet. On SQLite, fleet history is read per SIM
+ * and hour (two indexed lookups); a SIM's whole history is read only when nothing covers the hour.
+ */
+export function customerResolver(db: Db) {
+  return resolverOver(sqliteDirectory(db), sqliteFleets(db));
+}
+
+/** The resolver's logic over a directory and a fleet source (pure when the source is loaded). */
+export function resolverOver(dir: CustomerDirectory, fleets: FleetSource) {
+  const byTarget = new Map<string, AssignmentLike[]>();
+  for (const a of dir.assignments) {
+    const key = `${a.targetType}:${a.targetId}`;
+    const list = byTarget.get(key) ?? [];
+    list.push(a);
+    byTarget.set(key, list);
+  }
+  const simRows = new Map<string, SimInfo>();
+  const byIccid = new Map<string, string[]>();
+  for (const s of dir.sims) {
+    simRows.set(s.simSid, s);
+    byIccid.set(s.iccid, [...(byIccid.get(s.iccid) ?? []), s.simSid]);
+  }
+  const fleetAssignments = (fleetSid: string) => byTarget.get(`fleet:${fleetSid}`) ?? [];
   const ownCache = new Map<string, AssignmentLike[]>();
   const own = (simSid: string): AssignmentLike[] => {
     let list = ownCache.get(simSid);
     if (list) return list;
-    // A SIM first seen after this resolver was built (planning runs in chunks beside ingest).
+    // A SIM first seen after the directory was read (planning runs in chunks beside ingest).
     let info = simRows.get(simSid);
     if (!info) {
-      info = simRow.get(simSid);
+      info = fleets.sim(simSid);
       if (info) simRows.set(simSid, info);
     }
     list = [
@@ -407,25 +525,11 @@ export function customerResolver(db: Db) {
     ownCache.set(simSid, list);
     return list;
   };
-  /** The observations fleetAt consults for `hour`: the latest observed hour at or before it, and the one before. */
-  const nearFleets = (simSid: string, hour: number): FleetObservation[] => {
-    const at = latestAtOrBefore.get(simSid, hour)?.hour ?? firstObserved.get(simSid)?.hour ?? null;
-    if (at === null) return [];
-    const prev = latestBefore.get(simSid, at)?.hour ?? null;
-    const out: FleetObservation[] = [];
-    const before = prev === null ? [] : atHour.all(simSid, prev);
-    const here = atHour.all(simSid, at);
-    // Two move hours in a row (a SIM flapping between fleets): fleetAt walks the chain back.
-    if (here.length > 1 && before.length > 1) return history(simSid).fleets as FleetObservation[];
-    for (const r of before) out.push({ hour: prev as number, fleetSid: r.fleetSid });
-    for (const r of here) out.push({ hour: at, fleetSid: r.fleetSid });
-    return out;
-  };
   const historyCache = new Map<string, SimHistory>();
   const history = (simSid: string): SimHistory => {
     let h = historyCache.get(simSid);
     if (!h) {
-      h = { own: own(simSid), fleets: wholeHistory.all(simSid), fleetAssignments };
+      h = { own: own(simSid), fleets: fleets.history(simSid), fleetAssignments };
       historyCache.set(simSid, h);
     }
     return h;
@@ -440,10 +544,8 @@ export function customerResolver(db: Db) {
   return {
     resolve(simSid: string, hour: number): string | null {
       const mine = own(simSid);
-      const covering = coveringCustomer(
-        { own: mine, fleets: nearFleets(simSid, hour), fleetAssignments },
-        hour,
-      );
+      const near = fleets.near(simSid, hour) ?? history(simSid).fleets;
+      const covering = coveringCustomer({ own: mine, fleets: near, fleetAssignments }, hour);
       return covering ?? beforeFirstCoverage(simSid, hour);
     },
     /** the customers of many hours of one SIM, from its whole history read once */
@@ -457,12 +559,12 @@ export function customerResolver(db: Db) {
     simsFor(a: Pick<Assignment, "targetType" | "targetId">): string[] {
       if (a.targetType === "sim") return simRows.has(a.targetId) ? [a.targetId] : [];
       if (a.targetType === "iccid") return byIccid.get(a.targetId) ?? [];
-      return simsInFleet.all(a.targetId);
+      return [...fleets.simsInFleet(a.targetId)];
     },
   };
 }
 
-export type CustomerResolver = ReturnType<typeof customerResolver>;
+export type CustomerResolver = ReturnType<typeof resolverOver>;
 
 /** Usage of one SIM-hour that a change of assignments would bill to another customer. */
 export type Move = { simSid: string; hour: number; bytes: number; from: string; to: string | null };

@@ -1,27 +1,34 @@
 import { Worker } from "bullmq";
 import type { Redis } from "ioredis";
+import type { Ledger } from "../ledger/port.ts";
 import { logBullmqErrors } from "../lib/bullmq-errors.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
-import { type IngestContext, ingestDeliveries } from "./ingest.ts";
 import { INGEST_QUEUE, type IngestJobData } from "./job.ts";
+import type { IngestSettings } from "./unit-of-work.ts";
 
 export type IngestWorkerOptions = {
   connection: Redis;
   prefix: string;
-  ctx: IngestContext;
+  ledger: Ledger;
+  settings: IngestSettings;
+  now: () => number;
   logger: Logger;
   metrics: Metrics;
   lockDurationMs: number;
   stalledIntervalMs: number;
 };
 
-/** Thin transport: one job → one ingest transaction. SQLite is synchronous, so concurrency 1. */
+/**
+ * Thin transport: one job → one ingest transaction, concurrency 1. (Concurrency 2, so that BullMQ
+ * fetches the next job while one runs, was measured in 2026-12 and made no measurable difference
+ * end to end: BENCHMARKS.md.)
+ */
 export function createIngestWorker(o: IngestWorkerOptions): Worker<IngestJobData> {
   const worker = new Worker<IngestJobData>(
     INGEST_QUEUE,
     async (job) => {
-      const s = ingestDeliveries(o.ctx, job.data);
+      const s = await o.ledger.ingestJob(job.data, o.settings, o.now);
       const m = o.metrics;
       for (const [kind, n] of Object.entries(s.byKind))
         m.ingestedEvents.inc({ outcome: "counted", kind }, n);

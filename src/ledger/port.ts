@@ -33,7 +33,12 @@ export interface OutboxPort {
   pending(): Promise<MeterReport[]>;
   /** stopped rows (a permanent error), by customer and hour */
   failed(): Promise<MeterReport[]>;
-  isPending(identifier: string): Promise<boolean>;
+  /**
+   * The row as it is now, when it is still pending; null otherwise. Read under the customer's
+   * lease before a call: another reporter may have sent it, or counted another attempt (the
+   * attempt count is part of the next call's Idempotency-Key).
+   */
+  pendingRow(identifier: string): Promise<MeterReport | null>;
   /** in doubt just before a call, only while still pending; false: do not send it */
   claimForCall(identifier: string, now: number): Promise<boolean>;
   markSent(identifier: string, now: number): Promise<void>;
@@ -55,7 +60,11 @@ export interface Ledger {
   readonly location: string;
 
   /** One job, one transaction; never throws for bad input (unusable events are quarantined). */
-  ingestJob(job: IngestJobData, settings: IngestSettings, now: () => number): Promise<IngestSummary>;
+  ingestJob(
+    job: IngestJobData,
+    settings: IngestSettings,
+    now: () => number,
+  ): Promise<IngestSummary>;
 
   /**
    * Plans every dirty hour: the customer history's changes first, then chunks of hours, each its

@@ -45,11 +45,50 @@ const SIMS_PER_RESOLVER = 200;
 /** The outbox states that hold bytes Stripe has not accepted (see src/reporting/outbox.ts). */
 const UNREPORTED_STATES = ["pending", "failed"] as const;
 
+/**
+ * What the gauges read from a ledger. SQLite answers synchronously (sqliteGaugeReads); PostgreSQL
+ * with Promises (src/ledger/pg/gauges.ts).
+ */
+export type LedgerGaugeReads = {
+  /** the sum of usage rows' values in state pending and failed */
+  unreported(): MaybePromise<{ state: string; bytes: number }[]>;
+  /** created_at of the oldest pending row, or null */
+  oldestPendingAt(): MaybePromise<number | null>;
+  quarantineRows(): MaybePromise<number>;
+  /** the bytes unmappedUsage() would list, computed without holding the process for long */
+  unmappedBytes(o: { sliceMs: number }): Promise<{ bytes: number; workMs: number }>;
+};
+type MaybePromise<T> = T | Promise<T>;
+
+/** The gauges' reads on the SQLite ledger: prepared statements on the worker's connection. */
+export function sqliteGaugeReads(db: Db): LedgerGaugeReads {
+  const c = db.$client;
+  return {
+    unreported: () =>
+      c
+        .prepare<[], { state: string; bytes: number }>(
+          `select state, coalesce(sum(value), 0) as bytes from meter_reports
+           where kind = 'usage' and state in ('pending', 'failed') group by state`,
+        )
+        .all(),
+    oldestPendingAt: () =>
+      c
+        .prepare<[], { t: number | null }>(
+          "select min(created_at) as t from meter_reports where state = 'pending'",
+        )
+        .get()?.t ?? null,
+    quarantineRows: () =>
+      c.prepare<[], { n: number }>("select count(*) as n from quarantine").get()?.n ?? 0,
+    unmappedBytes: (o) => unmappedBytesInSlices(db, o),
+  };
+}
+
 export function registerLedgerGauges(
   registry: Registry,
-  db: Db,
+  ledger: Db | LedgerGaugeReads,
   opts: LedgerGaugeOptions = {},
 ): void {
+  const reads = "unmappedBytes" in ledger ? ledger : sqliteGaugeReads(ledger);
   const now = opts.now ?? Date.now;
   const minIntervalMs = opts.minIntervalMs ?? DEFAULT_MIN_INTERVAL_MS;
   const errors = new Counter({
@@ -70,21 +109,31 @@ export function registerLedgerGauges(
     );
   };
 
-  /** `read` at most every minIntervalMs (or BUSY_FACTOR × its duration); the last good value otherwise. */
-  function cached<T>(metric: string, initial: T, read: () => T): () => T {
+  /**
+   * `read` at most every minIntervalMs (or BUSY_FACTOR × its duration); the last good value
+   * otherwise. Concurrent scrapes share one read.
+   */
+  function cached<T>(metric: string, initial: T, read: () => MaybePromise<T>): () => Promise<T> {
     let value = initial;
     let nextAt = Number.NEGATIVE_INFINITY;
+    let reading: Promise<T> | null = null;
     return () => {
       const t = now();
-      if (t < nextAt) return value;
-      const started = performance.now();
-      try {
-        value = read();
-      } catch (err) {
-        failed(metric, err);
-      }
-      nextAt = t + Math.max(minIntervalMs, BUSY_FACTOR * (performance.now() - started));
-      return value;
+      if (t < nextAt) return Promise.resolve(value);
+      reading ??= (async () => {
+        const started = performance.now();
+        try {
+          value = await read();
+        } catch (err) {
+          failed(metric, err);
+        }
+        nextAt = t + Math.max(minIntervalMs, BUSY_FACTOR * (performance.now() - started));
+        return value;
+      })().finally(() => {
+        // after the assignment above, even when `read` threw synchronously
+        reading = null;
+      });
+      return reading;
     };
   }
 
@@ -95,18 +144,11 @@ export function registerLedgerGauges(
     "simmeter_unmapped_bytes",
   ])
     errors.inc({ metric }, 0);
-  const c = db.$client;
-
   const unreported = cached(
     "simmeter_unreported_bytes",
     new Map<string, number>(UNREPORTED_STATES.map((s) => [s, 0])),
-    () => {
-      const rows = c
-        .prepare<[], { state: string; bytes: number }>(
-          `select state, coalesce(sum(value), 0) as bytes from meter_reports
-           where kind = 'usage' and state in ('pending', 'failed') group by state`,
-        )
-        .all();
+    async () => {
+      const rows = await reads.unreported();
       const out = new Map<string, number>(UNREPORTED_STATES.map((s) => [s, 0]));
       for (const r of rows) out.set(r.state, r.bytes);
       return out;
@@ -117,42 +159,33 @@ export function registerLedgerGauges(
     help: "Counted bytes written to the outbox but not accepted by Stripe, by state: pending (to be sent, or being retried) and failed (stopped by a permanent error: simmeter report --status). Net of corrections (negative rows). Usage not planned yet is not included: it waits at most one report interval, unless it is held (simmeter_unbilled_bytes) or unmapped (simmeter_unmapped_bytes)",
     labelNames: ["state"] as const,
     registers: [registry],
-    collect() {
-      for (const [state, bytes] of unreported()) this.set({ state }, bytes);
+    async collect() {
+      for (const [state, bytes] of await unreported()) this.set({ state }, bytes);
     },
   });
 
   const oldestPending = cached<number | null>(
     "simmeter_outbox_oldest_pending_age_seconds",
     null,
-    () =>
-      c
-        .prepare<[], { t: number | null }>(
-          "select min(created_at) as t from meter_reports where state = 'pending'",
-        )
-        .get()?.t ?? null,
+    () => reads.oldestPendingAt(),
   );
   new Gauge({
     name: "simmeter_outbox_oldest_pending_age_seconds",
     help: "Age of the oldest pending outbox row (planned, not yet accepted by Stripe); 0 when none. Rows normally leave within a report interval; an old one means Stripe keeps refusing or timing out (simmeter report --status)",
     registers: [registry],
-    collect() {
-      const t = oldestPending();
+    async collect() {
+      const t = await oldestPending();
       this.set(t === null ? 0 : Math.max(0, (now() - t) / 1000));
     },
   });
 
-  const quarantineRows = cached(
-    "simmeter_quarantine_rows",
-    0,
-    () => c.prepare<[], { n: number }>("select count(*) as n from quarantine").get()?.n ?? 0,
-  );
+  const quarantineRows = cached("simmeter_quarantine_rows", 0, () => reads.quarantineRows());
   new Gauge({
     name: "simmeter_quarantine_rows",
     help: "Rows in the quarantine table: authenticated events that could not be counted, kept with the reason (simmeter quarantine). Rows stay after a requeue, so growth is what to watch",
     registers: [registry],
-    collect() {
-      this.set(quarantineRows());
+    async collect() {
+      this.set(await quarantineRows());
     },
   });
 
@@ -168,7 +201,8 @@ export function registerLedgerGauges(
   let pass: Promise<void> | null = null;
   const sliceMs = opts.sliceMs ?? SLICE_MS;
   const startPass = (): Promise<void> => {
-    pass ??= unmappedBytesInSlices(db, { sliceMs })
+    pass ??= reads
+      .unmappedBytes({ sliceMs })
       .then(
         (r) => {
           unmappedValue = r.bytes;

@@ -1,69 +1,26 @@
-import { and, asc, eq, gt, inArray, sql } from "drizzle-orm";
+import { and, asc, eq, sql } from "drizzle-orm";
 import { DAY_MS, hourStart } from "../accounting/buckets.ts";
-import {
-  type CustomerBilling,
-  type HoldReason,
-  periodOpenAt,
-  STRIPE_BACKDATE_MS,
-  type StampPolicy,
-  stampFor,
-} from "../billing/periods.ts";
+import { type CustomerBilling, STRIPE_BACKDATE_MS } from "../billing/periods.ts";
 import { loadBilling } from "../billing/subscriptions.ts";
-import { type CustomerResolver, customerResolver } from "../customers/customers.ts";
+import { sqliteDirectory, sqliteFleets } from "../customers/customers.ts";
 import type { Db } from "../db/client.ts";
+import { type MeterReport, meterReports, reportDirtyHours } from "../db/schema.ts";
+import { runSync } from "../ledger/steps.ts";
 import {
-  assignments,
-  type MeterReport,
-  meta,
-  meterReports,
-  reportDirtyHours,
-  reportDirtySims,
-  usageHourly,
-} from "../db/schema.ts";
-import { MAX_METER_VALUE, meterEventIdentifier, planHour } from "./plan.ts";
+  PLAN_CHUNK_ROWS,
+  type PlanInput,
+  type PlanOps,
+  type PlanResult,
+  type PlanSettings,
+  planTransactions,
+} from "./plan-steps.ts";
 
-export type PlanSettings = {
-  /** the account's invoice finalization grace, seconds (Stripe's default 3600) */
-  graceSeconds: number;
-  /** a previous period's draft is used only if it finalizes at least this long after planning */
-  marginSeconds?: number;
-};
-
-export const DEFAULT_MARGIN_SECONDS = 600;
-
-const policyOf = (s: PlanSettings): StampPolicy => ({
-  graceMs: s.graceSeconds * 1000,
-  marginMs: (s.marginSeconds ?? DEFAULT_MARGIN_SECONDS) * 1000,
-});
-
-/**
- * Usage rows planned per transaction (whole hours; at least one): bounds how long one planning
- * step holds the writer and the event loop (~20 ms on the benchmark machine).
- */
-export const PLAN_CHUNK_ROWS = 2000;
-
-export type PlanResult = {
-  hours: number;
-  rows: Pick<MeterReport, "identifier" | "customerId" | "hour" | "value" | "timestamp" | "late">[];
-  /** customer-hours with a stopped row: wait for `report --retry-failed` */
-  heldBack: { customerId: string; hour: number }[];
-  /** usage not sent because no invoice would carry it (no subscription, several, stale period) */
-  held: { customerId: string; hour: number; bytes: number; reason: HoldReason; detail: string }[];
-  /** pending rows replaced because the invoice their stamp pointed at closed before any call */
-  superseded: number;
-  unmappedBytes: number;
-  /** customer-hours left unplanned, with the reason (a total beyond exact integers) */
-  problems: string[];
-};
-
-const getMeta = (db: Db, key: string): number =>
-  db.select().from(meta).where(eq(meta.key, key)).get()?.value ?? 0;
-const setMeta = (db: Db, key: string, value: number) =>
-  db
-    .insert(meta)
-    .values({ key, value })
-    .onConflictDoUpdate({ target: meta.key, set: { value } })
-    .run();
+export {
+  DEFAULT_MARGIN_SECONDS,
+  PLAN_CHUNK_ROWS,
+  type PlanResult,
+  type PlanSettings,
+} from "./plan-steps.ts";
 
 /**
  * Runs a reporting transaction with synchronous=FULL: an outbox row must be on disk before the
@@ -82,248 +39,154 @@ export function durably<T>(db: Db, fn: () => T): T {
   }
 }
 
-/**
- * Step 1 of planning: turns what changed the customer history (new assignments, SIMs whose fleet
- * history changed) into dirty hours, and returns every dirty hour in time order.
- */
-function collectDirtyHours(db: Db, dryRun: boolean): number[] {
-  const assignMark = getMeta(db, "report_assignment_id");
-  const resolver = customerResolver(db);
-  const dirty = new Set<number>(
-    db
-      .select()
-      .from(reportDirtyHours)
-      .all()
-      .map((r) => r.hour),
-  );
-  const newAssignments = db.select().from(assignments).where(gt(assignments.id, assignMark)).all();
-  let maxAssign = assignMark;
-  const moved = new Set<string>();
-  for (const a of newAssignments) {
-    maxAssign = Math.max(maxAssign, a.id);
-    for (const simSid of resolver.simsFor(a)) moved.add(simSid);
-  }
-  const dirtySims = db
-    .select()
-    .from(reportDirtySims)
-    .all()
-    .map((r) => r.simSid);
-  for (const s of dirtySims) moved.add(s);
-  // Their hours must be re-planned; in chunks, as SQLite caps the parameters of one statement.
-  const movedSims = [...moved];
-  for (let i = 0; i < movedSims.length; i += 500) {
-    for (const r of db
-      .selectDistinct({ hour: usageHourly.hour })
-      .from(usageHourly)
-      .where(inArray(usageHourly.simSid, movedSims.slice(i, i + 500)))
-      .all()) {
-      dirty.add(r.hour);
-    }
-  }
-  if (!dryRun) {
-    for (const hour of dirty)
-      db.insert(reportDirtyHours).values({ hour }).onConflictDoNothing().run();
-    for (let i = 0; i < dirtySims.length; i += 500)
-      db.delete(reportDirtySims)
-        .where(inArray(reportDirtySims.simSid, dirtySims.slice(i, i + 500)))
-        .run();
-    setMeta(db, "report_assignment_id", maxAssign);
-  }
-  return [...dirty].sort((a, b) => a - b);
-}
+/** an array as one SQLite parameter (json_each): no cap on the number of values */
+const json = (values: readonly unknown[]) => JSON.stringify(values);
 
 /**
- * One row, one request: a row's parameters are fixed when it is written. A pending row whose stamp
- * no longer reaches an open invoice (its draft finalized while the row waited) is superseded by a
- * new row with a new identifier, but only if no call can have let Stripe record it (every call so
- * far was refused outright, or none was made): otherwise Stripe may hold the event and a second
- * one could bill it twice. Returns the rows superseded.
+ * The SQLite side of planning (src/reporting/plan-steps.ts): raw prepared statements, arrays
+ * through json_each. fleetsOf answers from the ledger lazily (today's per SIM-hour lookups):
+ * every op runs inside the step's synchronous transaction, so nothing can change underneath.
  */
-function supersedeClosed(
-  db: Db,
-  billing: ReadonlyMap<string, CustomerBilling>,
-  now: number,
-  policy: StampPolicy,
-): number {
-  let n = 0;
-  for (const r of db
-    .select()
-    .from(meterReports)
-    .where(and(eq(meterReports.state, "pending"), eq(meterReports.inDoubt, false)))
-    .all()) {
-    const b = billing.get(r.customerId);
-    // Never looked up: nothing known yet. No (or several) items now: no invoice would carry it.
-    if (!b || (b.state === "ok" && periodOpenAt(r.timestamp * 1000, now, b, policy))) continue;
-    db.update(meterReports)
-      .set({
-        state: "superseded",
-        lastError:
-          b.state === "ok"
-            ? `superseded: the invoice for ${new Date(r.timestamp * 1000).toISOString()} closed before it was sent`
-            : `superseded: ${b.detail ?? "no subscription item on the meter"}`,
-      })
-      .where(
-        and(
-          eq(meterReports.identifier, r.identifier),
-          eq(meterReports.state, "pending"),
-          // A call may have started since the select: such a row is re-sent, never replaced.
-          eq(meterReports.inDoubt, false),
-        ),
+export function sqlitePlanOps(db: Db): PlanOps {
+  const c = db.$client;
+  const st = {
+    meta: c.prepare<[string], { value: number }>("select value from meta where key = ?"),
+    setMeta: c.prepare<[string, number]>(
+      "insert into meta (key, value) values (?, ?) on conflict (key) do update set value = excluded.value",
+    ),
+    pending: c.prepare<
+      [],
+      { identifier: string; customerId: string; hour: number; timestamp: number }
+    >(
+      `select identifier, customer_id as customerId, hour, timestamp from meter_reports
+        where state = 'pending' and in_doubt = 0`,
+    ),
+    supersede: c.prepare<[string, string]>(
+      // A call may have started since the select: such a row is re-sent, never replaced.
+      `update meter_reports set state = 'superseded', last_error = ?
+        where identifier = ? and state = 'pending' and in_doubt = 0`,
+    ),
+    dirtyHours: c.prepare<[], number>("select hour from report_dirty_hours").pluck(),
+    dirtySims: c.prepare<[], string>("select sim_sid from report_dirty_sims").pluck(),
+    simsInFleets: c.prepare<[string], { fleetSid: string; simSid: string }>(
+      `select distinct f.fleet_sid as fleetSid, f.sim_sid as simSid
+         from json_each(?) j join sim_fleet_hours f on f.fleet_sid = j.value`,
+    ),
+    hoursOfSims: c
+      .prepare<[string], number>(
+        `select distinct u.hour from json_each(?) j join usage_hourly u on u.sim_sid = j.value`,
       )
-      .run();
-    db.insert(reportDirtyHours).values({ hour: r.hour }).onConflictDoNothing().run();
-    n++;
-  }
-  return n;
-}
-
-/** Step 2: the outbox rows for some dirty hours (one transaction per chunk of hours). */
-function planHours(
-  db: Db,
-  resolver: CustomerResolver,
-  hours: readonly number[],
-  from: number,
-  now: number,
-  settings: PlanSettings,
-  dryRun: boolean,
-  result: PlanResult,
-  rowBudget: number,
-  billing: ReadonlyMap<string, CustomerBilling>,
-): number {
-  let rowsSeen = 0;
-  let done = 0;
-  const usageAt = db
-    .select({ simSid: usageHourly.simSid, bytes: usageHourly.bytes })
-    .from(usageHourly)
-    .where(eq(usageHourly.hour, sql.placeholder("hour")))
-    .prepare();
-  const reportedAt = db
-    .select({
-      customerId: meterReports.customerId,
-      state: meterReports.state,
-      value: sql<number>`sum(${meterReports.value})`,
-      seq: sql<number>`max(${meterReports.seq})`,
-    })
-    .from(meterReports)
-    .where(eq(meterReports.hour, sql.placeholder("hour")))
-    .groupBy(meterReports.customerId, meterReports.state)
-    .prepare();
-  for (let k = from; k < hours.length; k++) {
-    const hour = hours[k] as number;
-    if (done > 0 && rowsSeen >= rowBudget) break;
-    done++;
-    const counted = new Map<string, number>();
-    for (const u of usageAt.all({ hour })) {
-      rowsSeen++;
-      const customer = resolver.resolve(u.simSid, hour);
-      if (customer === null) result.unmappedBytes += u.bytes;
-      else counted.set(customer, (counted.get(customer) ?? 0) + u.bytes);
-    }
-    const reported = new Map<string, number>();
-    const nextSeq = new Map<string, number>();
-    const held = new Set<string>();
-    for (const r of reportedAt.all({ hour })) {
-      nextSeq.set(r.customerId, Math.max(nextSeq.get(r.customerId) ?? 0, r.seq + 1));
-      if (r.state === "failed") held.add(r.customerId);
-      else if (r.state !== "superseded")
-        reported.set(r.customerId, (reported.get(r.customerId) ?? 0) + r.value);
-    }
-    // A customer-hour beyond 2^53 - 1 bytes cannot be summed exactly here: hold it, loudly.
-    for (const [customerId, v] of [...counted, ...reported]) {
-      if (!Number.isSafeInteger(v) && !held.has(customerId)) {
-        held.add(customerId);
-        result.problems.push(
-          `${customerId} ${new Date(hour).toISOString()}: more than ${Number.MAX_SAFE_INTEGER} bytes in one hour cannot be reported exactly; held`,
+      .pluck(),
+    markDirty: c.prepare<[string]>(
+      "insert into report_dirty_hours (hour) select value from json_each(?) where true on conflict do nothing",
+    ),
+    clearDirtySims: c.prepare<[string]>(
+      "delete from report_dirty_sims where sim_sid in (select value from json_each(?))",
+    ),
+    // Per hour (the (hour, sim_sid) key gives each hour's rows in order, with no sort).
+    usageCount: c
+      .prepare<[number], number>("select count(*) from usage_hourly where hour = ?")
+      .pluck(),
+    usageAt: c.prepare<[number], { hour: number; simSid: string; bytes: number }>(
+      "select hour, sim_sid as simSid, bytes from usage_hourly where hour = ? order by sim_sid",
+    ),
+    reportedAt: c.prepare<
+      [number],
+      { hour: number; customerId: string; state: MeterReport["state"]; value: number; seq: number }
+    >(
+      `select hour, customer_id as customerId, state, sum(value) as value, max(seq) as seq
+         from meter_reports where hour = ?
+        group by customer_id, state
+        order by customer_id, state`,
+    ),
+    insertReport: c.prepare<[string, string, number, number, number, number, number, number]>(
+      `insert into meter_reports (identifier, customer_id, hour, seq, value, timestamp, late, state, created_at)
+       values (?, ?, ?, ?, ?, ?, ?, 'pending', ?)`,
+    ),
+    clearDirtyHours: c.prepare<[string]>(
+      "delete from report_dirty_hours where hour in (select value from json_each(?))",
+    ),
+  };
+  return {
+    meta: (key) => st.meta.get(key)?.value ?? 0,
+    setMeta: (key, value) => {
+      st.setMeta.run(key, value);
+    },
+    pendingNotInDoubt: () => st.pending.all(),
+    supersede: (rows) =>
+      rows
+        .filter((r) => st.supersede.run(r.reason, r.identifier).changes > 0)
+        .map((r) => r.identifier),
+    dirtyHours: () => st.dirtyHours.all(),
+    dirtySims: () => st.dirtySims.all(),
+    directory: () => sqliteDirectory(db),
+    simsInFleets: (fleets) => {
+      const out = new Map<string, string[]>(fleets.map((f) => [f, []]));
+      for (const r of st.simsInFleets.all(json(fleets))) out.get(r.fleetSid)?.push(r.simSid);
+      return out;
+    },
+    hoursOfSims: (sims) => st.hoursOfSims.all(json(sims)),
+    markDirty: (hours) => {
+      st.markDirty.run(json(hours));
+    },
+    clearDirtySims: (sims) => {
+      st.clearDirtySims.run(json(sims));
+    },
+    usageCounts: (hours) => new Map(hours.map((h) => [h, st.usageCount.get(h) ?? 0])),
+    usageOfHours: (hours) => hours.flatMap((h) => st.usageAt.all(h)),
+    fleetsOf: (sims) => sqliteFleets(db, new Set(sims)),
+    reportedOfHours: (hours) => hours.flatMap((h) => st.reportedAt.all(h)),
+    insertReports: (rows) => {
+      for (const r of rows)
+        st.insertReport.run(
+          r.identifier,
+          r.customerId,
+          r.hour,
+          r.seq,
+          r.value,
+          r.timestamp,
+          r.late ? 1 : 0,
+          r.createdAt,
         );
-      }
-    }
-    const plan = planHour(counted, reported, held);
-    let waiting = false;
-    for (const d of plan.deltas) {
-      const stamp = stampFor(hour, now, billing.get(d.customerId), policyOf(settings));
-      if (stamp.kind === "hold") {
-        // Nothing is sent that no invoice would carry; the hour stays dirty until it can be.
-        result.held.push({
-          customerId: d.customerId,
-          hour,
-          bytes: d.value,
-          reason: stamp.reason,
-          detail: stamp.detail,
-        });
-        waiting = true;
-        continue;
-      }
-      // Stripe takes at most 15 significant digits per value: larger differences go as parts.
-      let left = d.value;
-      let seq = nextSeq.get(d.customerId) ?? 0;
-      while (left !== 0) {
-        const part = Math.sign(left) * Math.min(Math.abs(left), MAX_METER_VALUE);
-        const row = {
-          identifier: meterEventIdentifier(d.customerId, hour, seq),
-          customerId: d.customerId,
-          hour,
-          seq,
-          value: part,
-          timestamp: stamp.timestamp,
-          late: stamp.late,
-          state: "pending" as const,
-          createdAt: now,
-        };
-        if (!dryRun) db.insert(meterReports).values(row).run();
-        result.rows.push(row);
-        left -= part;
-        seq++;
-      }
-    }
-    for (const c of plan.heldBack) result.heldBack.push({ customerId: c, hour });
-    if (!dryRun && plan.heldBack.length === 0 && held.size === 0 && !waiting)
-      db.delete(reportDirtyHours).where(eq(reportDirtyHours.hour, hour)).run();
-  }
-  return done;
+    },
+    clearDirtyHours: (hours) => {
+      st.clearDirtyHours.run(json(hours));
+    },
+  };
 }
 
 /**
- * Writes the outbox rows that bring Stripe up to what is counted. Each step is one immediate,
- * durable transaction: the intent is on disk before any call, and two planners (service and CLI)
- * serialise on SQLite's write lock, so a difference is never planned twice. Dirty hours are
- * planned about PLAN_CHUNK_ROWS usage rows per transaction, and the generator yields between
- * chunks (planReportsYielding gives the event loop back there), so a large backlog never holds the
- * writer, or the event loop, for long. With dryRun nothing is written.
+ * Writes the outbox rows that bring Stripe up to what is counted (src/reporting/plan-steps.ts).
+ * Each step is one immediate, durable transaction: the intent is on disk before any call, and two
+ * planners (service and CLI) serialise on SQLite's write lock, so a difference is never planned
+ * twice. Dirty hours are planned about PLAN_CHUNK_ROWS usage rows per transaction, and the
+ * generator yields between chunks (planReportsYielding gives the event loop back there), so a
+ * large backlog never holds the writer, or the event loop, for long. With dryRun nothing is
+ * written (and nothing runs in a transaction).
  */
-function* planSteps(o: {
-  db: Db;
-  now: number;
-  settings: PlanSettings;
-  dryRun: boolean;
-  chunkRows: number;
-  billing: ReadonlyMap<string, CustomerBilling> | undefined;
-}): Generator<void, PlanResult> {
-  const { db, dryRun } = o;
+function* planSteps(o: PlanOptions): Generator<void, PlanResult> {
+  const { db } = o;
+  const dryRun = o.dryRun ?? false;
+  const input: PlanInput = {
+    now: o.now,
+    settings: o.settings,
+    dryRun,
+    chunkRows: o.chunkRows ?? PLAN_CHUNK_ROWS,
+    billing: o.billing ?? loadBilling(db),
+  };
+  const ops = sqlitePlanOps(db);
   const tx = <T>(fn: () => T): T =>
     dryRun ? fn() : durably(db, () => db.transaction(fn, { behavior: "immediate" }));
-  const billing = o.billing ?? loadBilling(db);
-  const { hours, resolver, superseded } = tx(() => ({
-    superseded: dryRun ? 0 : supersedeClosed(db, billing, o.now, policyOf(o.settings)),
-    hours: collectDirtyHours(db, dryRun),
-    resolver: customerResolver(db),
-  }));
-  const result: PlanResult = {
-    hours: hours.length,
-    rows: [],
-    heldBack: [],
-    held: [],
-    superseded,
-    unmappedBytes: 0,
-    problems: [],
-  };
-  for (let i = 0; i < hours.length; ) {
-    if (i > 0) yield;
-    const from = i;
-    i += tx(() =>
-      planHours(db, resolver, hours, from, o.now, o.settings, dryRun, result, o.chunkRows, billing),
-    );
+  const run = planTransactions(input);
+  let r = run.next();
+  let first = true;
+  while (!r.done) {
+    if (!first) yield;
+    first = false;
+    const step = r.value;
+    r = run.next(tx(() => runSync(step(), ops)));
   }
-  return result;
+  return r.value;
 }
 
 type PlanOptions = {
@@ -336,19 +199,9 @@ type PlanOptions = {
   billing?: ReadonlyMap<string, CustomerBilling>;
 };
 
-const stepsOf = (o: PlanOptions) =>
-  planSteps({
-    db: o.db,
-    now: o.now,
-    settings: o.settings,
-    dryRun: o.dryRun ?? false,
-    chunkRows: o.chunkRows ?? PLAN_CHUNK_ROWS,
-    billing: o.billing,
-  });
-
 /** Plans every dirty hour now (CLI, tests). */
 export function planReports(o: PlanOptions): PlanResult {
-  const steps = stepsOf(o);
+  const steps = planSteps(o);
   for (;;) {
     const r = steps.next();
     if (r.done) return r.value;
@@ -357,7 +210,7 @@ export function planReports(o: PlanOptions): PlanResult {
 
 /** Plans every dirty hour, giving the event loop back between chunks (the service). */
 export async function planReportsYielding(o: PlanOptions): Promise<PlanResult> {
-  const steps = stepsOf(o);
+  const steps = planSteps(o);
   for (;;) {
     const r = steps.next();
     if (r.done) return r.value;

@@ -3,31 +3,13 @@ import pLimit from "p-limit";
 import pRetry, { AbortError } from "p-retry";
 import type Stripe from "stripe";
 import type { HoldReason } from "../billing/periods.ts";
-import {
-  billingRefreshDue,
-  loadBilling,
-  MissingMeterError,
-  refreshBilling,
-} from "../billing/subscriptions.ts";
-import { assignmentCustomers } from "../customers/customers.ts";
-import type { Db } from "../db/client.ts";
+import { billingRefreshDue, MissingMeterError, refreshBilling } from "../billing/subscriptions.ts";
 import type { MeterReport } from "../db/schema.ts";
+import type { Ledger } from "../ledger/port.ts";
 import { withLease } from "../lib/lock.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
-import {
-  claimForCall,
-  failedReports,
-  isPending,
-  markFailed,
-  markSent,
-  markUnconfirmed,
-  pendingReports,
-  planReportsYielding,
-  recordAttempt,
-  setInDoubt,
-  UNCONFIRMED_AFTER_MS,
-} from "./outbox.ts";
+import { UNCONFIRMED_AFTER_MS } from "./outbox.ts";
 import {
   classifyStripeError,
   meterUnavailableReason,
@@ -81,7 +63,8 @@ export type ReportSummary = {
 };
 
 export type ReporterDeps = {
-  db: Db;
+  /** the storage port: every read and state change of the pass is one awaited call */
+  ledger: Ledger;
   stripe: Stripe;
   redis: Redis;
   logger: Logger;
@@ -130,13 +113,14 @@ class LeftPending extends Error {
 export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
   const now = deps.now ?? Date.now;
   const sleep = deps.sleep ?? realSleep;
-  const { db, settings, logger } = deps;
-  const empty = (fatal: string): ReportSummary => ({
+  const { ledger, settings, logger } = deps;
+  const { outbox } = ledger;
+  const empty = async (fatal: string): Promise<ReportSummary> => ({
     planned: 0,
     sent: 0,
     duplicates: 0,
     failed: 0,
-    stillPending: pendingReports(db).length,
+    stillPending: (await outbox.pending()).length,
     lockedCustomers: 0,
     calls: 0,
     fatal,
@@ -150,17 +134,22 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
   });
   // Where a delta is stamped depends on each customer's subscription period: look them up when due.
   try {
-    const customers = assignmentCustomers(db);
+    const customers = await ledger.customers.billed();
     const refreshMs = (settings.refreshSeconds ?? 300) * 1000;
     const graceMs = settings.graceSeconds * 1000;
     if (
       settings.forceRefresh ||
-      billingRefreshDue(loadBilling(db), customers, now(), refreshMs, graceMs)
+      billingRefreshDue(await ledger.billing.load(), customers, now(), refreshMs, graceMs)
     )
-      await refreshBilling({ db, stripe: deps.stripe, eventName: settings.eventName, now: now() });
+      await refreshBilling({
+        ledger,
+        stripe: deps.stripe,
+        eventName: settings.eventName,
+        now: now(),
+      });
   } catch (err) {
     if (err instanceof MissingMeterError) {
-      const stopped = empty(meterUnavailableReason(settings.eventName));
+      const stopped = await empty(meterUnavailableReason(settings.eventName));
       logger.error(
         { reason: stopped.fatal, stillPending: stopped.stillPending },
         "report run stopped; rows stay pending",
@@ -168,14 +157,13 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
       return stopped;
     }
     const outcome = classifyStripeError(err);
-    if (outcome.kind === "fatal") return empty(outcome.reason);
+    if (outcome.kind === "fatal") return await empty(outcome.reason);
     logger.warn(
       { err: (err as Error).message },
       "could not look up subscriptions; planning with the stored periods",
     );
   }
-  const plan = await planReportsYielding({
-    db,
+  const plan = await ledger.plan({
     now: now(),
     settings: {
       graceSeconds: settings.graceSeconds,
@@ -210,7 +198,7 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
     problems: plan.problems,
   };
   const byCustomer = new Map<string, MeterReport[]>();
-  for (const row of pendingReports(db)) {
+  for (const row of await outbox.pending()) {
     const list = byCustomer.get(row.customerId) ?? [];
     list.push(row);
     byCustomer.set(row.customerId, list);
@@ -222,9 +210,11 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
       withLease(deps.redis, key, LEASE_TTL_MS, async () => {
         for (let i = 0; i < rows.length; i++) {
           if (summary.fatal) return;
-          const row = rows[i] as MeterReport;
-          // Another reporter may have sent it between our read and our lease.
-          if (!isPending(db, row.identifier)) continue;
+          // Read again under the lease: another reporter may have sent it between our read and
+          // our lease (claimForCall checks that again, atomically, right before the call), or
+          // counted an attempt, which changes the next call's Idempotency-Key.
+          const row = await outbox.pendingRow((rows[i] as MeterReport).identifier);
+          if (!row) continue;
           const done = await sendRow(row);
           if (!done) {
             // Keep this customer's order; the rest waits for the next run.
@@ -254,7 +244,7 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
       return await pRetry(() => attemptRow(row), {
         ...RETRY_BACKOFF,
         retries: settings.attemptsPerRun - 1,
-        // Only an unconfirmed call is tried again; any other error (SQLite, a bug) is thrown on.
+        // Only an unconfirmed call is tried again; other errors (the ledger, a bug) are thrown on.
         shouldRetry: ({ error }) => error instanceof NotConfirmed,
         onFailedAttempt: async ({ error, retriesLeft }) => {
           if (!(error instanceof NotConfirmed)) return;
@@ -286,7 +276,7 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
     // same statement checks the row is still pending (another process may have superseded it).
     const wasInDoubt = row.inDoubt;
     if (wasInDoubt && row.firstCallAt !== null && now() - row.firstCallAt > UNCONFIRMED_AFTER_MS) {
-      markUnconfirmed(db, row.identifier, now());
+      await outbox.markUnconfirmed(row.identifier, now());
       summary.unconfirmed++;
       logger.warn(
         { identifier: row.identifier, customerId: row.customerId, value: row.value },
@@ -294,10 +284,19 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
       );
       return true;
     }
-    if (!claimForCall(db, row.identifier, now())) return true;
+    if (!(await outbox.claimForCall(row.identifier, now()))) return true;
+    // Another customer's call may have stopped the run while the claim was being committed: no
+    // call starts after a stop. Nothing was sent, so the claim is undone as a refusal would be.
+    if (summary.fatal) {
+      if (!wasInDoubt) await outbox.setInDoubt(row.identifier, false);
+      throw new AbortError(new LeftPending(summary.fatal));
+    }
     summary.calls++;
     row.inDoubt = true;
     const outcome = await sendMeterEvent(deps.stripe, settings.eventName, row);
+    // The first fatal answer stops the run at once: the writes below give other customers' rows a
+    // turn, and none of them may start a call after it.
+    if (outcome.kind === "fatal") summary.fatal ??= outcome.reason;
     // A fatal answer (bad key, no active meter) is a refusal too: nothing was recorded, so the row
     // must not stay in doubt (it would be counted as sent, unsent, 23 h later).
     const refusedOutright =
@@ -305,22 +304,22 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
       outcome.kind === "permanent" ||
       outcome.kind === "fatal";
     if (refusedOutright && !wasInDoubt) {
-      setInDoubt(db, row.identifier, false);
+      await outbox.setInDoubt(row.identifier, false);
       row.inDoubt = false;
     }
     deps.metrics?.reportCalls.inc({ outcome: outcome.kind });
     switch (outcome.kind) {
       case "sent":
-        markSent(db, row.identifier, now());
+        await outbox.markSent(row.identifier, now());
         summary.sent++;
         return true;
       case "duplicate":
         // Our identifier is deterministic: Stripe already holds this exact event.
-        markSent(db, row.identifier, now());
+        await outbox.markSent(row.identifier, now());
         summary.duplicates++;
         return true;
       case "permanent":
-        markFailed(db, row.identifier, outcome.reason);
+        await outbox.markFailed(row.identifier, outcome.reason);
         summary.failed++;
         logger.error(
           { identifier: row.identifier, customerId: row.customerId, reason: outcome.reason },
@@ -328,14 +327,13 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
         );
         return true;
       case "fatal":
-        recordAttempt(db, row.identifier, outcome.reason);
+        await outbox.recordAttempt(row.identifier, outcome.reason);
         row.attempts++;
-        // The first answer stops the run (calls already in flight for other customers may add
-        // the same answer); every row stays pending.
-        summary.fatal ??= outcome.reason;
+        // The first answer stopped the run (summary.fatal, set above; calls already in flight
+        // for other customers may add the same answer); every row stays pending.
         throw new AbortError(new LeftPending(outcome.reason));
       case "retry":
-        recordAttempt(db, row.identifier, outcome.reason);
+        await outbox.recordAttempt(row.identifier, outcome.reason);
         row.attempts++;
         if (outcome.untilNextRun) {
           logger.warn(
@@ -361,12 +359,12 @@ export async function runReport(deps: ReporterDeps): Promise<ReportSummary> {
     ),
   );
   if (summary.fatal) {
-    summary.stillPending = pendingReports(db).length;
+    summary.stillPending = (await outbox.pending()).length;
     logger.error(
       { reason: summary.fatal, stillPending: summary.stillPending },
       "report run stopped; rows stay pending",
     );
   }
-  deps.metrics?.reportFailedRows.set(failedReports(db).length);
+  deps.metrics?.reportFailedRows.set((await outbox.failed()).length);
   return summary;
 }

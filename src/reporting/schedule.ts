@@ -1,7 +1,7 @@
 import { Queue, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type Stripe from "stripe";
-import type { Db } from "../db/client.ts";
+import type { Ledger } from "../ledger/port.ts";
 import { logBullmqErrors } from "../lib/bullmq-errors.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
@@ -26,7 +26,7 @@ export async function startReportSchedule(o: {
   prefix: string;
   intervalSeconds: number;
   deps: {
-    db: Db;
+    ledger: Ledger;
     stripe: Stripe;
     redis: Redis;
     logger: Logger;

@@ -1,8 +1,8 @@
 import type { Server } from "node:http";
 import type { Readiness } from "../admin/app.ts";
 import type { Config } from "../config.ts";
-import type { Db } from "../db/client.ts";
 import { addDeliveries, createIngestQueue } from "../ingest/queue.ts";
+import type { Ledger } from "../ledger/port.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
 import { checkEvictionPolicy, createRedis, pingWithin } from "../lib/redis.ts";
@@ -30,7 +30,7 @@ export type ServerOptions = {
 /** Composition root of the receiver role: HTTP → group enqueuer → BullMQ. */
 export async function startServer(
   config: Config,
-  db: Db,
+  ledger: Ledger,
   logger: Logger,
   metrics: Metrics,
   opts: ServerOptions = {},
@@ -57,7 +57,7 @@ export async function startServer(
     const refused = refuseReason();
     if (refused) checks.worker = refused;
     checks.redis = await pingWithin(redis);
-    checks.database = databaseCheck(db);
+    checks.database = await ledger.admin.ping(2000);
     return { ok: !refused && checks.redis === "ok" && checks.database === "ok", checks };
   };
   const app = createApp({
@@ -100,14 +100,4 @@ export async function startServer(
       { name: "redis-producer", close: () => void redis.disconnect() },
     ],
   };
-}
-
-/** "ok", or why the ledger does not answer. */
-export function databaseCheck(db: Db): string {
-  try {
-    db.$client.prepare("SELECT 1").get();
-    return "ok";
-  } catch (err) {
-    return (err as Error).message;
-  }
 }

@@ -6,7 +6,7 @@ import { readlinkSync } from "node:fs";
 import { setPriority } from "node:os";
 import { isMainThread, type MessagePort, parentPort, workerData } from "node:worker_threads";
 import pino from "pino";
-import { openDb } from "../db/client.ts";
+import { type OpenedLedger, openLedger } from "../ledger/open.ts";
 import { createLogger, type Logger } from "../lib/logger.ts";
 import { createMetrics } from "../lib/metrics.ts";
 import { type Closer, closeAll } from "../lib/shutdown.ts";
@@ -93,21 +93,21 @@ async function run(port: MessagePort, data: WorkerThreadData): Promise<void> {
       });
     }
   });
-  let db: ReturnType<typeof openDb> | undefined;
+  let opened: OpenedLedger | undefined;
   try {
     // The main thread has applied the migrations already; this is a second connection to the
-    // same file (WAL: this thread is the only writer, the receiver reads).
-    db = openDb(config.DATABASE_PATH);
-    const opened = db;
+    // same ledger (SQLite WAL: this thread is the only writer, the receiver reads).
+    opened = await openLedger(config, { mode: "write", role: "start-worker" });
+    const { ledger } = opened;
     closers = [
       ...(await startWorker(config, opened, logger, metrics)).closers,
-      { name: "sqlite-worker", close: () => void opened.$client.close() },
+      { name: "ledger-worker", close: () => ledger.admin.close() },
     ];
     post(port, { type: "ready" });
   } catch (err) {
     // The parts already started are closed quickly; the host exits the process.
     await closeAll(closers, Math.min(2000, config.SHUTDOWN_TIMEOUT_MS), logger);
-    db?.$client.close();
+    await opened?.ledger.admin.close().catch(() => {});
     post(port, { type: "startup-failed", error: (err as Error).message });
     port.close();
   }

@@ -14,6 +14,7 @@ import {
 import type { CustomerBilling } from "../billing/periods.ts";
 import { refreshBilling } from "../billing/subscriptions.ts";
 import type { Db } from "../db/client.ts";
+import { sqliteLedger } from "../ledger/sqlite/index.ts";
 
 export type StripeAccess = { client: Stripe; eventName: string };
 
@@ -24,7 +25,7 @@ export function lookUpPeriods(
   now: number,
 ): Promise<Map<string, CustomerBilling>> {
   return refreshBilling({
-    db,
+    ledger: sqliteLedger(db),
     stripe: stripe.client,
     eventName: stripe.eventName,
     now,

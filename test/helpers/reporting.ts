@@ -8,6 +8,8 @@ import {
 } from "../../scripts/stripe-emulator.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
 import { type IngestSettings, ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
+import type { Ledger } from "../../src/ledger/port.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createLogger } from "../../src/lib/logger.ts";
 import { type ReporterSettings, runReport } from "../../src/reporting/reporter.ts";
 import { createStripe } from "../../src/reporting/stripe.ts";
@@ -21,6 +23,8 @@ export type ReportingRig = {
   dir: string;
   dbPath: string;
   db: Db;
+  /** the SQLite adapter of the port over `db` (what the reporter is given) */
+  ledger: Ledger;
   emu: StripeEmulator;
   stripe: Stripe;
   redis: Redis;
@@ -76,11 +80,13 @@ export async function reportingRig(o: {
     now: () => now.value,
   };
   const logger = createLogger("silent");
+  const ledger = sqliteLedger(db);
   let n = 0;
   const rig: ReportingRig = {
     dir,
     dbPath,
     db,
+    ledger,
     emu,
     stripe,
     redis,
@@ -95,7 +101,7 @@ export async function reportingRig(o: {
       });
     },
     report: (extra = {}) =>
-      runReport({ db, stripe, redis, logger, settings, now: () => now.value, ...extra }),
+      runReport({ ledger, stripe, redis, logger, settings, now: () => now.value, ...extra }),
     reportUntilDone: async (maxRuns = 20) => {
       for (let run = 1; run <= maxRuns; run++) {
         const s = await rig.report();

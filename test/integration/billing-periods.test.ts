@@ -9,6 +9,7 @@ import { invoiceParity, parityProblem, statement } from "../../src/billing/parit
 import { loadBilling, refreshBilling } from "../../src/billing/subscriptions.ts";
 import { assignCustomer, customerResolver } from "../../src/customers/customers.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createLogger } from "../../src/lib/logger.ts";
 import { pendingReports, planReports } from "../../src/reporting/outbox.ts";
 import { runReport } from "../../src/reporting/reporter.ts";
@@ -141,7 +142,7 @@ async function billedTotal(r: ReportingRig, customer: string): Promise<number> {
 
 async function billingOf(r: ReportingRig, customer: string) {
   const billing = await refreshBilling({
-    db: r.db,
+    ledger: r.ledger,
     stripe: r.stripe,
     eventName: EVENT_NAME,
     now: r.now.value,
@@ -830,7 +831,14 @@ function proxiedReporter(r: ReportingRig, proxyUrl: string) {
   });
   const logger = createLogger("silent");
   const report = (db: Db = r.db) =>
-    runReport({ db, stripe, redis: r.redis, logger, settings: r.settings, now: () => r.now.value });
+    runReport({
+      ledger: sqliteLedger(db),
+      stripe,
+      redis: r.redis,
+      logger,
+      settings: r.settings,
+      now: () => r.now.value,
+    });
   const untilDone = async (maxRuns = 30, db: Db = r.db) => {
     for (let run = 1; run <= maxRuns; run++) {
       const s = await report(db);

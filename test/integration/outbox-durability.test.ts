@@ -7,6 +7,7 @@ import { refreshBilling } from "../../src/billing/subscriptions.ts";
 import { assignCustomer } from "../../src/customers/customers.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
 import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createLogger } from "../../src/lib/logger.ts";
 import { claimForCall, durably, pendingReports, planReports } from "../../src/reporting/outbox.ts";
 import {
@@ -125,7 +126,7 @@ async function setup(): Promise<ReportingRig> {
 
 const reportOn = (r: ReportingRig, db: Db, stripe = r.stripe) =>
   runReport({
-    db,
+    ledger: sqliteLedger(db),
     stripe,
     redis: r.redis,
     logger: createLogger("silent"),
@@ -228,7 +229,12 @@ describe("a lost local commit cannot strand Stripe", () => {
   it("a row still in doubt 23 hours after its first call is counted as sent and never re-sent; reconcile --repair bills what Stripe lacks", async () => {
     rig = await setup();
     ingestInto(rig.db, [reading(1, 300)], "a");
-    await refreshBilling({ db: rig.db, stripe: rig.stripe, eventName: EVENT_NAME, now: NOW });
+    await refreshBilling({
+      ledger: rig.ledger,
+      stripe: rig.stripe,
+      eventName: EVENT_NAME,
+      now: NOW,
+    });
     expect(
       planReports({ db: rig.db, now: NOW, settings: { graceSeconds: 3600 } }).rows,
     ).toHaveLength(1);
@@ -267,7 +273,12 @@ describe("a lost local commit cannot strand Stripe", () => {
   it("a row superseded by another planner after the sender read it is not sent", async () => {
     rig = await setup();
     ingestInto(rig.db, [reading(1, 300)], "a");
-    await refreshBilling({ db: rig.db, stripe: rig.stripe, eventName: EVENT_NAME, now: NOW });
+    await refreshBilling({
+      ledger: rig.ledger,
+      stripe: rig.stripe,
+      eventName: EVENT_NAME,
+      now: NOW,
+    });
     planReports({ db: rig.db, now: NOW, settings: { graceSeconds: 3600 } });
     const [row] = pendingReports(rig.db);
     rig.db.$client.prepare("update meter_reports set state = 'superseded'").run();
@@ -280,7 +291,12 @@ describe("a lost local commit cannot strand Stripe", () => {
   it("a pending row of a customer whose subscription was canceled before any call is superseded and held, not sent", async () => {
     rig = await setup();
     ingestInto(rig.db, [reading(1, 300)], "a");
-    await refreshBilling({ db: rig.db, stripe: rig.stripe, eventName: EVENT_NAME, now: NOW });
+    await refreshBilling({
+      ledger: rig.ledger,
+      stripe: rig.stripe,
+      eventName: EVENT_NAME,
+      now: NOW,
+    });
     planReports({ db: rig.db, now: NOW, settings: { graceSeconds: 3600 } });
     expect(pendingReports(rig.db)).toHaveLength(1);
     rig.emu.setSubscriptionStatus(subscriptionId, "canceled");

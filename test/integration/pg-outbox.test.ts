@@ -210,9 +210,9 @@ describe("pgOutbox equals the SQLite outbox", () => {
     const sent = idOf(B, H0 - HOUR_MS, 0);
     const superseded = idOf(A, H0, 0);
     const failedId = idOf(C, H0, 0);
-    expect(await both((o) => o.isPending(pend))).toBe(true);
-    expect(await both((o) => o.isPending(sent))).toBe(false);
-    expect(await both((o) => o.isPending("nope"))).toBe(false);
+    expect((await both((o) => o.pendingRow(pend)))?.identifier).toBe(pend);
+    expect(await both((o) => o.pendingRow(sent))).toBeNull();
+    expect(await both((o) => o.pendingRow("nope"))).toBeNull();
 
     // claimForCall: only a pending row; the first call time is kept across claims
     expect(await both((o) => o.claimForCall(superseded, NOW))).toBe(false);

@@ -9,6 +9,7 @@ import { HOUR_MS, hourStart } from "../../src/accounting/buckets.ts";
 import { customerResolver } from "../../src/customers/customers.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
 import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { failedReports, pendingReports } from "../../src/reporting/outbox.ts";
 import { type ReporterSettings, runReport } from "../../src/reporting/reporter.ts";
 import { ensureMeter, findMeter } from "../../src/reporting/stripe-setup.ts";
@@ -118,7 +119,7 @@ async function rigWithFirstHalfSent(): Promise<{ rig: ReportingRig; second: unkn
 
 const stop = (r: ReportingRig, logger: pino.Logger, settings: Partial<ReporterSettings> = {}) =>
   runReport({
-    db: r.db,
+    ledger: r.ledger,
     stripe: r.stripe,
     redis: r.redis,
     logger,
@@ -218,7 +219,9 @@ describe("a meter Stripe cannot take events on stops the run, rows stay pending"
       redisPrefix: `mm${randomUUID().slice(0, 8)}`,
     };
     const { logger, lines } = capturedLogger();
-    const report = () => runReport({ db, stripe, redis, logger, settings, now: () => now.value });
+    const ledger = sqliteLedger(db);
+    const report = () =>
+      runReport({ ledger, stripe, redis, logger, settings, now: () => now.value });
 
     const s = await report();
     expect(s.fatal).toBe(

@@ -40,7 +40,7 @@ async function startScheduleWorker(redisUrl: string, rig: ReportingRig, logger: 
     prefix: rig.prefix,
     intervalSeconds: INTERVAL_SECONDS,
     deps: {
-      db: rig.db,
+      ledger: rig.ledger,
       stripe: rig.stripe,
       redis: rig.redis,
       logger,

@@ -9,6 +9,7 @@ import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
 import { INGEST_JOB, type IngestJobData } from "../../src/ingest/job.ts";
 import { createIngestQueue, INGEST_JOB_OPTIONS } from "../../src/ingest/queue.ts";
 import { createIngestWorker } from "../../src/ingest/worker.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createLogger } from "../../src/lib/logger.ts";
 import { createMetrics } from "../../src/lib/metrics.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
@@ -82,7 +83,9 @@ function readOnlyWorker(dbPath: string, redisUrl: string, prefix: string) {
   const worker = createIngestWorker({
     connection,
     prefix,
-    ctx: { db: ro, stmts: prepareIngest(ro), settings: defaultSettings, now: Date.now },
+    ledger: sqliteLedger(ro),
+    settings: defaultSettings,
+    now: Date.now,
     logger: createLogger("silent"),
     metrics: createMetrics(),
     lockDurationMs: 30_000,

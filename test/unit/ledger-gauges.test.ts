@@ -1,7 +1,14 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
+import { migrateLedger } from "../../src/cli/migrate-ledger.ts";
 import { assignCustomer, unmappedUsage } from "../../src/customers/customers.ts";
 import type { Db } from "../../src/db/client.ts";
+import { createPool } from "../../src/db/pg/client.ts";
+import { pgUnmappedBytes } from "../../src/ledger/pg/customers.ts";
+import { pgGaugeReads } from "../../src/ledger/pg/gauges.ts";
 import {
   registerLedgerGauges,
   unmappedBytesInSlices,
@@ -9,6 +16,7 @@ import {
 import { registerQueueGauges } from "../../src/observability/queue-gauges.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { memoryIngest } from "../helpers/db.ts";
+import { createTestDatabase } from "../helpers/pg.ts";
 
 // The ledger gauges against a real, migrated SQLite database (openDb(":memory:") through
 // memoryIngest): usage counted by the real ingest, customers by the real assignments, outbox and
@@ -242,7 +250,7 @@ describe("ledger gauges (simmeter_unreported_bytes, _outbox_oldest_pending_age_s
       "simmeter_quarantine_rows",
       "simmeter_unmapped_bytes",
     ])
-      expect(s.get(`simmeter_ledger_read_errors_total{metric="${gauge}"}`)).toBe(10);
+      expect(s.get(`simmeter_ledger_read_errors_total{metric="${gauge}"}`), gauge).toBe(10);
     // 50 s of failing scrapes: one line.
     expect(warnings).toHaveLength(1);
     clock.now += 60_000;
@@ -330,5 +338,38 @@ describe("simmeter_queue_depth", () => {
     expect(s.get('simmeter_queue_depth{state="waiting"}')).toBe(3);
     // One count in flight at a time, however many scrapes wait for it.
     expect(calls).toBe(1);
+  });
+});
+
+describe("the same gauges on a PostgreSQL ledger", () => {
+  it("shows the figures the SQLite ledger shows, once the ledger is copied there", async () => {
+    const clock = { now: NOW };
+    const { db } = ledger(clock);
+    const file = join(mkdtempSync(join(tmpdir(), "gauges-")), "ledger.db");
+    writeFileSync(file, db.$client.serialize());
+    const target = await createTestDatabase({ empty: true });
+    const pool = createPool(target.url, { role: "test", max: 2 });
+    try {
+      const copied = await migrateLedger({
+        path: file,
+        url: target.url,
+        batchRows: 1000,
+        quiet: true,
+      });
+      expect(copied.ok, copied.error ?? "").toBe(true);
+      const lite = new Registry();
+      registerLedgerGauges(lite, db, { now: () => clock.now });
+      const pg = new Registry();
+      // a pass over the server may outlast a scrape's 500 ms wait: this scrape waits for it
+      registerLedgerGauges(pg, pgGaugeReads(pool), { now: () => clock.now, scrapeWaitMs: 30_000 });
+      const want = await scrape(lite);
+      expect(want.get("simmeter_unmapped_bytes")).toBe(UNMAPPED);
+      expect(await scrape(pg)).toEqual(want);
+      // paging SIMs one at a time gives the same total
+      expect((await pgUnmappedBytes(pool, { pageSims: 1 })).bytes).toBe(UNMAPPED);
+    } finally {
+      await pool.end();
+      await target.drop();
+    }
   });
 });

@@ -3,6 +3,7 @@ import Stripe from "stripe";
 import { describe, expect, it } from "vitest";
 import { openDb } from "../../src/db/client.ts";
 import { meterReports } from "../../src/db/schema.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createLogger } from "../../src/lib/logger.ts";
 import { type ReporterSettings, runReport } from "../../src/reporting/reporter.ts";
 import { meterUnavailable } from "../../src/reporting/stripe.ts";
@@ -53,6 +54,8 @@ function harness(
   rows: [customer: string, seq: number][],
   answers: Answer[],
   settings: Partial<ReporterSettings> = {},
+  /** runs when a customer's lease is taken (another reporter's writes before ours) */
+  onLease?: (db: ReturnType<typeof openDb>) => void,
 ) {
   const db = openDb(":memory:");
   for (const [customerId, seq] of rows)
@@ -105,7 +108,10 @@ function harness(
     },
   } as unknown as Stripe;
   const redis = {
-    set: async () => "OK",
+    set: async () => {
+      onLease?.(db);
+      return "OK";
+    },
     eval: async (script: string) => {
       if (script.includes("del")) log.push("release");
       return 1;
@@ -113,7 +119,7 @@ function harness(
   } as unknown as Redis;
   const run = () =>
     runReport({
-      db,
+      ledger: sqliteLedger(db),
       stripe,
       redis,
       logger: createLogger("silent"),
@@ -158,6 +164,28 @@ describe("the reporter's retries", () => {
     expect(gaps[1]).toBeGreaterThanOrEqual(249);
     expect(h.log.filter((l) => l.startsWith("sleep"))).toEqual([]);
     expect(h.outbox()).toMatchObject([{ state: "pending", attempts: 3, d: 1, f: NOW }]);
+  });
+
+  it("reads the row again under the lease: an attempt another reporter counted meanwhile moves the Idempotency-Key on; a row it sent is not called", async () => {
+    const id = (seq: number) => `v1:cus_a:${HOUR / 1000}:${seq}`;
+    const h = harness(
+      [
+        ["cus_a", 0],
+        ["cus_a", 1],
+      ],
+      ["ok"],
+      {},
+      (db) => {
+        // between this reporter's read of the pending rows and its lease
+        db.$client.prepare("update meter_reports set attempts = 2 where identifier = ?").run(id(0));
+        db.$client
+          .prepare("update meter_reports set state = 'sent' where identifier = ?")
+          .run(id(1));
+      },
+    );
+    const s = await h.run();
+    expect(h.calls.map((c) => c.key)).toEqual([`${id(0)}:a2`]);
+    expect(s).toMatchObject({ calls: 1, sent: 1, stillPending: 0 });
   });
 
   it("a timed-out call is waited out for 2 × the timeout before the next call, and after the last attempt before the lease is released", async () => {

@@ -128,10 +128,11 @@ describe("the SQLite adapter", () => {
       const code = readFileSync(join(dir, f), "utf8")
         .replace(/\/\*[\s\S]*?\*\//g, "")
         .replace(/\/\/.*$/gm, "");
-      expect({ file: f, found: code.match(/\b(async|await|Promise|then\()\b/g) ?? [] }).toEqual({
-        file: f,
-        found: [],
-      });
+      // index.ts is the port: it wraps each synchronous call (a whole transaction at most) in a
+      // settled Promise, and never awaits or opens a transaction itself.
+      const forbidden =
+        f === "index.ts" ? /\b(await|then\(|transaction\()/g : /\b(async|await|Promise|then\()\b/g;
+      expect({ file: f, found: code.match(forbidden) ?? [] }).toEqual({ file: f, found: [] });
     }
   });
 });

@@ -150,12 +150,12 @@ export function pgOutbox(pool: pg.Pool): OutboxPort {
       return r.rows;
     },
 
-    async isPending(identifier) {
-      const r = await pool.query<{ state: string }>(
-        "select state from meter_reports where identifier = $1",
+    async pendingRow(identifier) {
+      const r = await pool.query<MeterReport>(
+        `select ${REPORT_COLUMNS} from meter_reports where identifier = $1 and state = 'pending'`,
         [identifier],
       );
-      return r.rows[0]?.state === "pending";
+      return r.rows[0] ?? null;
     },
 
     claimForCall: (identifier, now) =>

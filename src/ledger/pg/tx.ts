@@ -23,6 +23,11 @@ export type TxOptions = {
   retry?: boolean;
   /** called with the SQLSTATE before each re-run */
   onRetry?: (code: string) => void;
+  /**
+   * REPEATABLE READ READ ONLY instead of READ COMMITTED: every statement of fn sees one snapshot,
+   * and nothing can be written (a dry run)
+   */
+  snapshot?: boolean;
 };
 
 // Constants only: BEGIN and the barrier go in one simple-protocol round trip.
@@ -30,6 +35,12 @@ const BEGIN: Record<Barrier, string> = {
   none: "begin isolation level read committed",
   shared: `begin isolation level read committed; select pg_advisory_xact_lock_shared(${LEDGER_BARRIER[0]}, ${LEDGER_BARRIER[1]})`,
   exclusive: `begin isolation level read committed; select pg_advisory_xact_lock(${LEDGER_BARRIER[0]}, ${LEDGER_BARRIER[1]})`,
+};
+
+const BEGIN_SNAPSHOT: Record<Barrier, string> = {
+  none: "begin isolation level repeatable read read only",
+  shared: `begin isolation level repeatable read read only; select pg_advisory_xact_lock_shared(${LEDGER_BARRIER[0]}, ${LEDGER_BARRIER[1]})`,
+  exclusive: `begin isolation level repeatable read read only; select pg_advisory_xact_lock(${LEDGER_BARRIER[0]}, ${LEDGER_BARRIER[1]})`,
 };
 
 /** the SQLSTATE of a server error, else undefined (a network or client error) */
@@ -48,6 +59,7 @@ async function attempt<T>(
   pool: pg.Pool,
   fn: (client: pg.PoolClient) => Promise<T>,
   barrier: Barrier,
+  snapshot = false,
 ): Promise<T> {
   const client = await pool.connect();
   // An error on an idle checked-out client (the server went away) must not crash the process:
@@ -56,7 +68,7 @@ async function attempt<T>(
   client.on("error", onError);
   let broken = false;
   try {
-    await client.query(BEGIN[barrier]);
+    await client.query((snapshot ? BEGIN_SNAPSHOT : BEGIN)[barrier]);
     const result = await fn(client);
     await client.query("commit");
     return result;
@@ -79,7 +91,8 @@ async function attempt<T>(
 }
 
 /**
- * Runs fn(client) in one READ COMMITTED transaction that takes the ledger barrier first. With
+ * Runs fn(client) in one READ COMMITTED transaction (REPEATABLE READ READ ONLY with `snapshot`)
+ * that takes the ledger barrier first. With
  * `retry`, a serialization failure, deadlock or lock timeout rolls back and runs fn again from
  * the start (fn must compute everything it writes inside the transaction); anything else rolls
  * back and is thrown.
@@ -89,8 +102,8 @@ export async function withTx<T>(
   fn: (client: pg.PoolClient) => Promise<T>,
   opts: TxOptions,
 ): Promise<T> {
-  if (!opts.retry) return attempt(pool, fn, opts.barrier);
-  return pRetry(() => attempt(pool, fn, opts.barrier), {
+  if (!opts.retry) return attempt(pool, fn, opts.barrier, opts.snapshot);
+  return pRetry(() => attempt(pool, fn, opts.barrier, opts.snapshot), {
     retries: 4,
     minTimeout: 5,
     factor: 2,

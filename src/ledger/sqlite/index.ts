@@ -1,12 +1,13 @@
+import { and, eq } from "drizzle-orm";
 import { loadBilling, storeBilling } from "../../billing/subscriptions.ts";
 import { assignmentCustomers } from "../../customers/customers.ts";
 import type { Db } from "../../db/client.ts";
+import { meterReports } from "../../db/schema.ts";
 import { pruneExpired } from "../../ingest/prune.ts";
 import {
   claimForCall,
   compactOutbox,
   failedReports,
-  isPending,
   markFailed,
   markSent,
   markUnconfirmed,
@@ -61,7 +62,14 @@ export function sqliteLedger(db: Db): Ledger {
     outbox: {
       pending: sync(pendingReports),
       failed: sync(failedReports),
-      isPending: sync(isPending),
+      pendingRow: sync(
+        (d: Db, identifier: string) =>
+          d
+            .select()
+            .from(meterReports)
+            .where(and(eq(meterReports.identifier, identifier), eq(meterReports.state, "pending")))
+            .get() ?? null,
+      ),
       claimForCall: sync(claimForCall),
       markSent: sync(markSent),
       setInDoubt: sync(setInDoubt),
