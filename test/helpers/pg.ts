@@ -33,6 +33,17 @@ export async function createTestDatabase(opts: { empty?: boolean } = {}): Promis
     url: withDatabase(inject("pgAdminUrl"), name),
     name,
     drop: async () => {
+      // pool.end() resolves before its connections have gone: a forced drop now would send
+      // them "terminating connection due to administrator command", which a client that is
+      // ending no longer has a listener for (an uncaught error). Wait for them first (2 s).
+      for (let i = 0; i < 100; i++) {
+        const left = await adminPool().query<{ n: string }>(
+          "select count(*) as n from pg_stat_activity where datname = $1",
+          [name],
+        );
+        if (Number(left.rows[0]?.n) === 0) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
       await adminPool().query(`drop database if exists ${name} with (force)`);
     },
   };
