@@ -1,6 +1,6 @@
 import type Stripe from "stripe";
 import type { Db } from "../db/client.ts";
-import { billingCustomers } from "../db/schema.ts";
+import { type BillingCustomer, billingCustomers } from "../db/schema.ts";
 import type { Ledger } from "../ledger/port.ts";
 import { findMeter } from "../reporting/stripe-setup.ts";
 import {
@@ -245,33 +245,37 @@ export function storeBilling(db: Db, rows: readonly CustomerBilling[]): void {
   );
 }
 
+/** A stored billing_customers row as the planner stamps by it (both ledgers read it so). */
+export function billingFromRow(r: BillingCustomer): CustomerBilling {
+  return {
+    customerId: r.customerId,
+    state: r.state,
+    detail: r.detail,
+    subscriptionId: r.subscriptionId,
+    itemId: r.itemId,
+    priceId: r.priceId,
+    periodStart: r.periodStart,
+    periodEnd: r.periodEnd,
+    previous:
+      r.prevStart === null || r.prevEnd === null
+        ? null
+        : {
+            start: r.prevStart,
+            end: r.prevEnd,
+            invoiceId: r.prevInvoiceId,
+            status: r.prevInvoiceStatus,
+            finalizesAt: r.prevFinalizesAt,
+            finalizedAt: r.prevFinalizedAt,
+          },
+    refreshedAt: r.refreshedAt,
+  };
+}
+
 /** What the planner stamps by: every customer's stored billing state. */
 export function loadBilling(db: Db): Map<string, CustomerBilling> {
   const out = new Map<string, CustomerBilling>();
-  for (const r of db.select().from(billingCustomers).all()) {
-    out.set(r.customerId, {
-      customerId: r.customerId,
-      state: r.state,
-      detail: r.detail,
-      subscriptionId: r.subscriptionId,
-      itemId: r.itemId,
-      priceId: r.priceId,
-      periodStart: r.periodStart,
-      periodEnd: r.periodEnd,
-      previous:
-        r.prevStart === null || r.prevEnd === null
-          ? null
-          : {
-              start: r.prevStart,
-              end: r.prevEnd,
-              invoiceId: r.prevInvoiceId,
-              status: r.prevInvoiceStatus,
-              finalizesAt: r.prevFinalizesAt,
-              finalizedAt: r.prevFinalizedAt,
-            },
-      refreshedAt: r.refreshedAt,
-    });
-  }
+  for (const r of db.select().from(billingCustomers).all())
+    out.set(r.customerId, billingFromRow(r));
   return out;
 }
 

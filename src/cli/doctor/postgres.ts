@@ -3,7 +3,7 @@
 // is never created and never migrated here.
 import type pg from "pg";
 import type { Config } from "../../config.ts";
-import { createPool, describeUrl, pgMigrationStatus } from "../../db/pg/client.ts";
+import { createPool, describeUrl, pgMigrationStatus, scrub } from "../../db/pg/client.ts";
 import { redactUrl } from "../../lib/redact-url.ts";
 import type { Add } from "./check.ts";
 
@@ -366,27 +366,5 @@ function fixSetting(name: string, value: string, source: string, url: string): s
       return `remove ${name} from the options of DATABASE_URL (or PGOPTIONS)`;
     default:
       return `set ${name} = ${value} on the server (ALTER SYSTEM SET ${name} = ${value}; SELECT pg_reload_conf(), or the provider's parameter group)`;
-  }
-}
-
-/** `message` with the URL's password (raw or URL-encoded) and the URL itself replaced */
-function scrub(message: string, url: string): string {
-  let out = message.split(url).join(redactUrl(url));
-  const secret = passwordOf(url);
-  if (secret)
-    for (const s of new Set([secret, encodeURIComponent(secret)])) out = out.split(s).join("***");
-  return out;
-}
-
-function passwordOf(url: string): string | undefined {
-  try {
-    const u = new URL(url);
-    return (
-      (u.password ? decodeURIComponent(u.password) : undefined) ??
-      u.searchParams.get("password") ??
-      undefined
-    );
-  } catch {
-    return undefined;
   }
 }

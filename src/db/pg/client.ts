@@ -78,14 +78,13 @@ function passwordOf(url: string): string | undefined {
   }
 }
 
-/** `message` with every occurrence of the URL's password (raw or URL-encoded) replaced */
-function scrub(message: string, url: string): string {
-  let out = message;
+/** `message` with the URL replaced by its redacted form, and its password (raw or URL-encoded) */
+export function scrub(message: string, url: string): string {
+  let out = message.split(url).join(redactUrl(url));
   const secret = passwordOf(url);
-  if (secret) {
+  if (secret)
     for (const s of new Set([secret, encodeURIComponent(secret)])) out = out.split(s).join("***");
-  }
-  return out.split(url).join(redactUrl(url));
+  return out;
 }
 
 // --- pools ---------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 import type pg from "pg";
 import type { CustomerBilling } from "../../billing/periods.ts";
+import { billingFromRow } from "../../billing/subscriptions.ts";
 import { installInt8Parser } from "../../db/pg/client.ts";
 import type { BillingCustomer } from "../../db/schema.ts";
 import { withTx } from "./tx.ts";
@@ -17,32 +18,6 @@ const BILLING_COLUMNS = `customer_id as "customerId", state, detail,
   prev_invoice_status as "prevInvoiceStatus", prev_finalizes_at as "prevFinalizesAt",
   prev_finalized_at as "prevFinalizedAt", refreshed_at as "refreshedAt"`;
 
-/** a stored row as the planner stamps by it (loadBilling's mapping) */
-function toBilling(r: BillingCustomer): CustomerBilling {
-  return {
-    customerId: r.customerId,
-    state: r.state,
-    detail: r.detail,
-    subscriptionId: r.subscriptionId,
-    itemId: r.itemId,
-    priceId: r.priceId,
-    periodStart: r.periodStart,
-    periodEnd: r.periodEnd,
-    previous:
-      r.prevStart === null || r.prevEnd === null
-        ? null
-        : {
-            start: r.prevStart,
-            end: r.prevEnd,
-            invoiceId: r.prevInvoiceId,
-            status: r.prevInvoiceStatus,
-            finalizesAt: r.prevFinalizesAt,
-            finalizedAt: r.prevFinalizedAt,
-          },
-    refreshedAt: r.refreshedAt,
-  };
-}
-
 export function pgBilling(pool: pg.Pool): {
   load(): Promise<Map<string, CustomerBilling>>;
   store(rows: readonly CustomerBilling[]): Promise<void>;
@@ -53,7 +28,7 @@ export function pgBilling(pool: pg.Pool): {
       const r = await pool.query<BillingCustomer>(
         `select ${BILLING_COLUMNS} from billing_customers order by customer_id collate "C"`,
       );
-      return new Map(r.rows.map((row) => [row.customerId, toBilling(row)]));
+      return new Map(r.rows.map((row) => [row.customerId, billingFromRow(row)]));
     },
 
     /**
