@@ -29,7 +29,7 @@ function flatQuery(q: Request["query"]): { values: Record<string, string> } | { 
 export function apiRouter(ctx: ApiContext): Router {
   const router = Router();
   for (const r of ROUTES) {
-    router.get(expressPath(r.path), (req: Request, res: Response) => {
+    router.get(expressPath(r.path), async (req: Request, res: Response) => {
       const flat = flatQuery(req.query);
       if ("repeated" in flat) {
         apiError(res, 400, "invalid_parameter", `${flat.repeated}: give it once`, flat.repeated);
@@ -64,7 +64,7 @@ export function apiRouter(ctx: ApiContext): Router {
         params = { ...params, ...path.data };
       }
       try {
-        res.json(r.handler(ctx, params));
+        res.json(await r.handler(ctx, params));
       } catch (err) {
         if (err instanceof CursorError)
           apiError(res, 400, "invalid_parameter", err.message, "starting_after");

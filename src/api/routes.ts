@@ -5,6 +5,7 @@ import { z } from "zod";
 import type { CustomerBilling } from "../billing/periods.ts";
 import type { Db } from "../db/client.ts";
 import { listQuarantineRows } from "../ingest/requeue.ts";
+import type { Ledger } from "../ledger/port.ts";
 import type { PlanSettings } from "../reporting/outbox.ts";
 import {
   CustomerDetail,
@@ -49,7 +50,10 @@ import {
 } from "../views/usage.ts";
 
 export type ApiContext = {
+  /** the SQLite connection of the views not yet behind the port (issue 11) */
   db: Db;
+  /** the ledger the views read through (src/ledger/port.ts) */
+  ledger: Ledger;
   now: () => number;
   planSettings: PlanSettings;
   /** the stored subscription periods (the reporter refreshes them) */
@@ -79,7 +83,7 @@ export type Route = {
   path_params?: AnyObject;
   query: AnyObject;
   response: z.ZodType;
-  handler: (ctx: ApiContext, params: Record<string, unknown>) => unknown;
+  handler: (ctx: ApiContext, params: Record<string, unknown>) => unknown | Promise<unknown>;
 };
 
 function route<Q extends AnyObject, P extends AnyObject = z.ZodObject<Record<never, never>>>(r: {
@@ -90,7 +94,7 @@ function route<Q extends AnyObject, P extends AnyObject = z.ZodObject<Record<nev
   path_params?: P;
   query: Q;
   response: z.ZodType;
-  handler: (ctx: ApiContext, params: z.output<Q> & z.output<P>) => unknown;
+  handler: (ctx: ApiContext, params: z.output<Q> & z.output<P>) => unknown | Promise<unknown>;
 }): Route {
   return r as unknown as Route;
 }

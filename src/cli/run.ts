@@ -85,6 +85,7 @@ async function run(role: Role): Promise<void> {
     const api = db
       ? {
           db,
+          ledger,
           now: Date.now,
           planSettings: reporterSettings(config),
           billing: () => loadBilling(db),

@@ -5,6 +5,8 @@ import type { PruneResult } from "../ingest/prune.ts";
 import type { IngestSummary } from "../ingest/summary.ts";
 import type { IngestSettings } from "../ingest/unit-of-work.ts";
 import type { PlanResult, PlanSettings } from "../reporting/outbox.ts";
+import type { AssignmentsPort } from "./assignments-port.ts";
+import type { ReadsPort } from "./reads-port.ts";
 
 // The storage port of the worker's path: ingest, planning, the outbox the reporter sends from,
 // billing state, retention (docs/adr/0011-storage-port.md). Two adapters implement it:
@@ -78,6 +80,12 @@ export interface Ledger {
     /** every customer some assignment names (the customers whose subscriptions are looked up) */
     billed(): Promise<string[]>;
   };
+
+  /** customer assignments: list, preview, assign, import (src/ledger/assignments-port.ts) */
+  readonly assignments: AssignmentsPort;
+
+  /** what the read commands, /api and the console show (src/ledger/reads-port.ts) */
+  readonly reads: ReadsPort;
 
   readonly billing: {
     load(): Promise<Map<string, CustomerBilling>>;

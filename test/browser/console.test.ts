@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createAdminApp } from "../../src/admin/app.ts";
 import { mountConsole } from "../../src/console/mount.ts";
 import { openDb } from "../../src/db/client.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createLogger } from "../../src/lib/logger.ts";
 import { runCli, tempDir } from "../helpers/process.ts";
 import { type ConsoleRig, consoleRig, launchChromium, login, shoot } from "./rig.ts";
@@ -571,6 +572,7 @@ describe("the console without ADMIN_TOKEN (loopback only)", () => {
     const logger = createLogger("silent");
     const api = {
       db,
+      ledger: sqliteLedger(db),
       now: Date.now,
       planSettings: { graceSeconds: 3600 },
       billing: () => new Map(),

@@ -1,10 +1,12 @@
 import type pg from "pg";
 import { pingPg, redactUrl } from "../../db/pg/client.ts";
 import type { Ledger } from "../port.ts";
+import { pgAssignments } from "./assignments.ts";
 import { pgBilledCustomers, pgBilling } from "./billing.ts";
 import { ingestJobPg } from "./ingest.ts";
 import { pgOutbox } from "./outbox.ts";
 import { planPg } from "./plan.ts";
+import { pgReads } from "./reads.ts";
 import { prunePg } from "./retention.ts";
 
 /**
@@ -26,6 +28,8 @@ export function pgLedger(
     plan: (run) => planPg(pool, run),
     outbox: pgOutbox(pool),
     customers: { billed: () => pgBilledCustomers(pool) },
+    assignments: pgAssignments(pool),
+    reads: pgReads(pool),
     billing,
     retention: { prune: (days, now) => prunePg(pool, days, now) },
     admin: {

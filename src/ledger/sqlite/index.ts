@@ -19,7 +19,9 @@ import {
   setInDoubt,
 } from "../../reporting/outbox.ts";
 import type { Ledger } from "../port.ts";
+import { sqliteAssignments } from "./assignments.ts";
 import { ingestJobSqlite, prepareIngest } from "./ingest.ts";
+import { sqliteReads } from "./reads.ts";
 
 /** SELECT 1 on the connection: "ok" or the driver's message (readiness). */
 export function sqlitePing(db: Db): string {
@@ -88,6 +90,8 @@ export function sqliteLedger(db: Db): Ledger {
       ),
     },
     customers: { billed: sync(assignmentCustomers) },
+    assignments: sqliteAssignments(db),
+    reads: sqliteReads(db),
     billing: { load: sync(loadBilling), store: sync(storeBilling) },
     retention: { prune: sync(pruneExpired) },
     admin: {
