@@ -7,7 +7,8 @@ record() {
     "$1" "$2" >>"$CI_CHECKS"
 }
 
-# record_suite NAME VITEST_REPORT EXIT_STATUS: a whole suite run counts as its tests
+# record_suite NAME VITEST_REPORT EXIT_STATUS: a whole suite run counts as its tests (those of every
+# vitest project in the report: sqlite and postgres)
 record_suite() {
   node -e 'process.stdout.write(`${JSON.stringify({ name: process.argv[1], vitest: process.argv[2], status: Number(process.argv[3]) })}\n`)' \
     "$1" "$2" "$3" >>"$CI_CHECKS"

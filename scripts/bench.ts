@@ -439,8 +439,8 @@ async function stripeCalls(redisUrl: string) {
     now: () => clock.now,
   };
   for (const [simSid, customer] of Object.entries(truth.customers)) {
-    assignCustomer({
-      db,
+    await assignCustomer({
+      ledger,
       now: from,
       input: {
         targetType: "sim",

@@ -15,6 +15,7 @@ import type { ParityRow } from "../src/billing/parity.ts";
 import { envSchema } from "../src/config.ts";
 import { importCustomersCsv } from "../src/customers/customers.ts";
 import { openDb } from "../src/db/client.ts";
+import { sqliteLedger } from "../src/ledger/sqlite/index.ts";
 import type { DriftRow } from "../src/reporting/reconcile.ts";
 import { simulateFleet } from "../src/simulate/fleet.ts";
 import { type SendProgress, sendDeliveries, writeCustomersCsv } from "../src/simulate/output.ts";
@@ -472,8 +473,8 @@ async function main(): Promise<number> {
     // Imported before the service starts, so this is the database's only writer at the time.
     const db = openDb(dbPath);
     try {
-      const imp = importCustomersCsv({
-        db,
+      const imp = await importCustomersCsv({
+        ledger: sqliteLedger(db),
         csv: readFileSync(csvPath, "utf8"),
         now: Date.now(),
       });

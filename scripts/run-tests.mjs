@@ -1,7 +1,9 @@
 // `npm test`: builds dist/ (the tests spawn bin/simmeter.mjs, which runs only dist/), then runs the
 // whole suite (unit, integration through real Redis/SQLite/HTTP, fault drills). vitest's global
 // setup starts a private redis-server and a private PostgreSQL cluster on free ports and stops them
-// at the end.
+// at the end. The run has two vitest projects (vitest.config.ts): sqlite, every file, and postgres,
+// the files converted to test/helpers/ledger.ts on the private PostgreSQL; extra arguments go to
+// vitest (`npm test -- --project postgres`, `npm test -- test/integration/ingest.test.ts`).
 import { spawnSync } from "node:child_process";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";

@@ -30,11 +30,6 @@ export type AdminDeps = {
   api?: ApiContext;
   /** more routes behind the same token (the console) */
   mount?: (app: express.Express) => void;
-  /**
-   * why this process has no operator API and console although it has a ledger (they read the
-   * SQLite ledger only so far): /api and /console answer 501 with it instead of 404
-   */
-  unavailable?: string;
 };
 
 const digest = (s: string) => createHash("sha256").update(s).digest();
@@ -198,13 +193,6 @@ export function createAdminApp(deps: AdminDeps): express.Express {
     });
   }
   deps.mount?.(app);
-  const unavailable = deps.unavailable;
-  if (unavailable && !deps.api) {
-    app.use(["/api", "/console"], (_req: Request, res: Response) => {
-      apiError(res, 501, "not_implemented", unavailable);
-    });
-  }
-
   app.use((req: Request, res: Response) => {
     apiError(res, 404, "not_found", `no route ${req.method} ${req.path}`);
   });

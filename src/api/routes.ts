@@ -3,7 +3,6 @@
 // Each handler is one call to a view (src/views/): the same function the CLI's --json prints.
 import { z } from "zod";
 import type { CustomerBilling } from "../billing/periods.ts";
-import type { Db } from "../db/client.ts";
 import { listQuarantineRows } from "../ingest/requeue.ts";
 import type { Ledger } from "../ledger/port.ts";
 import type { PlanSettings } from "../reporting/outbox.ts";
@@ -50,14 +49,10 @@ import {
 } from "../views/usage.ts";
 
 export type ApiContext = {
-  /** the SQLite connection of the views not yet behind the port (issue 11) */
-  db: Db;
   /** the ledger the views read through (src/ledger/port.ts) */
   ledger: Ledger;
   now: () => number;
   planSettings: PlanSettings;
-  /** the stored subscription periods (the reporter refreshes them) */
-  billing?: () => ReadonlyMap<string, CustomerBilling>;
   /**
    * Stripe, when STRIPE_SECRET_KEY is set: the console's invoice previews, parity and statements
    * (the API's routes answer from the ledger alone).
@@ -65,8 +60,9 @@ export type ApiContext = {
   stripe?: StripeAccess;
 };
 
-const storedBilling = (ctx: ApiContext): ReadonlyMap<string, CustomerBilling> =>
-  ctx.billing ? ctx.billing() : new Map();
+/** the stored subscription periods (the reporter refreshes them) */
+const storedBilling = (ctx: ApiContext): Promise<ReadonlyMap<string, CustomerBilling>> =>
+  ctx.ledger.billing.load();
 
 export class NotFound extends Error {
   override name = "NotFound";
@@ -116,7 +112,7 @@ export const ROUTES: Route[] = [
     tag: "usage",
     query: UsageParams,
     response: UsageList,
-    handler: (ctx, p) => usageList(ctx.db, p),
+    handler: (ctx, p) => usageList(ctx.ledger, p),
   }),
   route({
     path: "/api/usage/unmapped",
@@ -126,7 +122,7 @@ export const ROUTES: Route[] = [
     tag: "usage",
     query: UnmappedParams,
     response: UnmappedList,
-    handler: (ctx, p) => unmappedList(ctx.db, p),
+    handler: (ctx, p) => unmappedList(ctx.ledger, p),
   }),
   route({
     path: "/api/quarantine",
@@ -136,7 +132,7 @@ export const ROUTES: Route[] = [
     tag: "quarantine",
     query: QuarantineParams,
     response: QuarantineList,
-    handler: (ctx, p) => quarantineList(ctx.db, p),
+    handler: (ctx, p) => quarantineList(ctx.ledger, p),
   }),
   route({
     path: "/api/quarantine/{id}",
@@ -146,8 +142,8 @@ export const ROUTES: Route[] = [
     path_params: QuarantineId,
     query: z.object({}),
     response: QuarantineItem,
-    handler: (ctx, p) => {
-      const [row] = listQuarantineRows(ctx.db, { ids: [p.id], limit: 1 });
+    handler: async (ctx, p) => {
+      const [row] = await listQuarantineRows(ctx.ledger, { ids: [p.id], limit: 1 });
       if (!row) throw new NotFound(`no quarantine row ${p.id}`);
       return quarantineItem(row);
     },
@@ -160,7 +156,7 @@ export const ROUTES: Route[] = [
     tag: "usage",
     query: AnomalyParams,
     response: AnomalyList,
-    handler: (ctx, p) => anomalyList(ctx.db, p),
+    handler: (ctx, p) => anomalyList(ctx.ledger, p),
   }),
   route({
     path: "/api/customers",
@@ -170,7 +166,7 @@ export const ROUTES: Route[] = [
     tag: "customers",
     query: AssignmentParams,
     response: AssignmentList,
-    handler: (ctx, p) => assignmentList(ctx.db, p),
+    handler: (ctx, p) => assignmentList(ctx.ledger, p),
   }),
   route({
     path: "/api/report/status",
@@ -180,12 +176,7 @@ export const ROUTES: Route[] = [
     tag: "reporting",
     query: z.object({}),
     response: ReportStatus,
-    handler: (ctx) =>
-      reportStatusView(ctx.db, {
-        now: ctx.now(),
-        settings: ctx.planSettings,
-        ...(ctx.billing ? { billing: ctx.billing() } : {}),
-      }),
+    handler: (ctx) => reportStatusView(ctx.ledger, { now: ctx.now(), settings: ctx.planSettings }),
   }),
   route({
     path: "/api/report/rows",
@@ -195,7 +186,7 @@ export const ROUTES: Route[] = [
     tag: "reporting",
     query: OutboxRowParams,
     response: OutboxRowList,
-    handler: (ctx, p) => outboxRowList(ctx.db, p),
+    handler: (ctx, p) => outboxRowList(ctx.ledger, p),
   }),
   route({
     path: "/api/overview",
@@ -205,11 +196,11 @@ export const ROUTES: Route[] = [
     tag: "reporting",
     query: z.object({}),
     response: Overview,
-    handler: (ctx) =>
-      overviewView(ctx.db, {
+    handler: async (ctx) =>
+      overviewView(ctx.ledger, {
         now: ctx.now(),
         settings: ctx.planSettings,
-        billing: storedBilling(ctx),
+        billing: await storedBilling(ctx),
       }),
   }),
   route({
@@ -220,7 +211,7 @@ export const ROUTES: Route[] = [
     tag: "usage",
     query: UsageSeriesParams,
     response: UsageSeries,
-    handler: (ctx, p) => usageSeries(ctx.db, p, ctx.now()),
+    handler: (ctx, p) => usageSeries(ctx.ledger, p, ctx.now()),
   }),
   route({
     path: "/api/ingest/lag",
@@ -230,7 +221,7 @@ export const ROUTES: Route[] = [
     tag: "usage",
     query: IngestLagParams,
     response: IngestLag,
-    handler: (ctx, p) => ingestLag(ctx.db, p, ctx.now()),
+    handler: (ctx, p) => ingestLag(ctx.ledger, p, ctx.now()),
   }),
   route({
     path: "/api/customers/summary",
@@ -240,7 +231,7 @@ export const ROUTES: Route[] = [
     tag: "customers",
     query: CustomerSummaryParams,
     response: CustomerSummaryList,
-    handler: (ctx, p) => customerSummaryList(ctx.db, p, storedBilling(ctx)),
+    handler: async (ctx, p) => customerSummaryList(ctx.ledger, p, await storedBilling(ctx)),
   }),
   route({
     path: "/api/customers/{customer}",
@@ -251,9 +242,9 @@ export const ROUTES: Route[] = [
     path_params: CustomerParams,
     query: z.object({}),
     response: CustomerDetail,
-    handler: (ctx, p) => {
+    handler: async (ctx, p) => {
       try {
-        return customerDetail(ctx.db, p.customer, storedBilling(ctx));
+        return await customerDetail(ctx.ledger, p.customer, await storedBilling(ctx));
       } catch (err) {
         if (err instanceof UnknownCustomer) throw new NotFound(err.message);
         throw err;
@@ -269,9 +260,9 @@ export const ROUTES: Route[] = [
     path_params: SimParams,
     query: SimQuery,
     response: SimDetail,
-    handler: (ctx, p) => {
+    handler: async (ctx, p) => {
       try {
-        return simDetail(ctx.db, p.sim, p);
+        return await simDetail(ctx.ledger, p.sim, p);
       } catch (err) {
         if (err instanceof UnknownSim) throw new NotFound(err.message);
         throw err;

@@ -1,9 +1,6 @@
-import { and, gte, lt } from "drizzle-orm";
 import type Stripe from "stripe";
 import { dayStart } from "../accounting/buckets.ts";
-import { customerResolver } from "../customers/customers.ts";
-import type { Db } from "../db/client.ts";
-import { meterReports, sims, usageHourly } from "../db/schema.ts";
+import type { Ledger } from "../ledger/port.ts";
 import type { CustomerBilling } from "./periods.ts";
 
 // Invoice parity and per-SIM statements: what the customer pays is what the invoice shows, so
@@ -113,9 +110,16 @@ export type PeriodLedger = {
   unreported: number;
 };
 
+/** What the parity and statement functions read: the usage of the period's hours and the outbox. */
+export type ParityLedger = Pick<Ledger, "customers" | "outbox">;
+
 /** The ledger's side of one customer's period. */
-export function periodLedger(db: Db, customerId: string, start: number, end: number): PeriodLedger {
-  const resolver = customerResolver(db);
+export async function periodLedger(
+  ledger: ParityLedger,
+  customerId: string,
+  start: number,
+  end: number,
+): Promise<PeriodLedger> {
   const out: PeriodLedger = {
     counted: 0,
     bySim: new Map(),
@@ -125,12 +129,8 @@ export function periodLedger(db: Db, customerId: string, start: number, end: num
     pending: 0,
     unreported: 0,
   };
-  for (const u of db
-    .select()
-    .from(usageHourly)
-    .where(and(gte(usageHourly.hour, start), lt(usageHourly.hour, end)))
-    .all()) {
-    if (u.bytes === 0 || resolver.resolve(u.simSid, u.hour) !== customerId) continue;
+  for (const u of await ledger.customers.usageOwned(start, end)) {
+    if (u.bytes === 0 || u.customer !== customerId) continue;
     out.counted += u.bytes;
     const s = out.bySim.get(u.simSid) ?? { bytes: 0, byDay: new Map<number, number>() };
     s.bytes += u.bytes;
@@ -140,7 +140,7 @@ export function periodLedger(db: Db, customerId: string, start: number, end: num
   }
   const lateIn = new Map<number, number>();
   let rowsForOwnHours = 0;
-  for (const r of db.select().from(meterReports).all()) {
+  for (const r of await ledger.outbox.touching(start, end)) {
     if (r.customerId !== customerId || !COUNTED_STATES.has(r.state)) continue;
     const t = r.timestamp * 1000;
     const ownHour = r.hour >= start && r.hour < end;
@@ -182,7 +182,7 @@ const iso = (ms: number) => new Date(ms).toISOString();
 
 /** Invoice parity for one customer and period: counted, reported and invoiced bytes side by side. */
 export async function invoiceParity(
-  db: Db,
+  ledger: ParityLedger,
   stripe: Stripe,
   b: CustomerBilling,
   choice: PeriodChoice,
@@ -205,7 +205,7 @@ export async function invoiceParity(
       problem: period,
     };
   }
-  const l = periodLedger(db, b.customerId, period.start, period.end);
+  const l = await periodLedger(ledger, b.customerId, period.start, period.end);
   const q = await invoiceQuantity(stripe, b, period);
   return {
     customer: b.customerId,
@@ -257,7 +257,7 @@ export type Statement = {
  * yet reported) that equals the invoice line quantity once everything is reported.
  */
 export async function statement(
-  db: Db,
+  ledger: ParityLedger,
   stripe: Stripe,
   b: CustomerBilling,
   choice: PeriodChoice,
@@ -265,14 +265,8 @@ export async function statement(
 ): Promise<Statement> {
   const period = await resolvePeriod(stripe, b, choice);
   if (typeof period === "string") throw new Error(`${b.customerId}: ${period}`);
-  const l = periodLedger(db, b.customerId, period.start, period.end);
-  const info = new Map(
-    db
-      .select()
-      .from(sims)
-      .all()
-      .map((s) => [s.simSid, s]),
-  );
+  const l = await periodLedger(ledger, b.customerId, period.start, period.end);
+  const info = await ledger.customers.sims([...l.bySim.keys()]);
   const lines: StatementLine[] = [];
   for (const [simSid, s] of [...l.bySim.entries()].sort(([a], [c]) => (a < c ? -1 : 1))) {
     const base = {

@@ -10,11 +10,10 @@ import {
 } from "../billing/parity.ts";
 import { refreshBilling } from "../billing/subscriptions.ts";
 import type { Config } from "../config.ts";
-import type { Db } from "../db/client.ts";
-import { sqliteLedger } from "../ledger/sqlite/index.ts";
+import type { Ledger } from "../ledger/port.ts";
 import { createStripe } from "../reporting/stripe.ts";
 import { statementCsv } from "../views/parity.ts";
-import { cliContext, table } from "./context.ts";
+import { cliLedger, table } from "./context.ts";
 
 // Commands about what the invoice shows: per-SIM statements and invoice parity (reconcile --period).
 
@@ -36,14 +35,14 @@ export function parseFormat(v: string): Format {
 /** `reconcile --period`: invoice parity per customer; exits 1 on any difference. */
 export async function reconcilePeriod(
   config: Config,
-  db: Db,
+  ledger: Ledger,
   choice: PeriodChoice,
   format: Format,
 ): Promise<void> {
   const stripe = createStripe(config);
   // Looked up, not stored: the database is open read-only.
   const billing = await refreshBilling({
-    ledger: sqliteLedger(db),
+    ledger,
     stripe,
     eventName: config.STRIPE_METER_EVENT_NAME,
     now: Date.now(),
@@ -53,7 +52,7 @@ export async function reconcilePeriod(
   for (const b of billing.values()) {
     // An invoice id names one customer's invoice; skip the others.
     if (typeof choice === "object" && b.state !== "ok") continue;
-    const r = await invoiceParity(db, stripe, b, choice);
+    const r = await invoiceParity(ledger, stripe, b, choice);
     if (typeof choice === "object" && r.problem?.includes("another customer")) continue;
     if (typeof choice === "object" && r.problem?.includes("has no line for")) continue;
     rows.push(r);
@@ -120,19 +119,25 @@ export function registerBillingCommands(program: Command): void {
         by: "period" | "day";
         format: Format;
       }) => {
-        const { config, db } = cliContext({ stripe: true, db: "read" }, "warn");
+        const { config, opened } = await cliLedger({ stripe: true, db: "read" }, "warn");
+        const { ledger } = opened;
         const stripe = createStripe(config);
-        const billing = await refreshBilling({
-          ledger: sqliteLedger(db),
-          stripe,
-          eventName: config.STRIPE_METER_EVENT_NAME,
-          now: Date.now(),
-          dryRun: true,
-        });
-        const b = billing.get(o.customer);
-        if (!b) throw new Error(`${o.customer} is not a mapped customer (simmeter customers list)`);
-        const s = await statement(db, stripe, b, o.period, o.by);
-        db.$client.close();
+        let s: Statement;
+        try {
+          const billing = await refreshBilling({
+            ledger,
+            stripe,
+            eventName: config.STRIPE_METER_EVENT_NAME,
+            now: Date.now(),
+            dryRun: true,
+          });
+          const b = billing.get(o.customer);
+          if (!b)
+            throw new Error(`${o.customer} is not a mapped customer (simmeter customers list)`);
+          s = await statement(ledger, stripe, b, o.period, o.by);
+        } finally {
+          await ledger.admin.close();
+        }
         if (o.format === "json") process.stdout.write(`${JSON.stringify(s, null, 2)}\n`);
         else if (o.format === "csv") process.stdout.write(statementCsv(s));
         else process.stdout.write(statementText(s));

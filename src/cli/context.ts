@@ -1,13 +1,11 @@
 import { InvalidArgumentError } from "commander";
 import pino from "pino";
 import { type Config, ConfigError, type ConfigNeeds, loadConfig } from "../config.ts";
-import { type Db, type OpenMode, openDb } from "../db/client.ts";
+import type { OpenMode } from "../db/client.ts";
 import { type OpenedLedger, openLedger } from "../ledger/open.ts";
 import { createLogger, type Logger } from "../lib/logger.ts";
 import { parseUtcTime } from "../lib/time.ts";
 import { type List, MAX_PAGE, snakeKeys } from "../views/json.ts";
-
-export type CliContext = { config: Config; logger: Logger; db: Db };
 
 /**
  * How a command opens the database:
@@ -48,35 +46,10 @@ export function cliConfig(
 }
 
 /**
- * Loads config (exit 2 with the message on a bad value) and opens the database as `needs.db`
- * says; without it, as the service does (`create`). A database that cannot be opened as asked
- * throws a DatabaseOpenError naming the path and the fix.
- */
-export function cliContext(needs: CliNeeds = {}, logLevel?: string): CliContext {
-  const { db: mode = "create", role: _role, ...configNeeds } = needs;
-  const { config, logger } = cliConfig(configNeeds, logLevel);
-  if (config.DATABASE_URL) {
-    process.stderr.write(
-      "simmeter: this command reads the SQLite ledger only so far; with DATABASE_URL (PostgreSQL) " +
-        "the service roles (start, serve, work) and replay run, the other commands do not yet; " +
-        "unset DATABASE_URL to use them on a SQLite ledger\n",
-    );
-    process.exit(2);
-  }
-  try {
-    const db = openDb(config.DATABASE_PATH, { mode });
-    return { config, logger, db };
-  } catch (err) {
-    if (!configNeeds.admin) throw err;
-    fatalJson("cannot open the database", (err as Error).message);
-    process.exit(1);
-  }
-}
-
-/**
- * As cliContext, for the commands that run on either ledger (the service roles): opens what
- * DATABASE_URL or DATABASE_PATH selects. A ledger that cannot be opened stops the process: a
- * JSON line for the service roles (exit 1), the error thrown otherwise.
+ * Loads config (exit 2 with the message on a bad value) and opens the ledger DATABASE_URL or
+ * DATABASE_PATH selects, as `needs.db` says (without it, as the service does: `create`). A ledger
+ * that cannot be opened stops the process: a JSON line for the service roles (exit 1), the error
+ * (a DatabaseOpenError naming the path or server and the fix) thrown otherwise.
  */
 export async function cliLedger(
   needs: CliNeeds = {},

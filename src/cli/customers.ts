@@ -6,11 +6,10 @@ import {
   type ImportResult,
   importCustomersCsv,
   type Move,
-  previewMoves,
 } from "../customers/customers.ts";
 import type { TargetType } from "../customers/resolve.ts";
-import { assignmentList } from "../views/customers.ts";
-import { cliContext, collectList, printList, timeOption, UsageError } from "./context.ts";
+import { assignmentPage } from "../views/customers.ts";
+import { cliLedger, collectList, printList, timeOption, UsageError } from "./context.ts";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -38,7 +37,7 @@ export function registerCustomerCommands(program: Command): void {
       "allow moving usage already attributed to another customer to this one (prints what moves)",
     )
     .action(
-      (
+      async (
         id: string,
         o: {
           sim?: boolean;
@@ -52,7 +51,7 @@ export function registerCustomerCommands(program: Command): void {
         const kinds = (["sim", "iccid", "fleet"] as const).filter((k) => o[k]);
         if (kinds.length !== 1) throw new UsageError("give exactly one of --sim, --iccid, --fleet");
         // A mistyped DATABASE_PATH must not start a new, empty ledger: the file must exist.
-        const { db } = cliContext({ db: "write" }, "warn");
+        const { ledger } = (await cliLedger({ db: "write" }, "warn")).opened;
         try {
           const input = {
             targetType: kinds[0] as TargetType,
@@ -61,14 +60,20 @@ export function registerCustomerCommands(program: Command): void {
             ...(o.from !== undefined ? { effectiveFrom: o.from } : {}),
           };
           const now = Date.now();
-          const moves = o.rebill ? previewMoves(db, [input], now) : [];
-          const a = assignCustomer({ db, now, rebill: Boolean(o.rebill), input });
+          // Without --rebill an assignment that moves usage is refused: the moves are only ever
+          // the ones a re-bill made, in the same transaction.
+          const { assignment: a, moves } = await assignCustomer({
+            ledger,
+            now,
+            rebill: Boolean(o.rebill),
+            input,
+          });
           for (const line of describeMoves(moves)) process.stdout.write(`re-billed: ${line}\n`);
           process.stdout.write(
             `${a.targetType} ${a.targetId} → ${a.customerId} from ${iso(a.effectiveFrom)}\n`,
           );
         } finally {
-          db.$client.close();
+          await ledger.admin.close();
         }
       },
     );
@@ -80,7 +85,7 @@ export function registerCustomerCommands(program: Command): void {
     .argument("<file>", "CSV file")
     .option("--rebill", "allow rows that move usage already attributed to another customer")
     .option("--json", "print a JSON summary")
-    .action((file: string, o: { rebill?: boolean; json?: boolean }) => {
+    .action(async (file: string, o: { rebill?: boolean; json?: boolean }) => {
       let csv: string;
       try {
         csv = readFileSync(file, "utf8");
@@ -89,12 +94,12 @@ export function registerCustomerCommands(program: Command): void {
           `${file}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`,
         );
       }
-      const { db } = cliContext({ db: "write" }, "warn");
+      const { ledger } = (await cliLedger({ db: "write" }, "warn")).opened;
       let r: ImportResult;
       try {
-        r = importCustomersCsv({ db, csv, now: Date.now(), rebill: Boolean(o.rebill) });
+        r = await importCustomersCsv({ ledger, csv, now: Date.now(), rebill: Boolean(o.rebill) });
       } finally {
-        db.$client.close();
+        await ledger.admin.close();
       }
       if (r.errors.length > 0) process.exitCode = 1;
       if (o.json) {
@@ -117,12 +122,13 @@ export function registerCustomerCommands(program: Command): void {
     .command("list")
     .description("list assignments")
     .option("--json", "print JSON")
-    .action((o: { json?: boolean }) => {
-      const { db } = cliContext({ db: "read" }, "warn");
+    .action(async (o: { json?: boolean }) => {
+      const { ledger } = (await cliLedger({ db: "read" }, "warn")).opened;
       try {
+        const all = await ledger.assignments.list();
         printList(
           Boolean(o.json),
-          collectList((page) => assignmentList(db, page)),
+          collectList((page) => assignmentPage(all, page)),
           "no assignments: simmeter customers assign --sim HS… --customer cus_…",
           (rows) =>
             rows.map((a) => ({
@@ -133,7 +139,7 @@ export function registerCustomerCommands(program: Command): void {
             })),
         );
       } finally {
-        db.$client.close();
+        await ledger.admin.close();
       }
     });
 }

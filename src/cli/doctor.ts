@@ -2,6 +2,10 @@
 // check fails (with --strict, when one warns too).
 import type { Command } from "commander";
 import type { Config } from "../config.ts";
+import type { Db } from "../db/client.ts";
+import { openLedger } from "../ledger/open.ts";
+import type { Ledger } from "../ledger/port.ts";
+import { sqliteLedger } from "../ledger/sqlite/index.ts";
 import { VERSION } from "../lib/version.ts";
 import { createStripe } from "../reporting/stripe.ts";
 import { cliConfig, table } from "./context.ts";
@@ -75,33 +79,19 @@ function summary(checks: Check[], strict: boolean): string {
   }${strict && warns ? " (--strict: warnings fail)" : ""}`;
 }
 
+const sqliteOf = (db: Db | null): Ledger | null => (db ? sqliteLedger(db) : null);
+
 /**
- * The checks that read the ledger's contents and so run on SQLite only so far (doctorLedger,
- * doctorReporting, doctorStripe's customers and subscriptions), as this configuration would run
- * them: their names and what they look at.
+ * The server checks, then the ledger opened read-only for the checks of its contents; null when
+ * it cannot be opened (the server checks say why).
  */
-function sqliteOnlyChecks(config: Config): { names: string[]; what: string }[] {
-  const skipped: { names: string[]; what: string }[] = [];
-  if (config.BILLING_MODE === "ended-only")
-    skipped.push({
-      names: ["billing mode"],
-      what: "ended events refused for want of cumulative totals",
-    });
-  skipped.push(
-    { names: ["quarantine"], what: "events not counted" },
-    { names: ["unmapped usage"], what: "usage no customer assignment covers" },
-    { names: ["outbox"], what: "stopped and pending rows" },
-  );
-  if (config.STRIPE_SECRET_KEY)
-    skipped.push(
-      { names: ["reporting"], what: "the last report sent" },
-      { names: ["customers"], what: "the mapped customers exist in Stripe" },
-      {
-        names: ["subscriptions", "invoice grace"],
-        what: "their items on the meter, their periods",
-      },
-    );
-  return skipped;
+async function doctorPostgresLedger(config: Config, add: Add): Promise<Ledger | null> {
+  await doctorPostgres(config, add);
+  try {
+    return (await openLedger(config, { mode: "read", role: "doctor" })).ledger;
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -115,21 +105,13 @@ async function runDoctor(config: Config): Promise<Check[]> {
     checks.push({ name, status, detail, extra });
 
   const postgres = Boolean(config.DATABASE_URL);
-  if (postgres) await doctorPostgres(config, add);
-  const db = postgres ? null : doctorDatabase(config, add);
+  const ledger = postgres
+    ? await doctorPostgresLedger(config, add)
+    : sqliteOf(doctorDatabase(config, add));
   const redis = await doctorRedis(config, add);
   try {
-    if (postgres) {
-      const skipped = sqliteOnlyChecks(config);
-      add(
-        "ledger contents",
-        "warn",
-        `not checked: ${skipped.map((s) => `${s.names.join(", ")} (${s.what})`).join("; ")}: these checks read the SQLite ledger only so far, not PostgreSQL`,
-        { skipped: skipped.flatMap((s) => s.names) },
-      );
-    }
-    if (db) doctorLedger(config, db, add);
-    if (db && config.STRIPE_SECRET_KEY) await doctorReporting(config, db, redis, add);
+    if (ledger) await doctorLedger(config, ledger, add);
+    if (ledger && config.STRIPE_SECRET_KEY) await doctorReporting(config, ledger, redis, add);
     doctorWebhook(config, add);
     if (!config.STRIPE_SECRET_KEY) {
       add(
@@ -138,11 +120,11 @@ async function runDoctor(config: Config): Promise<Check[]> {
         "STRIPE_SECRET_KEY is not set: reporting is disabled (usage is counted, not sent to Stripe)",
       );
     } else {
-      await doctorStripe(createStripe(config), config, db, add);
+      await doctorStripe(createStripe(config), config, ledger, add);
     }
   } finally {
     redis?.disconnect();
-    db?.$client.close();
+    await ledger?.admin.close();
   }
   return checks;
 }

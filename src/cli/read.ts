@@ -1,6 +1,5 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { Redis } from "ioredis";
-import type { Db } from "../db/client.ts";
 import { createIngestQueue } from "../ingest/queue.ts";
 import {
   enqueueRequeue,
@@ -17,15 +16,16 @@ import {
   retryFailedJobs,
   selectFailedJobs,
 } from "../ingest/requeue.ts";
+import type { Ledger } from "../ledger/port.ts";
 import type { Logger } from "../lib/logger.ts";
 import { createRedis, waitReady } from "../lib/redis.ts";
 import { type Granularity, listEventCounts } from "../usage/query.ts";
+import { type List, MAX_PAGE } from "../views/json.ts";
 import { anomalyList, quarantineList } from "../views/quarantine.ts";
 import { unmappedList, usageList } from "../views/usage.ts";
 import {
   cliConfig,
-  cliContext,
-  collectList,
+  cliLedger,
   positiveInt,
   positiveInts,
   printJsonOrTable,
@@ -53,7 +53,7 @@ export function registerReadCommands(program: Command): void {
     .option("--unmapped", "only SIMs with usage that no customer assignment covers")
     .option("--json", "print JSON")
     .action(
-      (o: {
+      async (o: {
         sim?: string[];
         from?: number;
         to?: number;
@@ -61,18 +61,18 @@ export function registerReadCommands(program: Command): void {
         json?: boolean;
         unmapped?: boolean;
       }) => {
-        const { db } = cliContext({ db: "read" }, "warn");
+        const { ledger } = (await cliLedger({ db: "read" }, "warn")).opened;
         try {
           if (o.unmapped) {
             printList(
               Boolean(o.json),
-              collectList((page) => unmappedList(db, page)),
+              await collectListAsync((page) => unmappedList(ledger, page)),
               "every SIM with usage is mapped to a customer",
             );
             return;
           }
-          const list = collectList((page) =>
-            usageList(db, {
+          const list = await collectListAsync((page) =>
+            usageList(ledger, {
               granularity: o.by,
               ...(o.sim ? { sim: o.sim.join(",") } : {}),
               ...(o.from !== undefined ? { from: o.from } : {}),
@@ -82,7 +82,7 @@ export function registerReadCommands(program: Command): void {
           );
           printList(Boolean(o.json), list, "no usage recorded for this selection");
         } finally {
-          db.$client.close();
+          await ledger.admin.close();
         }
       },
     );
@@ -103,14 +103,14 @@ export function registerReadCommands(program: Command): void {
       timeOption("--since"),
     )
     .option("--json", "print JSON")
-    .action((o: { limit: number; kind?: string; since?: number; json?: boolean }) => {
-      const { db } = cliContext({ db: "read" }, "warn");
+    .action(async (o: { limit: number; kind?: string; since?: number; json?: boolean }) => {
+      const { ledger } = (await cliLedger({ db: "read" }, "warn")).opened;
       try {
         printList(
           Boolean(o.json),
-          collectList(
+          await collectListAsync(
             (page) =>
-              anomalyList(db, {
+              anomalyList(ledger, {
                 ...(o.kind !== undefined ? { kind: o.kind } : {}),
                 ...(o.since !== undefined ? { since: o.since } : {}),
                 ...page,
@@ -120,7 +120,7 @@ export function registerReadCommands(program: Command): void {
           "no anomalies",
         );
       } finally {
-        db.$client.close();
+        await ledger.admin.close();
       }
     });
 
@@ -130,18 +130,45 @@ export function registerReadCommands(program: Command): void {
       "non-billing events per SIM per day and type over the last 7 days (rejection storms)",
     )
     .option("--json", "print JSON")
-    .action((o: { json?: boolean }) => {
-      const { db } = cliContext({ db: "read" }, "warn");
+    .action(async (o: { json?: boolean }) => {
+      const { ledger } = (await cliLedger({ db: "read" }, "warn")).opened;
       try {
-        const rows = listEventCounts(db).map((r) => ({
+        const rows = (await listEventCounts(ledger)).map((r) => ({
           ...r,
           day: new Date(r.day).toISOString().slice(0, 10),
         }));
         printJsonOrTable(Boolean(o.json), rows, "no non-billing events in the last 7 days");
       } finally {
-        db.$client.close();
+        await ledger.admin.close();
       }
     });
+}
+
+/**
+ * collectList (src/cli/context.ts) over a view that answers asynchronously (through the ledger
+ * port): every row, or the first `max` with has_more saying whether more exist.
+ */
+async function collectListAsync<T>(
+  fetchPage: (page: { limit: number; starting_after?: string }) => Promise<List<T>>,
+  max = Number.POSITIVE_INFINITY,
+): Promise<List<T>> {
+  const data: T[] = [];
+  let cursor: string | undefined;
+  for (;;) {
+    const limit = Math.min(MAX_PAGE, max - data.length);
+    const page = await fetchPage({
+      limit,
+      ...(cursor !== undefined ? { starting_after: cursor } : {}),
+    });
+    data.push(...page.data);
+    if (!page.has_more || page.next_starting_after === null) {
+      return { object: "list", data, has_more: false, next_starting_after: null };
+    }
+    cursor = page.next_starting_after;
+    if (data.length >= max) {
+      return { object: "list", data, has_more: true, next_starting_after: cursor };
+    }
+  }
 }
 
 /** Repeatable Super SIM SIDs: a mistyped one would only find "no usage". */
@@ -235,13 +262,13 @@ function registerQuarantineCommands(program: Command): void {
     .option("--reason <text>", "only rows whose reason contains TEXT (case-insensitive)")
     .option("--since <time>", "only rows received at or after this UTC time", timeOption("--since"))
     .option("--json", "print JSON (includes the raw event)")
-    .action((o: { limit: number; reason?: string; since?: number; json?: boolean }) => {
+    .action(async (o: { limit: number; reason?: string; since?: number; json?: boolean }) => {
       const since = o.since;
-      const { db } = cliContext({ db: "read" }, "warn");
+      const { ledger } = (await cliLedger({ db: "read" }, "warn")).opened;
       try {
-        const list = collectList(
+        const list = await collectListAsync(
           (page) =>
-            quarantineList(db, {
+            quarantineList(ledger, {
               ...(o.reason !== undefined ? { reason: o.reason } : {}),
               ...(since !== undefined ? { since } : {}),
               ...page,
@@ -273,7 +300,7 @@ function registerQuarantineCommands(program: Command): void {
             })),
         );
       } finally {
-        db.$client.close();
+        await ledger.admin.close();
       }
     });
 
@@ -299,14 +326,17 @@ function registerQuarantineCommands(program: Command): void {
         json?: boolean;
       }) => {
         const since = o.since;
-        const { config, logger, db } = cliContext({ db: o.dryRun ? "read" : "write" }, "warn");
+        const { config, logger, opened } = await cliLedger(
+          { db: o.dryRun ? "read" : "write" },
+          "warn",
+        );
         try {
-          await requeueCommand(db, config, logger, {
+          await requeueCommand(opened.ledger, config, logger, {
             ...o,
             ...(since !== undefined ? { sinceMs: since } : {}),
           });
         } finally {
-          db.$client.close();
+          await opened.ledger.admin.close();
         }
       },
     );
@@ -323,12 +353,12 @@ type RequeueCliOptions = {
 };
 
 async function requeueCommand(
-  db: Db,
+  ledger: Ledger,
   config: { REDIS_URL: string; REDIS_PREFIX: string },
   logger: Logger,
   o: RequeueCliOptions,
 ): Promise<void> {
-  const items = planRequeue(db, {
+  const items = await planRequeue(ledger, {
     ...(o.id ? { ids: o.id } : {}),
     ...(o.reason !== undefined ? { reason: o.reason } : {}),
     ...(o.sinceMs !== undefined ? { since: o.sinceMs } : {}),
@@ -391,7 +421,7 @@ async function requeueCommand(
     const running = await ingestWorkerRunning(c.queue);
     const waiting = o.wait && running;
     if (waiting) waiter = await JobWaiter.open(c.events, config.REDIS_PREFIX);
-    const jobs = await enqueueRequeue({ db, queue: c.queue, items, now: Date.now });
+    const jobs = await enqueueRequeue({ ledger, queue: c.queue, items, now: Date.now });
     out(`${plural(items.length, "event")} requeued: ${idList(items.map((it) => it.id))}`);
     if (mergedNote) out(mergedNote);
     const ends = new Map<string, JobEnd>();
@@ -406,26 +436,34 @@ async function requeueCommand(
         );
       show();
       const byId = new Map(jobs.map((j) => [j.jobId, j]));
+      // each ended job's outcomes are read as it ends, for the progress line; awaited below
+      const tallied: Promise<void>[] = [];
       const seen = await waiter.wait(
         jobs.map((j) => j.jobId),
         o.timeout * 1000,
         (jobId, end) => {
           const job = byId.get(jobId);
           if (!job) return;
-          for (const x of requeueOutcomes(db, job, end)) {
-            tally.done++;
-            if (x.outcome === "counted") tally.counted++;
-            if (x.outcome === "duplicate") tally.duplicate++;
-            if (x.outcome === "quarantined") tally.quarantined++;
-          }
-          show();
+          tallied.push(
+            requeueOutcomes(ledger, job, end).then((outcomes) => {
+              for (const x of outcomes) {
+                tally.done++;
+                if (x.outcome === "counted") tally.counted++;
+                if (x.outcome === "duplicate") tally.duplicate++;
+                if (x.outcome === "quarantined") tally.quarantined++;
+              }
+              show();
+            }),
+          );
         },
       );
+      await Promise.all(tallied);
       bar.done();
       for (const [k, v] of seen) ends.set(k, v);
       timedOut = ends.size < jobs.length;
     }
-    const outcomes = jobs.flatMap((j) => requeueOutcomes(db, j, ends.get(j.jobId)));
+    const outcomes: RequeueOutcome[] = [];
+    for (const j of jobs) outcomes.push(...(await requeueOutcomes(ledger, j, ends.get(j.jobId))));
     const pendingJobs = jobs.filter((j) => !ends.has(j.jobId)).map((j) => j.jobId);
     const attempts = timedOut ? await lastAttemptErrors(c.queue, pendingJobs) : [];
     if (timedOut || outcomes.some((x) => x.outcome === "failed")) process.exitCode = 1;

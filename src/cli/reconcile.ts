@@ -5,6 +5,7 @@ import { HOUR_MS, hourStart } from "../accounting/buckets.ts";
 import type { PeriodChoice } from "../billing/parity.ts";
 import { MissingMeterError } from "../billing/subscriptions.ts";
 import type { Config } from "../config.ts";
+import type { Ledger } from "../ledger/port.ts";
 import { STRIPE_BACKDATE_MS } from "../reporting/plan.ts";
 import {
   hasDrift,
@@ -16,7 +17,7 @@ import { createStripe } from "../reporting/stripe.ts";
 import { findMeter } from "../reporting/stripe-setup.ts";
 import { iso, snakeKeys } from "../views/json.ts";
 import { type Format, parseFormat, parsePeriod, reconcilePeriod } from "./billing.ts";
-import { cliContext, printJsonOrTable, table, timeOption, UsageError } from "./context.ts";
+import { cliLedger, printJsonOrTable, table, timeOption, UsageError } from "./context.ts";
 import { reportPass } from "./report.ts";
 
 export function registerReconcileCommand(program: Command): void {
@@ -66,15 +67,16 @@ export function registerReconcileCommand(program: Command): void {
           throw new UsageError("--period cannot be combined with --from, --to or --repair");
         if (o.format !== undefined && o.period === undefined)
           throw new UsageError("--format goes with --period (use --json otherwise)");
-        const { config, db } = cliContext(
+        const { config, opened } = await cliLedger(
           { stripe: true, db: o.repair ? "write" : "read" },
           "warn",
         );
+        const { ledger } = opened;
         if (o.period !== undefined) {
           try {
-            await reconcilePeriod(config, db, o.period, o.format ?? (o.json ? "json" : "text"));
+            await reconcilePeriod(config, ledger, o.period, o.format ?? (o.json ? "json" : "text"));
           } finally {
-            db.$client.close();
+            await ledger.admin.close();
           }
           return;
         }
@@ -82,15 +84,19 @@ export function registerReconcileCommand(program: Command): void {
         const from = hourStart(o.from ?? now - STRIPE_BACKDATE_MS + HOUR_MS);
         const to = hourStart(o.to !== undefined ? o.to + HOUR_MS - 1 : now + HOUR_MS);
         const stripe = createStripe(config);
-        const meter = await findMeter(stripe, config.STRIPE_METER_EVENT_NAME);
-        if (!meter) throw new MissingMeterError(config.STRIPE_METER_EVENT_NAME);
-        if (o.repair) {
-          const settleMs = o.settleMinutes * 60_000;
-          await repair(config, { db, stripe, meterId: meter.id, from, to, now, settleMs }, o);
-          return;
+        let rows: Awaited<ReturnType<typeof reconcile>>;
+        try {
+          const meter = await findMeter(stripe, config.STRIPE_METER_EVENT_NAME);
+          if (!meter) throw new MissingMeterError(config.STRIPE_METER_EVENT_NAME);
+          if (o.repair) {
+            const settleMs = o.settleMinutes * 60_000;
+            await repair(config, { ledger, stripe, meterId: meter.id, from, to, now, settleMs }, o);
+            return;
+          }
+          rows = await reconcile({ ledger, stripe, meterId: meter.id, from, to });
+        } finally {
+          await ledger.admin.close();
         }
-        const rows = await reconcile({ db, stripe, meterId: meter.id, from, to });
-        db.$client.close();
         printJsonOrTable(
           Boolean(o.json),
           rows,
@@ -109,10 +115,10 @@ export function registerReconcileCommand(program: Command): void {
 /** reconcile --repair: record what Stripe really holds, then send the difference. */
 async function repair(
   config: Config,
-  scope: Parameters<typeof stripeDifferences>[0],
+  scope: Parameters<typeof stripeDifferences>[0] & { ledger: Ledger },
   o: { json?: boolean },
 ): Promise<void> {
-  const { db } = scope;
+  const { ledger } = scope;
   const diffs = await stripeDifferences(scope);
   const shown = diffs.map((d) => ({
     customer: d.customer,
@@ -125,26 +131,21 @@ async function repair(
   if (diffs.length === 0) {
     if (o.json) process.stdout.write(`${JSON.stringify({ differences: [], report: null })}\n`);
     else process.stdout.write("no settled difference between Stripe and the outbox\n");
-    db.$client.close();
     return;
   }
-  recordStripeDifferences(db, diffs, scope.now);
-  try {
-    const s = await reportPass(config, db, scope.stripe);
-    if (o.json) {
-      process.stdout.write(
-        `${JSON.stringify(snakeKeys({ differences: shown, report: s }), null, 2)}\n`,
-      );
-    } else {
-      process.stdout.write(
-        `Stripe differs from the outbox in ${diffs.length} hour(s):\n${table(shown)}\n`,
-      );
-      process.stdout.write(
-        `recorded what Stripe holds; sent ${s.sent} correcting event(s) under new identifiers${s.stillPending ? `, ${s.stillPending} still pending` : ""}\n`,
-      );
-    }
-    if (s.fatal || s.failed > 0 || s.stillPending > 0) process.exitCode = 1;
-  } finally {
-    db.$client.close();
+  await recordStripeDifferences(ledger, diffs, scope.now);
+  const s = await reportPass(config, ledger, scope.stripe);
+  if (o.json) {
+    process.stdout.write(
+      `${JSON.stringify(snakeKeys({ differences: shown, report: s }), null, 2)}\n`,
+    );
+  } else {
+    process.stdout.write(
+      `Stripe differs from the outbox in ${diffs.length} hour(s):\n${table(shown)}\n`,
+    );
+    process.stdout.write(
+      `recorded what Stripe holds; sent ${s.sent} correcting event(s) under new identifiers${s.stillPending ? `, ${s.stillPending} still pending` : ""}\n`,
+    );
   }
+  if (s.fatal || s.failed > 0 || s.stillPending > 0) process.exitCode = 1;
 }

@@ -4,11 +4,9 @@ import type { Command } from "commander";
 import type Stripe from "stripe";
 import type { CustomerBilling } from "../billing/periods.ts";
 import type { Config } from "../config.ts";
-import type { Db } from "../db/client.ts";
-import { sqliteLedger } from "../ledger/sqlite/index.ts";
+import type { Ledger } from "../ledger/port.ts";
 import { createLogger } from "../lib/logger.ts";
 import { createRedis, waitReady } from "../lib/redis.ts";
-import { pendingReports, planReports, retryFailed } from "../reporting/outbox.ts";
 import { LEASE_TTL_MS, type ReportSummary, runReport } from "../reporting/reporter.ts";
 import { createStripe } from "../reporting/stripe.ts";
 import { ensureMeter } from "../reporting/stripe-setup.ts";
@@ -16,7 +14,7 @@ import { reporterSettings } from "../runtime/worker.ts";
 import { iso, snakeKeys } from "../views/json.ts";
 import { lookUpPeriods } from "../views/parity.ts";
 import { reportStatusView } from "../views/report.ts";
-import { cliConfig, cliContext, printJsonOrTable, table } from "./context.ts";
+import { cliConfig, cliLedger, printJsonOrTable, table } from "./context.ts";
 
 /** The planner's stamping settings, as the service uses them (reporterSettings). */
 const planSettings = (config: Config) => ({
@@ -30,12 +28,12 @@ const planSettings = (config: Config) => ({
  */
 async function lookUpWithoutStoring(
   config: Config,
-  db: Db,
+  ledger: Ledger,
 ): Promise<Map<string, CustomerBilling> | undefined> {
   if (!config.STRIPE_SECRET_KEY) return undefined;
   try {
     return await lookUpPeriods(
-      db,
+      ledger,
       { client: createStripe(config), eventName: config.STRIPE_METER_EVENT_NAME },
       Date.now(),
     );
@@ -54,17 +52,17 @@ async function lookUpWithoutStoring(
  */
 export async function reportPass(
   config: Config,
-  db: Db,
+  ledger: Ledger,
   stripe: Stripe,
-  beforePass?: () => void,
+  beforePass?: () => Promise<void>,
 ): Promise<ReportSummary> {
   const logger = createLogger("warn");
   const redis = createRedis(config.REDIS_URL, "worker", logger);
   try {
     await waitReady(redis, 5000);
-    beforePass?.();
+    await beforePass?.();
     return await runReport({
-      ledger: sqliteLedger(db),
+      ledger,
       stripe,
       redis,
       logger,
@@ -91,11 +89,12 @@ export function registerReportCommands(program: Command): void {
     .action(
       async (o: { dryRun?: boolean; status?: boolean; retryFailed?: boolean; json?: boolean }) => {
         if (o.status) {
-          const { db, config } = cliContext({ db: "read" }, "warn");
+          const { config, opened } = await cliLedger({ db: "read" }, "warn");
+          const { ledger } = opened;
           // Usage no invoice would carry yet: what the next pass would hold, and why (by fresh
           // subscription periods when Stripe can be asked).
-          const billing = await lookUpWithoutStoring(config, db);
-          const status = reportStatusView(db, {
+          const billing = await lookUpWithoutStoring(config, ledger);
+          const status = await reportStatusView(ledger, {
             now: Date.now(),
             settings: planSettings(config),
             ...(billing ? { billing } : {}),
@@ -120,21 +119,21 @@ export function registerReportCommands(program: Command): void {
           const failed = status.stopped;
           const held = status.held;
           if (failed.length > 0 || held.length > 0) process.exitCode = 1;
-          db.$client.close();
+          await ledger.admin.close();
           return;
         }
         if (o.dryRun) {
-          const { db, config } = cliContext({ db: "read" }, "warn");
-          const billing = await lookUpWithoutStoring(config, db);
-          const plan = planReports({
+          const { config, opened } = await cliLedger({ db: "read" }, "warn");
+          const { ledger } = opened;
+          const billing = await lookUpWithoutStoring(config, ledger);
+          const plan = await ledger.plan({
             ...(billing ? { billing } : {}),
-            db,
             now: Date.now(),
             settings: planSettings(config),
             dryRun: true,
           });
           const rows = [
-            ...pendingReports(db).map((r) => ({ ...r, note: "pending" })),
+            ...(await ledger.outbox.pending()).map((r) => ({ ...r, note: "pending" })),
             ...plan.rows.map((r) => ({ ...r, note: "new" })),
           ].map((r) => ({
             identifier: r.identifier,
@@ -155,14 +154,17 @@ export function registerReportCommands(program: Command): void {
             process.stderr.write(
               `${heldBytes} bytes would be held: no invoice would carry them (simmeter report --status)\n`,
             );
-          db.$client.close();
+          await ledger.admin.close();
           return;
         }
-        const { config, db } = cliContext({ stripe: true, db: "write" }, "warn");
+        const { config, opened } = await cliLedger({ stripe: true, db: "write" }, "warn");
+        const { ledger } = opened;
         try {
-          const s = await reportPass(config, db, createStripe(config), () => {
+          const s = await reportPass(config, ledger, createStripe(config), async () => {
             if (o.retryFailed)
-              process.stderr.write(`${retryFailed(db)} stopped row(s) put back in line\n`);
+              process.stderr.write(
+                `${await ledger.outbox.retryFailed()} stopped row(s) put back in line\n`,
+              );
           });
           process.stdout.write(
             `${o.json ? JSON.stringify(snakeKeys(s)) : table([s as unknown as Record<string, unknown>])}\n`,
@@ -182,7 +184,7 @@ export function registerReportCommands(program: Command): void {
           if (s.fatal || s.failed > 0 || s.stillPending > 0 || s.lockedCustomers > 0 || s.held > 0)
             process.exitCode = 1;
         } finally {
-          db.$client.close();
+          await ledger.admin.close();
         }
       },
     );

@@ -1,7 +1,6 @@
 import type { Command } from "commander";
 import { createAdminApp, type Readiness } from "../admin/app.ts";
 import { listenAdmin } from "../admin/listener.ts";
-import { loadBilling } from "../billing/subscriptions.ts";
 import { redactedConfig } from "../config.ts";
 import { consoleQueues } from "../console/connection.ts";
 import { mountConsoleLazily } from "../console/lazy.ts";
@@ -28,7 +27,7 @@ async function run(role: Role): Promise<void> {
     admin: true,
     role,
   });
-  const { ledger, sqlite: db } = opened;
+  const { ledger } = opened;
   logger.info(
     {
       version: VERSION,
@@ -79,23 +78,19 @@ async function run(role: Role): Promise<void> {
   let roleReady: (() => Promise<Readiness>) | null = null;
   let threadMetrics: (() => Promise<MetricFamilies>) | null = null;
   try {
-    // The operator API and the console (/console) read the same views; the console also acts
-    // (requeue, retry, assign) and shows the queues, on a Redis connection of its own.
-    // On PostgreSQL they are not there yet: the views read the SQLite ledger (issue 11).
-    const api = db
-      ? {
-          db,
-          ledger,
-          now: Date.now,
-          planSettings: reporterSettings(config),
-          billing: () => loadBilling(db),
-          ...(config.STRIPE_SECRET_KEY
-            ? {
-                stripe: { client: createStripe(config), eventName: config.STRIPE_METER_EVENT_NAME },
-              }
-            : {}),
-        }
-      : undefined;
+    // The operator API and the console (/console) read the same views, through the ledger's
+    // port on either backend; the console also acts (requeue, retry, assign) and shows the
+    // queues, on a Redis connection of its own.
+    const api = {
+      ledger,
+      now: Date.now,
+      planSettings: reporterSettings(config),
+      ...(config.STRIPE_SECRET_KEY
+        ? {
+            stripe: { client: createStripe(config), eventName: config.STRIPE_METER_EVENT_NAME },
+          }
+        : {}),
+    };
     const consoleParts = consoleQueues(config, logger);
     const admin = await listenAdmin(
       createAdminApp({
@@ -115,18 +110,13 @@ async function run(role: Role): Promise<void> {
         ready: async () =>
           roleReady ? roleReady() : { ok: false, checks: { [role]: "starting" } },
         api,
-        mount: api
-          ? (app) =>
-              mountConsoleLazily(app, {
-                api,
-                token: config.ADMIN_TOKEN,
-                logger,
-                queues: consoleParts.queues,
-              })
-          : undefined,
-        unavailable: api
-          ? undefined
-          : "the operator API and the console read the SQLite ledger only so far; on PostgreSQL use /metrics and /readyz (issue 11)",
+        mount: (app) =>
+          mountConsoleLazily(app, {
+            api,
+            token: config.ADMIN_TOKEN,
+            logger,
+            queues: consoleParts.queues,
+          }),
       }),
       config,
       logger,

@@ -4,12 +4,12 @@
 import { randomBytes } from "node:crypto";
 import { QueueEvents } from "bullmq";
 import {
+  type Assigned,
   type AssignInput,
+  type AssignmentsLedger,
   assignCustomer,
   type Move,
-  previewMoves,
 } from "../customers/customers.ts";
-import type { Db } from "../db/client.ts";
 import {
   enqueueRequeue,
   ingestWorkerRunning,
@@ -21,8 +21,8 @@ import {
   type RequeueOutcome,
   requeueOutcomes,
 } from "../ingest/requeue.ts";
+import type { Ledger } from "../ledger/port.ts";
 import { logBullmqErrors } from "../lib/bullmq-errors.ts";
-import { retryFailed } from "../reporting/outbox.ts";
 import type { ReportSummary } from "../reporting/reporter.ts";
 import { REPORT_QUEUE } from "../reporting/schedule.ts";
 import { type ConsoleDeps, type ConsoleQueues, within } from "./deps.ts";
@@ -71,8 +71,8 @@ export type RequeueResult = {
 };
 
 /** What a requeue would put back on the queue (the CLI's --dry-run). */
-export function previewRequeue(db: Db, filter: QuarantineFilter): RequeueItem[] {
-  return planRequeue(db, filter);
+export function previewRequeue(ledger: Ledger, filter: QuarantineFilter): Promise<RequeueItem[]> {
+  return planRequeue(ledger, filter);
 }
 
 /**
@@ -80,27 +80,29 @@ export function previewRequeue(db: Db, filter: QuarantineFilter): RequeueItem[] 
  * running worker to process them, and says what became of each: the CLI's requeue, waiting.
  */
 export async function requeue(
-  db: Db,
+  ledger: Ledger,
   queues: ConsoleQueues,
   filter: QuarantineFilter,
   timeoutMs: number,
   now: () => number,
 ): Promise<RequeueResult> {
-  const items = planRequeue(db, filter);
+  const items = await planRequeue(ledger, filter);
   const running = items.length > 0 && (await ingestWorkerRunning(queues.ingest));
   let waiter: JobWaiter | null = null;
   const events = running ? queues.connect() : null;
   try {
     if (events) waiter = await JobWaiter.open(events, queues.prefix);
     const jobs =
-      items.length > 0 ? await enqueueRequeue({ db, queue: queues.ingest, items, now }) : [];
+      items.length > 0 ? await enqueueRequeue({ ledger, queue: queues.ingest, items, now }) : [];
     let ends = new Map<string, JobEnd>();
     if (waiter && jobs.length > 0)
       ends = await waiter.wait(
         jobs.map((j) => j.jobId),
         timeoutMs,
       );
-    const outcomes = jobs.flatMap((j) => requeueOutcomes(db, j, ends.get(j.jobId)));
+    const outcomes = (
+      await Promise.all(jobs.map((j) => requeueOutcomes(ledger, j, ends.get(j.jobId))))
+    ).flat();
     const n = (k: RequeueOutcome["outcome"]) => outcomes.filter((x) => x.outcome === k).length;
     return {
       requeued: items.length,
@@ -171,7 +173,7 @@ export type RetryResult = {
  * reporter for a run now (a job on its queue, which the scheduled worker runs) and waits for it.
  */
 export async function retryStopped(deps: ConsoleDeps, waitMs: number): Promise<RetryResult> {
-  const retried = retryFailed(deps.api.db);
+  const retried = await deps.api.ledger.outbox.retryFailed();
   const q = deps.queues;
   if (!q?.report) return { retried, run: null };
   const connection = q.connect();
@@ -248,16 +250,25 @@ export function retryFlash(r: RetryResult): Flash {
 
 export type AssignPreview = { input: AssignInput; moves: Move[]; unmappedBytes: number };
 
-export function previewAssign(
-  db: Db,
+/**
+ * What assigning would do, written nowhere: the usage it would move to another customer, and the
+ * unmapped bytes it would bill (never negative: what the confirm page offers to bill).
+ */
+export async function previewAssign(
+  ledger: AssignmentsLedger,
   input: AssignInput,
   now: number,
-  unmappedBytes: number,
-): AssignPreview {
-  return { input, moves: previewMoves(db, [input], now), unmappedBytes };
+): Promise<AssignPreview> {
+  const p = await ledger.assignments.preview([input], now);
+  return { input, moves: p.moves, unmappedBytes: Math.max(0, p.unmappedBilled) };
 }
 
 /** assignCustomer with the CLI's validation and re-bill rule (RebillRequired unless rebill). */
-export function assign(db: Db, input: AssignInput, now: number, rebill: boolean) {
-  return assignCustomer({ db, input, now, rebill });
+export function assign(
+  ledger: AssignmentsLedger,
+  input: AssignInput,
+  now: number,
+  rebill: boolean,
+): Promise<Assigned> {
+  return assignCustomer({ ledger, input, now, rebill });
 }

@@ -40,11 +40,11 @@ export type Periods = {
  * configured (what `simmeter reconcile --period` and `statement` do), else the stored ones.
  */
 export async function periodsNow(deps: ConsoleDeps): Promise<Periods> {
-  const stored = deps.api.billing ? deps.api.billing() : new Map<string, CustomerBilling>();
+  const stored = await deps.api.ledger.billing.load();
   if (!deps.api.stripe) return { billing: stored, source: "stored", error: null };
   try {
     return {
-      billing: await lookUpPeriods(deps.api.db, deps.api.stripe, deps.api.now()),
+      billing: await lookUpPeriods(deps.api.ledger, deps.api.stripe, deps.api.now()),
       source: "stripe",
       error: null,
     };

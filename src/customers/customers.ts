@@ -2,6 +2,8 @@ import { parse } from "csv-parse/sync";
 import { asc } from "drizzle-orm";
 import type { Db } from "../db/client.ts";
 import { type Assignment, assignments, sims, usageHourly } from "../db/schema.ts";
+import type { AssignmentsPort } from "../ledger/assignments-port.ts";
+import { calls, type Steps } from "../ledger/steps.ts";
 import { parseUtcTime } from "../lib/time.ts";
 import {
   type AssignmentLike,
@@ -41,18 +43,17 @@ export function validateAssignment(input: AssignInput): string | null {
   return null;
 }
 
-function insertAssignment(db: Db, input: AssignInput, now: number): Assignment {
-  return db
-    .insert(assignments)
-    .values({
-      targetType: input.targetType,
-      targetId: input.targetId,
-      customerId: input.customerId,
-      effectiveFrom: effectiveHour(input.effectiveFrom ?? now),
-      createdAt: now,
-    })
-    .returning()
-    .get();
+/** An assignment as it is stored (without its id): the effective time rounded up to the hour. */
+export type NewAssignment = Omit<Assignment, "id">;
+
+export function newAssignment(input: AssignInput, now: number): NewAssignment {
+  return {
+    targetType: input.targetType,
+    targetId: input.targetId,
+    customerId: input.customerId,
+    effectiveFrom: effectiveHour(input.effectiveFrom ?? now),
+    createdAt: now,
+  };
 }
 
 /** Raised when an assignment would bill already-counted hours to another customer. */
@@ -65,33 +66,38 @@ export class RebillRequired extends InputError {
   }
 }
 
+/** The ledger side a use case needs: the assignments port (src/ledger/assignments-port.ts). */
+export type AssignmentsLedger = { readonly assignments: AssignmentsPort };
+
+/** What an assignment did: the row, the usage it re-billed, the unmapped bytes it now bills. */
+export type Assigned = {
+  assignment: Assignment;
+  /** usage moved to another customer (empty unless rebill) */
+  moves: Move[];
+  /** unmapped bytes before minus after (negative: the assignment left more usage unmapped) */
+  unmappedBilled: number;
+};
+
 /**
  * Records who pays for a SIM, ICCID or fleet from a time on (default: now). An assignment that
  * would move usage already attributed to one customer to another is refused unless `rebill` is
  * set: history changes customer only when an operator asks for it (previewMoves shows what a
- * re-bill moves).
+ * re-bill moves). One transaction of the ledger (assignment writers are serial).
  */
-export function assignCustomer({
-  db,
+export async function assignCustomer({
+  ledger,
   input,
   now,
   rebill = false,
 }: {
-  db: Db;
+  ledger: AssignmentsLedger;
   input: AssignInput;
   now: number;
   rebill?: boolean;
-}): Assignment {
+}): Promise<Assigned> {
   const problem = validateAssignment(input);
   if (problem) throw new InputError(problem);
-  return db.transaction(
-    () => {
-      const moves = previewMoves(db, [input], now);
-      if (moves.length > 0 && !rebill) throw new RebillRequired(moves);
-      return insertAssignment(db, input, now);
-    },
-    { behavior: "immediate" },
-  );
+  return ledger.assignments.assign(input, now, { rebill });
 }
 
 export type ImportError = { line: number; message: string };
@@ -139,22 +145,22 @@ function startLine(endLine: number, raw: string | undefined): number {
  * effective hour names the same customer, with nothing in between that the row would override
  * (an assignment of the SIM's ICCID, or of the ICCID's SIM, taking effect since).
  */
-export function importCustomersCsv({
-  db,
+export async function importCustomersCsv({
+  ledger,
   csv,
   now,
   rebill = false,
 }: {
-  db: Db;
+  ledger: AssignmentsLedger;
   csv: string;
   now: number;
   rebill?: boolean;
-}): ImportResult {
-  const refused = (errors: ImportError[], moves: Move[] = []): ImportResult => ({
+}): Promise<ImportResult> {
+  const refused = (errors: ImportError[]): ImportResult => ({
     imported: 0,
     unchanged: 0,
     errors,
-    moves,
+    moves: [],
     effectiveFrom: [],
   });
   const errors: ImportError[] = [];
@@ -204,7 +210,7 @@ export function importCustomersCsv({
   const customerCol = header.indexOf("stripe_customer_id");
   const effCol = header.indexOf("effective_from");
   const targetType = TARGET_COLUMNS[targets[0] as string] as TargetType;
-  const rows: { line: number; input: AssignInput; hour: number }[] = [];
+  const rows: (ImportRow & { line: number })[] = [];
   for (const p of parsed.slice(1)) {
     const rec = p.record;
     const line = lineOf(p);
@@ -247,37 +253,11 @@ export function importCustomersCsv({
       });
   }
   if (errors.length > 0) return refused(errors.sort((a, b) => a.line - b.line));
-  return db.transaction(
-    () => {
-      const unchangedCheck = unchangedAssignments(db, targetType);
-      const added: AssignInput[] = [];
-      let unchanged = 0;
-      for (const r of rows) {
-        if (unchangedCheck.isUnchanged(r.input.targetId, r.input.customerId, r.hour)) unchanged++;
-        else {
-          const input = { ...r.input, effectiveFrom: r.hour };
-          added.push(input);
-          unchangedCheck.add(input.targetId, input.customerId, r.hour);
-        }
-      }
-      const moves = previewMoves(db, added, now);
-      if (moves.length > 0 && !rebill) {
-        return refused([{ line: 0, message: new RebillRequired(moves).message }], moves);
-      }
-      for (const input of added) insertAssignment(db, input, now);
-      return {
-        imported: added.length,
-        unchanged,
-        errors: [],
-        moves,
-        effectiveFrom: [...new Set(added.map((a) => a.effectiveFrom as number))].sort(
-          (a, b) => a - b,
-        ),
-      };
-    },
-    { behavior: "immediate" },
-  );
+  return ledger.assignments.importRows(targetType, rows, now, { rebill });
 }
+
+/** A valid row of an import: the assignment and the whole hour it takes effect from. */
+export type ImportRow = { input: AssignInput; hour: number };
 
 /**
  * Decides, for rows of one target type, whether an assignment would change nothing: the target's
@@ -285,8 +265,8 @@ export function importCustomersCsv({
  * customer, and no assignment of a counterpart target (for a SIM, its ICCIDs; for an ICCID, its
  * SIMs) takes effect between that assignment and `hour` (the new row would override it there).
  */
-function unchangedAssignments(db: Db, targetType: TargetType) {
-  const all = db.select().from(assignments).all();
+function unchangedAssignments(dir: CustomerDirectory, targetType: TargetType) {
+  const all = dir.assignments;
   type Entry = { customerId: string; effectiveFrom: number; order: number };
   const byTarget = new Map<string, Entry[]>();
   const push = (type: string, id: string, e: Entry) => {
@@ -302,11 +282,16 @@ function unchangedAssignments(db: Db, targetType: TargetType) {
       order: a.id,
     });
   let order = Number.MAX_SAFE_INTEGER / 2;
-  const iccidsOf = db.$client.prepare("select iccid from sims where sim_sid = ?").pluck();
-  const simsOf = db.$client.prepare("select sim_sid from sims where iccid = ?").pluck();
+  // The SIM <-> ICCID pairs, from the directory's SIM rows.
+  const iccidsOf = new Map<string, string[]>();
+  const simsOf = new Map<string, string[]>();
+  for (const s of dir.sims) {
+    iccidsOf.set(s.simSid, [...(iccidsOf.get(s.simSid) ?? []), s.iccid]);
+    simsOf.set(s.iccid, [...(simsOf.get(s.iccid) ?? []), s.simSid]);
+  }
   const counterparts = (id: string): string[] => {
-    if (targetType === "sim") return (iccidsOf.all(id) as string[]).map((x) => `iccid:${x}`);
-    if (targetType === "iccid") return (simsOf.all(id) as string[]).map((x) => `sim:${x}`);
+    if (targetType === "sim") return (iccidsOf.get(id) ?? []).map((x) => `iccid:${x}`);
+    if (targetType === "iccid") return (simsOf.get(id) ?? []).map((x) => `sim:${x}`);
     return [];
   };
   return {
@@ -333,11 +318,17 @@ function unchangedAssignments(db: Db, targetType: TargetType) {
   };
 }
 
+/** Every assignment of a SQLite ledger, by target type, target, effective time and id. */
 export function listAssignments(db: Db): Assignment[] {
   return db
     .select()
     .from(assignments)
-    .orderBy(asc(assignments.targetType), asc(assignments.targetId), asc(assignments.effectiveFrom))
+    .orderBy(
+      asc(assignments.targetType),
+      asc(assignments.targetId),
+      asc(assignments.effectiveFrom),
+      asc(assignments.id),
+    )
     .all();
 }
 
@@ -569,64 +560,193 @@ export type CustomerResolver = ReturnType<typeof resolverOver>;
 /** Usage of one SIM-hour that a change of assignments would bill to another customer. */
 export type Move = { simSid: string; hour: number; bytes: number; from: string; to: string | null };
 
+/** What adding assignments would do to counted usage: nothing is written to find out. */
+export type AssignPreview = {
+  /** usage whose customer changes from one customer to another (or to nobody) */
+  moves: Move[];
+  /** unmapped bytes before minus after (negative: the assignments leave more unmapped) */
+  unmappedBilled: number;
+};
+
 /**
  * What a set of new assignments would move: every SIM-hour with usage whose customer changes from
  * one customer to another (or to nobody). Hours that had no customer and gain one are not moves:
  * that is unbilled usage being billed.
  */
-export function previewMoves(db: Db, added: readonly AssignInput[], now: number): Move[] {
-  const before = customerResolver(db);
-  const simSet = new Set<string>();
-  for (const a of added) for (const s of before.simsFor(a)) simSet.add(s);
-  if (simSet.size === 0) return [];
-  // Resolve against the assignments as they would be, inside a transaction that is rolled back.
-  // IMMEDIATE because it reads and then writes: a deferred one fails its first write at once with
-  // SQLITE_BUSY (no busy wait) when another connection, such as the worker's reporter, holds the
-  // write lock or committed after that first read. Nested in a transaction it is a savepoint.
+export async function previewMoves(
+  ledger: AssignmentsLedger,
+  added: readonly AssignInput[],
+  now: number,
+): Promise<Move[]> {
+  return (await ledger.assignments.preview(added, now)).moves;
+}
+
+/** a SIM's counted hours (bytes != 0), by hour */
+export type HourBytes = { hour: number; bytes: number };
+
+/**
+ * The statement layer of assigning, previewing and importing (docs/design/postgres-ledger.md
+ * §2.3): each op is called at most once per transaction, with arrays. The SQLite adapter runs the
+ * steps synchronously in one IMMEDIATE transaction, the PostgreSQL one in one transaction under
+ * the shared ledger barrier and the assignment writers' lock.
+ */
+export interface AssignOps {
+  /** every assignment and SIM row */
+  directory(): CustomerDirectory;
+  /** fleet → every SIM ever observed in it (every fleet asked for is a key), SIMs in binary order */
+  simsInFleets(fleets: readonly string[]): Map<string, string[]>;
+  /** the fleet histories and SIM rows of these SIMs, as a source that answers for them only */
+  fleetsOf(sims: readonly string[]): FleetSource;
+  /** the counted hours of these SIMs (every SIM asked for is a key) */
+  usageOfSims(sims: readonly string[]): Map<string, HourBytes[]>;
+  /** inserts the rows in this order; returns them as stored, in the same order */
+  insert(rows: readonly NewAssignment[]): Assignment[];
+}
+
+const op = calls<AssignOps>();
+
+/** text in binary order (SQLite's BINARY, PostgreSQL's "C") */
+const byText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * Compares the customers of the SIMs' counted hours before and after `added` (pure): the "after"
+ * resolver reads the directory plus the added rows, each with an id above every stored one, as
+ * they would be stored (the newest row wins a tie at the same hour).
+ */
+export function compareAssignments(
+  dir: CustomerDirectory,
+  fleets: FleetSource,
+  sims: readonly string[],
+  usage: ReadonlyMap<string, readonly HourBytes[]>,
+  added: readonly NewAssignment[],
+): AssignPreview {
+  const before = resolverOver(dir, fleets);
+  let maxId = 0;
+  for (const a of dir.assignments) maxId = Math.max(maxId, a.id);
+  const after = resolverOver(
+    {
+      assignments: [
+        ...dir.assignments,
+        ...added.map((a, i) => ({
+          id: maxId + 1 + i,
+          targetType: a.targetType,
+          targetId: a.targetId,
+          customerId: a.customerId,
+          effectiveFrom: a.effectiveFrom,
+        })),
+      ],
+      sims: dir.sims,
+    },
+    fleets,
+  );
   const moves: Move[] = [];
-  const rollback = new Error("preview");
-  try {
-    db.transaction(
-      () => {
-        const usage = new Map<string, { hour: number; bytes: number }[]>();
-        const bySim = db.$client.prepare<[string], { hour: number; bytes: number }>(
-          "select hour, bytes from usage_hourly where sim_sid = ? and bytes != 0 order by hour",
-        );
-        const oldCustomer = new Map<string, (string | null)[]>();
-        for (const sim of simSet) {
-          const rows = bySim.all(sim);
-          usage.set(sim, rows);
-          oldCustomer.set(
-            sim,
-            before.resolveHours(
-              sim,
-              rows.map((r) => r.hour),
-            ),
-          );
-        }
-        for (const a of added) insertAssignment(db, a, now);
-        const after = customerResolver(db);
-        for (const [sim, rows] of usage) {
-          const old = oldCustomer.get(sim) ?? [];
-          const now_ = after.resolveHours(
-            sim,
-            rows.map((r) => r.hour),
-          );
-          rows.forEach((r, i) => {
-            const from = old[i] ?? null;
-            const to = now_[i] ?? null;
-            if (from !== null && from !== to)
-              moves.push({ simSid: sim, hour: r.hour, bytes: r.bytes, from, to });
-          });
-        }
-        throw rollback;
-      },
-      { behavior: "immediate" },
-    );
-  } catch (err) {
-    if (err !== rollback) throw err;
+  let unmappedBilled = 0;
+  for (const sim of sims) {
+    const rows = usage.get(sim) ?? [];
+    const hours = rows.map((r) => r.hour);
+    const old = before.resolveHours(sim, hours);
+    const now_ = after.resolveHours(sim, hours);
+    rows.forEach((r, i) => {
+      const from = old[i] ?? null;
+      const to = now_[i] ?? null;
+      if (from !== null && from !== to)
+        moves.push({ simSid: sim, hour: r.hour, bytes: r.bytes, from, to });
+      if (from === null && to !== null) unmappedBilled += r.bytes;
+      else if (from !== null && to === null) unmappedBilled -= r.bytes;
+    });
   }
-  return moves;
+  return { moves, unmappedBilled };
+}
+
+/** What `added` would move and bill, over the directory read in the same transaction. */
+function* compareSteps(
+  dir: CustomerDirectory,
+  added: readonly NewAssignment[],
+): Steps<AssignOps, AssignPreview> {
+  const fleets = [
+    ...new Set(added.filter((a) => a.targetType === "fleet").map((a) => a.targetId)),
+  ].sort(byText);
+  const members =
+    fleets.length > 0 ? yield* op("simsInFleets", fleets) : new Map<string, string[]>();
+  const cover = resolverOver(dir, loadedFleets({ fleetMembers: members }));
+  const simSet = new Set<string>();
+  for (const a of added) for (const s of [...cover.simsFor(a)].sort(byText)) simSet.add(s);
+  if (simSet.size === 0) return { moves: [], unmappedBilled: 0 };
+  const sims = [...simSet];
+  const source = yield* op("fleetsOf", sims);
+  const usage = yield* op("usageOfSims", sims);
+  return compareAssignments(dir, source, sims, usage, added);
+}
+
+/** previewMoves as steps: what adding these assignments would move and bill. */
+export function* previewSteps(
+  added: readonly AssignInput[],
+  now: number,
+): Steps<AssignOps, AssignPreview> {
+  const dir = yield* op("directory");
+  return yield* compareSteps(
+    dir,
+    added.map((a) => newAssignment(a, now)),
+  );
+}
+
+/** assignCustomer as steps: refused (RebillRequired) when it would move usage without rebill. */
+export function* assignSteps(
+  input: AssignInput,
+  now: number,
+  rebill: boolean,
+): Steps<AssignOps, Assigned> {
+  const problem = validateAssignment(input);
+  if (problem) throw new InputError(problem);
+  const row = newAssignment(input, now);
+  const dir = yield* op("directory");
+  const p = yield* compareSteps(dir, [row]);
+  if (p.moves.length > 0 && !rebill) throw new RebillRequired(p.moves);
+  const [assignment] = yield* op("insert", [row]);
+  return { assignment: assignment as Assignment, ...p };
+}
+
+/**
+ * The transaction of an import: rows already in effect are unchanged, the rest added unless they
+ * would move usage without rebill (then nothing is added, and the moves are reported).
+ */
+export function* importSteps(
+  targetType: TargetType,
+  rows: readonly ImportRow[],
+  now: number,
+  rebill: boolean,
+): Steps<AssignOps, ImportResult> {
+  const dir = yield* op("directory");
+  const unchangedCheck = unchangedAssignments(dir, targetType);
+  const added: AssignInput[] = [];
+  let unchanged = 0;
+  for (const r of rows) {
+    if (unchangedCheck.isUnchanged(r.input.targetId, r.input.customerId, r.hour)) unchanged++;
+    else {
+      const input = { ...r.input, effectiveFrom: r.hour };
+      added.push(input);
+      unchangedCheck.add(input.targetId, input.customerId, r.hour);
+    }
+  }
+  const toAdd = added.map((a) => newAssignment(a, now));
+  const { moves } = yield* compareSteps(dir, toAdd);
+  if (moves.length > 0 && !rebill) {
+    return {
+      imported: 0,
+      unchanged: 0,
+      errors: [{ line: 0, message: new RebillRequired(moves).message }],
+      moves,
+      effectiveFrom: [],
+    };
+  }
+  if (toAdd.length > 0) yield* op("insert", toAdd);
+  return {
+    imported: added.length,
+    unchanged,
+    errors: [],
+    moves,
+    effectiveFrom: [...new Set(added.map((a) => a.effectiveFrom as number))].sort((a, b) => a - b),
+  };
 }
 
 /** One line per SIM and customer pair: "HS… 2026-11-01T00:00Z…2026-11-20T09:00Z 1234 B cus_a → cus_b". */

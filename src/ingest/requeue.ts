@@ -1,8 +1,7 @@
 import { type Job, type Queue, QueueEvents } from "bullmq";
-import { and, asc, desc, gte, inArray, lt, type SQL, sql } from "drizzle-orm";
 import type { Redis } from "ioredis";
-import type { Db } from "../db/client.ts";
-import { quarantine } from "../db/schema.ts";
+import type { Ledger } from "../ledger/port.ts";
+import type { QuarantineRow } from "../ledger/reads-port.ts";
 import { logBullmqErrors } from "../lib/bullmq-errors.ts";
 import { createLogger } from "../lib/logger.ts";
 import {
@@ -37,15 +36,6 @@ export type QuarantineFilter = {
   since?: number;
 };
 
-function whereOf(f: QuarantineFilter): SQL | undefined {
-  const w: SQL[] = [];
-  if (f.ids && f.ids.length > 0) w.push(inArray(quarantine.id, f.ids));
-  if (f.reason !== undefined)
-    w.push(sql`instr(lower(${quarantine.reason}), lower(${f.reason})) > 0`);
-  if (f.since !== undefined) w.push(gte(quarantine.receivedAt, f.since));
-  return w.length > 0 ? and(...w) : undefined;
-}
-
 /**
  * The delivery id a requeue of this row travels in: the row's own requeue:<id>, or, for a row that
  * an earlier requeue produced, that requeue's id again (so requeueing the result of a requeue cannot
@@ -61,13 +51,7 @@ export function requeueOf(deliveryId: string): number | null {
   return m ? Number(m[1]) : null;
 }
 
-// Written out in full: inside a one-table select drizzle leaves column names unqualified, which the
-// subquery would resolve against seen_events.
-const countedExpr = sql<
-  number | null
->`case when "quarantine"."event_sid" is null then null else exists (select 1 from "seen_events" s where s."event_sid" = "quarantine"."event_sid") end`;
-
-export type QuarantineListing = typeof quarantine.$inferSelect & {
+export type QuarantineListing = QuarantineRow & {
   /** its event_sid is in seen_events (counted since, by any delivery); null without an event_sid */
   counted: boolean | null;
   /** the row whose requeue produced this one */
@@ -77,52 +61,20 @@ export type QuarantineListing = typeof quarantine.$inferSelect & {
 };
 
 /** Quarantine rows, newest first, with whether each event has since been counted or requeued. */
-export function listQuarantineRows(
-  db: Db,
+export async function listQuarantineRows(
+  ledger: Ledger,
   o: QuarantineFilter & { limit: number; beforeId?: number },
-): QuarantineListing[] {
-  const rows = db
-    .select({ row: quarantine, counted: countedExpr })
-    .from(quarantine)
-    .where(and(whereOf(o), o.beforeId === undefined ? undefined : lt(quarantine.id, o.beforeId)))
-    .orderBy(desc(quarantine.id))
-    .limit(o.limit)
-    .all();
-  const again = requeueResults(
-    db,
-    rows.map((r) => requeueDeliveryId(r.row)),
-  );
-  return rows.map(({ row, counted }) => ({
+): Promise<QuarantineListing[]> {
+  const rows = await ledger.reads.quarantine(o);
+  // requeue delivery id → the quarantine rows it produced, oldest first
+  const again = await ledger.reads.quarantineByDelivery(rows.map((r) => requeueDeliveryId(r)));
+  return rows.map((row) => ({
     ...row,
-    counted: counted === null ? null : Boolean(counted),
     requeueOf: requeueOf(row.deliveryId),
     quarantinedAgainAs: (again.get(requeueDeliveryId(row)) ?? [])
       .map((r) => r.id)
       .filter((id) => id !== row.id),
   }));
-}
-
-/** requeue delivery id → the quarantine rows it produced, oldest first */
-function requeueResults(
-  db: Db,
-  deliveryIds: string[],
-): Map<string, { id: number; reason: string }[]> {
-  const out = new Map<string, { id: number; reason: string }[]>();
-  const unique = [...new Set(deliveryIds)];
-  for (let i = 0; i < unique.length; i += 500) {
-    const rows = db
-      .select({ id: quarantine.id, deliveryId: quarantine.deliveryId, reason: quarantine.reason })
-      .from(quarantine)
-      .where(inArray(quarantine.deliveryId, unique.slice(i, i + 500)))
-      .orderBy(asc(quarantine.id))
-      .all();
-    for (const r of rows) {
-      const list = out.get(r.deliveryId) ?? [];
-      list.push({ id: r.id, reason: r.reason });
-      out.set(r.deliveryId, list);
-    }
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -152,7 +104,7 @@ export class RequeueSelectionError extends Error {
  * The events the filter selects, one item per event. Refuses an empty filter (requeueing the
  * whole quarantine by accident) and ids that do not exist.
  */
-export function planRequeue(db: Db, f: QuarantineFilter): RequeueItem[] {
+export async function planRequeue(ledger: Ledger, f: QuarantineFilter): Promise<RequeueItem[]> {
   if ((!f.ids || f.ids.length === 0) && f.reason === undefined && f.since === undefined) {
     throw new RequeueSelectionError(
       "choose the quarantined events to requeue with at least one of --id N…, --reason TEXT, --since TIME (see simmeter quarantine)",
@@ -160,30 +112,12 @@ export function planRequeue(db: Db, f: QuarantineFilter): RequeueItem[] {
   }
   if (f.reason !== undefined && f.reason.trim() === "")
     throw new RequeueSelectionError("--reason must not be empty");
-  const rows = db
-    .select({
-      id: quarantine.id,
-      deliveryId: quarantine.deliveryId,
-      position: quarantine.position,
-      eventSid: quarantine.eventSid,
-      source: quarantine.source,
-      reason: quarantine.reason,
-      counted: countedExpr,
-    })
-    .from(quarantine)
-    .where(whereOf(f))
-    .orderBy(asc(quarantine.id))
-    .all();
+  const rows = await ledger.reads.requeueCandidates(f);
   if (f.ids && f.ids.length > 0) {
     const found = new Set(rows.map((r) => r.id));
     const missing = [...new Set(f.ids)].filter((id) => !found.has(id));
     if (missing.length > 0) {
-      const all = db
-        .select({ id: quarantine.id })
-        .from(quarantine)
-        .where(inArray(quarantine.id, missing))
-        .all()
-        .map((r) => r.id);
+      const all = await ledger.reads.quarantineIds(missing);
       const absent = missing.filter((id) => !all.includes(id));
       if (absent.length > 0)
         throw new RequeueSelectionError(
@@ -209,7 +143,7 @@ export function planRequeue(db: Db, f: QuarantineFilter): RequeueItem[] {
         ? (r.source as DeliverySource)
         : "replay",
       reason: r.reason,
-      counted: Boolean(r.counted),
+      counted: r.counted,
     });
   }
   return [...byDelivery.values()];
@@ -229,20 +163,15 @@ export type RequeuedJob = {
  * result says what became of it.
  */
 export async function enqueueRequeue(o: {
-  db: Db;
+  ledger: Ledger;
   queue: Queue<IngestJobData>;
   items: RequeueItem[];
   now: () => number;
   /** called with each job id as soon as it is added */
   onJob?: (jobId: string) => void;
 }): Promise<RequeuedJob[]> {
-  const { db, queue } = o;
+  const { ledger, queue } = o;
   const jobs: RequeuedJob[] = [];
-  const rawStmt = db.$client.prepare("select raw from quarantine where id = ?").pluck();
-  const seenStmt = db.$client.prepare("select 1 from seen_events where event_sid = ?").pluck();
-  const mark = db.$client.prepare(
-    "update quarantine set requeued_at = ?, requeues = requeues + 1 where id = ?",
-  );
   const flush = async (batch: { item: RequeueItem; raw: string }[]) => {
     if (batch.length === 0) return;
     const now = o.now();
@@ -252,21 +181,32 @@ export async function enqueueRequeue(o: {
         ? { id: item.deliveryId, receivedAt: now, source: item.source, body: raw }
         : { id: item.deliveryId, receivedAt: now, source: item.source, lines: [raw] },
     );
-    const seenBefore = new Set<string>();
-    for (const it of items)
-      if (it.eventSid !== null && seenStmt.get(it.eventSid)) seenBefore.add(it.eventSid);
+    const seenBefore = await ledger.reads.countedSids(
+      items.flatMap((it) => (it.eventSid === null ? [] : [it.eventSid])),
+    );
     const job = await queue.add(INGEST_JOB, { v: 1, deliveries }, INGEST_JOB_OPTIONS);
     const jobId = job.id as string;
     o.onJob?.(jobId);
-    db.transaction(() => {
-      for (const it of items) for (const id of it.rowIds) mark.run(now, id);
-    });
+    await ledger.reads.markRequeued(
+      items.flatMap((it) => it.rowIds),
+      now,
+    );
     jobs.push({ jobId, items, seenBefore });
   };
   let batch: { item: RequeueItem; raw: string }[] = [];
   let chars = 0;
-  for (const item of o.items) {
-    const raw = rawStmt.get(item.id) as string;
+  // the raw events are read a job's worth of items at a time
+  let raws = new Map<number, string>();
+  for (const [i, item] of o.items.entries()) {
+    if (i % EVENTS_PER_JOB === 0)
+      raws = await ledger.reads.quarantineRaw(
+        o.items.slice(i, i + EVENTS_PER_JOB).map((it) => it.id),
+      );
+    const raw = raws.get(item.id);
+    if (raw === undefined)
+      throw new Error(
+        `quarantine row ${item.id} is gone (removed since it was selected): nothing more requeued`,
+      );
     if (item.eventSid === null) {
       await flush([{ item, raw }]);
       continue;
@@ -311,11 +251,11 @@ export type RequeueOutcome = {
 };
 
 /** What became of a requeued job's events, from its end (undefined: not finished) and the database. */
-export function requeueOutcomes(
-  db: Db,
+export async function requeueOutcomes(
+  ledger: Ledger,
   job: RequeuedJob,
   end: JobEnd | undefined,
-): RequeueOutcome[] {
+): Promise<RequeueOutcome[]> {
   const base = (it: RequeueItem) => ({
     id: it.id,
     rowIds: it.rowIds,
@@ -328,16 +268,15 @@ export function requeueOutcomes(
   if (!end) return job.items.map((it) => ({ ...base(it), outcome: "queued" }));
   if (end.state === "failed")
     return job.items.map((it) => ({ ...base(it), outcome: "failed", reason: end.reason }));
-  const seen = db.$client.prepare("select 1 from seen_events where event_sid = ?").pluck();
-  const again = requeueResults(
-    db,
-    job.items.map((it) => it.deliveryId),
+  const seen = await ledger.reads.countedSids(
+    job.items.flatMap((it) => (it.eventSid === null ? [] : [it.eventSid])),
   );
+  const again = await ledger.reads.quarantineByDelivery(job.items.map((it) => it.deliveryId));
   const single = job.items.length === 1;
   return job.items.map((it): RequeueOutcome => {
     if (it.eventSid !== null && job.seenBefore.has(it.eventSid))
       return { ...base(it), outcome: "duplicate" };
-    if (it.eventSid !== null && seen.get(it.eventSid)) return { ...base(it), outcome: "counted" };
+    if (it.eventSid !== null && seen.has(it.eventSid)) return { ...base(it), outcome: "counted" };
     if (single && end.result.counted > 0) return { ...base(it), outcome: "counted" };
     if (single && end.result.duplicates > 0) return { ...base(it), outcome: "duplicate" };
     const rows = again.get(it.deliveryId);

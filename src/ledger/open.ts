@@ -1,5 +1,5 @@
 import type { Config } from "../config.ts";
-import { DatabaseOpenError, type Db, type OpenMode, openDb } from "../db/client.ts";
+import { DatabaseOpenError, type OpenMode, openDb } from "../db/client.ts";
 import { createPool, describeUrl, migratePg, pgMigrationStatus } from "../db/pg/client.ts";
 import { redactUrl } from "../lib/redact-url.ts";
 import { type LedgerGaugeReads, sqliteGaugeReads } from "../observability/ledger-gauges.ts";
@@ -13,11 +13,6 @@ import { sqliteLedger } from "./sqlite/index.ts";
 
 export type OpenedLedger = {
   ledger: Ledger;
-  /**
-   * The SQLite connection behind the ledger, for the parts not yet behind the port (the ledger
-   * gauges, the read views, the WAL checkpointer); null on PostgreSQL.
-   */
-  sqlite: Db | null;
   /** what the ledger gauges read (src/observability/ledger-gauges.ts) */
   gaugeReads: LedgerGaugeReads;
 };
@@ -47,7 +42,7 @@ export async function openLedger(config: Config, o: LedgerOpenOptions): Promise<
   const url = config.DATABASE_URL;
   if (!url) {
     const db = openDb(config.DATABASE_PATH, { mode });
-    return { ledger: sqliteLedger(db), sqlite: db, gaugeReads: sqliteGaugeReads(db) };
+    return { ledger: sqliteLedger(db), gaugeReads: sqliteGaugeReads(db) };
   }
   if (mode !== "read") await migratePg(url, { applicationName: `simmeter-${o.role}-migrate` });
   const pool = createPool(url, {
@@ -74,5 +69,5 @@ export async function openLedger(config: Config, o: LedgerOpenOptions): Promise<
     await pool.end().catch(() => {});
     throw err;
   }
-  return { ledger: pgLedger(pool, url), sqlite: null, gaugeReads: pgGaugeReads(pool) };
+  return { ledger: pgLedger(pool, url), gaugeReads: pgGaugeReads(pool) };
 }

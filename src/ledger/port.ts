@@ -1,12 +1,14 @@
 import type { CustomerBilling } from "../billing/periods.ts";
-import type { MeterReport } from "../db/schema.ts";
+import type { Assignment, MeterReport, Sim } from "../db/schema.ts";
 import type { IngestJobData } from "../ingest/job.ts";
 import type { PruneResult } from "../ingest/prune.ts";
 import type { IngestSummary } from "../ingest/summary.ts";
 import type { IngestSettings } from "../ingest/unit-of-work.ts";
 import type { PlanResult, PlanSettings } from "../reporting/outbox.ts";
+import type { StripeDifference } from "../reporting/reconcile.ts";
 import type { AssignmentsPort } from "./assignments-port.ts";
 import type { ReadsPort } from "./reads-port.ts";
+import type { ViewsPort } from "./views-port.ts";
 
 // The storage port of the worker's path: ingest, planning, the outbox the reporter sends from,
 // billing state, retention (docs/adr/0011-storage-port.md). Two adapters implement it:
@@ -54,7 +56,27 @@ export interface OutboxPort {
   compact(now: number, maxGroups?: number): Promise<number>;
   /** rows, value and late rows per state */
   status(): Promise<{ state: MeterReport["state"]; rows: number; value: number; late: number }[]>;
+  /**
+   * Every row (any state) whose own hour or whose timestamp falls in [from, to): what reconcile,
+   * invoice parity and statements compare with the usage of those hours.
+   */
+  touching(from: number, to: number): Promise<MeterReport[]>;
+  /**
+   * `reconcile --repair`: each settled difference becomes an `observed` row (never sent) and its
+   * hour dirty, in one durable transaction; an hour planned or sent since `comparedAt` is skipped.
+   * Returns the rows written.
+   */
+  recordObserved(
+    diffs: readonly StripeDifference[],
+    now: number,
+    comparedAt: number,
+  ): Promise<MeterReport[]>;
 }
+
+export type AssignmentTarget = Pick<Assignment, "targetType" | "targetId">;
+
+/** One usage row with the customer the history gives its hour (null: not mapped). */
+export type OwnedUsage = { simSid: string; hour: number; bytes: number; customer: string | null };
 
 export interface Ledger {
   readonly dialect: Dialect;
@@ -79,6 +101,18 @@ export interface Ledger {
   readonly customers: {
     /** every customer some assignment names (the customers whose subscriptions are looked up) */
     billed(): Promise<string[]>;
+    /**
+     * Every usage row of the hours [from, to), zero rows included, each with the customer of its
+     * hour by the assignment and fleet history (src/customers/resolve.ts).
+     */
+    usageOwned(from: number, to: number): Promise<OwnedUsage[]>;
+    /** the sims rows of these SIMs (ICCID, unique name, fleet), by SIM SID */
+    sims(simSids: readonly string[]): Promise<Map<string, Sim>>;
+    /**
+     * The SIMs each assignment target covers, in the targets' order: a SIM (when seen), the SIMs
+     * of an ICCID, every SIM ever seen in a fleet.
+     */
+    covered(targets: readonly AssignmentTarget[]): Promise<string[][]>;
   };
 
   /** customer assignments: list, preview, assign, import (src/ledger/assignments-port.ts) */
@@ -86,6 +120,9 @@ export interface Ledger {
 
   /** what the read commands, /api and the console show (src/ledger/reads-port.ts) */
   readonly reads: ReadsPort;
+
+  /** the outbox rows, counters and series of the operator pages (src/ledger/views-port.ts) */
+  readonly views: ViewsPort;
 
   readonly billing: {
     load(): Promise<Map<string, CustomerBilling>>;

@@ -1,10 +1,9 @@
-import { and, eq, gte, lt, sql } from "drizzle-orm";
 import type Stripe from "stripe";
 import { HOUR_MS, hourStart } from "../accounting/buckets.ts";
-import { assignmentCustomers, customerResolver } from "../customers/customers.ts";
-import type { Db } from "../db/client.ts";
-import { type MeterReport, meterReports, reportDirtyHours, usageHourly } from "../db/schema.ts";
-import { durably } from "./outbox.ts";
+import type { MeterReport, meterReports } from "../db/schema.ts";
+import type { Ledger } from "../ledger/port.ts";
+
+type MeterReportInsert = typeof meterReports.$inferInsert;
 
 export type DriftRow = {
   customer: string;
@@ -25,19 +24,18 @@ export type DriftRow = {
  * therefore uses each row's timestamp, the counted comparison its bucket.
  */
 export async function reconcile({
-  db,
+  ledger,
   stripe,
   meterId,
   from,
   to,
 }: {
-  db: Db;
+  ledger: Pick<Ledger, "customers" | "outbox">;
   stripe: Stripe | null;
   meterId: string | null;
   from: number;
   to: number;
 }): Promise<DriftRow[]> {
-  const resolver = customerResolver(db);
   const rows = new Map<string, DriftRow>();
   const row = (customer: string) => {
     let r = rows.get(customer);
@@ -55,17 +53,10 @@ export async function reconcile({
     }
     return r;
   };
-  const usage = db
-    .select()
-    .from(usageHourly)
-    .where(and(gte(usageHourly.hour, from), lt(usageHourly.hour, to)))
-    .all();
-  for (const u of usage) {
-    const c = resolver.resolve(u.simSid, u.hour);
-    if (c) row(c).counted += u.bytes;
-  }
+  for (const u of await ledger.customers.usageOwned(from, to))
+    if (u.customer) row(u.customer).counted += u.bytes;
   const sentByTs = new Map<string, number>();
-  for (const m of db.select().from(meterReports).all()) {
+  for (const m of await ledger.outbox.touching(from, to)) {
     const inHour = m.hour >= from && m.hour < to;
     if (inHour && m.state === "sent") row(m.customerId).reported += m.value;
     if (inHour && m.state === "pending") row(m.customerId).pending += m.value;
@@ -118,7 +109,7 @@ export type StripeDifference = {
  * row reuse an identifier Stripe already held with another value, or Stripe dropped an event.
  */
 export async function stripeDifferences({
-  db,
+  ledger,
   stripe,
   meterId,
   from,
@@ -126,7 +117,7 @@ export async function stripeDifferences({
   now,
   settleMs,
 }: {
-  db: Db;
+  ledger: Pick<Ledger, "customers" | "outbox">;
   stripe: Stripe;
   meterId: string;
   from: number;
@@ -136,7 +127,7 @@ export async function stripeDifferences({
 }): Promise<StripeDifference[]> {
   type Local = { sent: number; unsettled: boolean; buckets: Map<number, boolean> };
   const local = new Map<string, Map<number, Local>>();
-  for (const m of db.select().from(meterReports).all()) {
+  for (const m of await ledger.outbox.touching(from, to)) {
     const ts = m.timestamp * 1000;
     if (ts < from || ts >= to) continue;
     const hour = hourStart(ts);
@@ -151,7 +142,7 @@ export async function stripeDifferences({
       l.unsettled = true;
     l.buckets.set(m.hour, (l.buckets.get(m.hour) ?? false) || (!m.late && m.hour === hour));
   }
-  const customers = new Set([...local.keys(), ...assignmentCustomers(db)]);
+  const customers = new Set([...local.keys(), ...(await ledger.customers.billed())]);
   const out: StripeDifference[] = [];
   for (const customer of [...customers].sort()) {
     const stripeByHour = new Map<number, number>();
@@ -186,68 +177,38 @@ export async function stripeDifferences({
 }
 
 /**
- * Records each difference as an `observed` outbox row (never sent): the outbox then says what
- * Stripe really holds, and the next planning pass sends counted − held under a new identifier.
- * Returns the rows written.
+ * The `observed` outbox row that records one difference (never sent: it says what Stripe holds,
+ * and the next planning pass sends counted − held under a new identifier). `seq` is one past the
+ * highest seq of the customer's bucket.
+ */
+export function observedRow(d: StripeDifference, seq: number, now: number): MeterReportInsert {
+  return {
+    identifier: `observed:${d.customer}:${Math.floor(d.bucket / 1000)}:${seq}`,
+    customerId: d.customer,
+    hour: d.bucket,
+    seq,
+    value: d.difference,
+    timestamp: Math.floor(d.hour / 1000),
+    late: false,
+    kind: "observed",
+    state: "sent",
+    createdAt: now,
+    sentAt: now,
+    lastError: `reconcile --repair: Stripe held ${d.stripe}, sent rows ${d.sent}`,
+  };
+}
+
+/**
+ * Records each difference as an `observed` outbox row (never sent) and its hour dirty: the
+ * outbox then says what Stripe really holds, and the next planning pass sends counted − held
+ * under a new identifier. Returns the rows written.
  */
 export function recordStripeDifferences(
-  db: Db,
+  ledger: Pick<Ledger, "outbox">,
   diffs: readonly StripeDifference[],
   now: number,
   /** when stripeDifferences read the outbox (default: now) */
   comparedAt: number = now,
-): MeterReport[] {
-  return durably(db, () =>
-    db.transaction(
-      () => {
-        const written: MeterReport[] = [];
-        // Rows planned or sent for the hour after the comparison began make it stale: skip it
-        // (the next repair sees it settled), or the same difference would be corrected twice.
-        const touchedSince = db.$client.prepare<
-          [string, number, number, number, number],
-          { n: number }
-        >(
-          `select count(*) as n from meter_reports
-           where customer_id = ? and timestamp >= ? and timestamp < ?
-             and (created_at > ? or coalesce(sent_at, 0) > ? or state in ('pending', 'failed'))`,
-        );
-        for (const d of diffs) {
-          const since = Math.min(now, comparedAt);
-          if (
-            (touchedSince.get(d.customer, d.hour / 1000, d.hour / 1000 + 3600, since, since)?.n ??
-              0) > 0
-          )
-            continue;
-          const seq =
-            (db
-              .select({ seq: sql<number | null>`max(${meterReports.seq})` })
-              .from(meterReports)
-              .where(and(eq(meterReports.customerId, d.customer), eq(meterReports.hour, d.bucket)))
-              .get()?.seq ?? -1) + 1;
-          const row = db
-            .insert(meterReports)
-            .values({
-              identifier: `observed:${d.customer}:${Math.floor(d.bucket / 1000)}:${seq}`,
-              customerId: d.customer,
-              hour: d.bucket,
-              seq,
-              value: d.difference,
-              timestamp: Math.floor(d.hour / 1000),
-              late: false,
-              kind: "observed",
-              state: "sent",
-              createdAt: now,
-              sentAt: now,
-              lastError: `reconcile --repair: Stripe held ${d.stripe}, sent rows ${d.sent}`,
-            })
-            .returning()
-            .get();
-          db.insert(reportDirtyHours).values({ hour: d.bucket }).onConflictDoNothing().run();
-          written.push(row);
-        }
-        return written;
-      },
-      { behavior: "immediate" },
-    ),
-  );
+): Promise<MeterReport[]> {
+  return ledger.outbox.recordObserved(diffs, now, comparedAt);
 }

@@ -3,51 +3,52 @@
 // bytes here are the bytes billed to each customer (and the unmapped rest is `usage --unmapped`).
 import { z } from "zod";
 import type { CustomerBilling } from "../billing/periods.ts";
-import { customerResolver, listAssignments } from "../customers/customers.ts";
-import type { Db } from "../db/client.ts";
+import type { Assignment } from "../db/schema.ts";
+import type { Ledger } from "../ledger/port.ts";
 import { AssignmentItem } from "./customers.ts";
 import { iso, listOf, page, pageParams } from "./json.ts";
 
 type Owned = { bytes: number; first: number; last: number };
 
+type CustomerLedger = Pick<Ledger, "customers" | "assignments">;
+
 /**
  * Every SIM-hour with usage, resolved to its customer: customer (null: unmapped) → SIM → bytes and
- * first/last hour. One pass over usage_hourly, one history read per SIM.
+ * first/last hour.
  */
-export function usageByOwner(db: Db): Map<string | null, Map<string, Owned>> {
-  const resolver = customerResolver(db);
-  const rows = db.$client
-    .prepare(
-      "select sim_sid as simSid, hour, bytes from usage_hourly where bytes != 0 order by sim_sid, hour",
-    )
-    .all() as { simSid: string; hour: number; bytes: number }[];
+export async function usageByOwner(
+  ledger: Pick<Ledger, "customers">,
+): Promise<Map<string | null, Map<string, Owned>>> {
   const out = new Map<string | null, Map<string, Owned>>();
-  let i = 0;
-  while (i < rows.length) {
-    const sim = (rows[i] as { simSid: string }).simSid;
-    let j = i;
-    while (j < rows.length && (rows[j] as { simSid: string }).simSid === sim) j++;
-    const group = rows.slice(i, j);
-    const owners = resolver.resolveHours(
-      sim,
-      group.map((r) => r.hour),
-    );
-    group.forEach((r, k) => {
-      const owner = owners[k] ?? null;
-      let sims = out.get(owner);
-      if (!sims) {
-        sims = new Map();
-        out.set(owner, sims);
-      }
-      const e = sims.get(sim) ?? { bytes: 0, first: r.hour, last: r.hour };
-      e.bytes += r.bytes;
-      e.first = Math.min(e.first, r.hour);
-      e.last = Math.max(e.last, r.hour);
-      sims.set(sim, e);
-    });
-    i = j;
+  for (const r of await ledger.customers.usageOwned(
+    Number.MIN_SAFE_INTEGER,
+    Number.MAX_SAFE_INTEGER,
+  )) {
+    if (r.bytes === 0) continue;
+    let sims = out.get(r.customer);
+    if (!sims) {
+      sims = new Map();
+      out.set(r.customer, sims);
+    }
+    const e = sims.get(r.simSid) ?? { bytes: 0, first: r.hour, last: r.hour };
+    e.bytes += r.bytes;
+    e.first = Math.min(e.first, r.hour);
+    e.last = Math.max(e.last, r.hour);
+    sims.set(r.simSid, e);
   }
   return out;
+}
+
+/** Every assignment, and the SIMs each one covers (by assignment id). */
+async function assignmentsCovering(
+  ledger: CustomerLedger,
+): Promise<{ assignments: Assignment[]; covers: Map<number, string[]> }> {
+  const assignments = await ledger.assignments.list();
+  const covered = await ledger.customers.covered(assignments);
+  return {
+    assignments,
+    covers: new Map(assignments.map((a, i) => [a.id, covered[i] ?? []])),
+  };
 }
 
 const BillingState = z
@@ -100,28 +101,27 @@ export const CustomerSummaryList = listOf(CustomerSummary, "CustomerSummaryList"
 function simsOf(
   customerId: string,
   owned: Map<string | null, Map<string, Owned>>,
-  resolver: ReturnType<typeof customerResolver>,
-  assignments: ReturnType<typeof listAssignments>,
+  covers: ReadonlyMap<number, readonly string[]>,
+  assignments: readonly Assignment[],
 ): Map<string, Owned | null> {
   const out = new Map<string, Owned | null>(owned.get(customerId) ?? []);
   const used = new Set<string>();
   for (const sims of owned.values()) for (const s of sims.keys()) used.add(s);
   for (const a of assignments) {
     if (a.customerId !== customerId) continue;
-    for (const s of resolver.simsFor(a)) if (!used.has(s) && !out.has(s)) out.set(s, null);
+    for (const s of covers.get(a.id) ?? []) if (!used.has(s) && !out.has(s)) out.set(s, null);
   }
   return out;
 }
 
 /** Customers named by an assignment, with their SIMs and bytes, ordered by customer id. */
-export function customerSummaryList(
-  db: Db,
+export async function customerSummaryList(
+  ledger: CustomerLedger,
   p: z.output<typeof CustomerSummaryParams>,
   billing: ReadonlyMap<string, CustomerBilling>,
 ) {
-  const owned = usageByOwner(db);
-  const resolver = customerResolver(db);
-  const assignments = listAssignments(db);
+  const owned = await usageByOwner(ledger);
+  const { assignments, covers } = await assignmentsCovering(ledger);
   const customers = [...new Set(assignments.map((a) => a.customerId))].sort();
   const after = p.starting_after;
   const selected = (after === undefined ? customers : customers.filter((c) => c > after)).slice(
@@ -133,7 +133,7 @@ export function customerSummaryList(
     p.limit,
     (c) => c,
     (c): CustomerSummary => {
-      const sims = simsOf(c, owned, resolver, assignments);
+      const sims = simsOf(c, owned, covers, assignments);
       let bytes = 0;
       let first = Number.POSITIVE_INFINITY;
       let last = Number.NEGATIVE_INFINITY;
@@ -193,32 +193,18 @@ export class UnknownCustomer extends Error {
 }
 
 /** One customer: its assignments, its SIMs with the bytes attributed to it, its billing state. */
-export function customerDetail(
-  db: Db,
+export async function customerDetail(
+  ledger: CustomerLedger,
   customerId: string,
   billing: ReadonlyMap<string, CustomerBilling>,
-): CustomerDetail {
-  const assignments = listAssignments(db);
+): Promise<CustomerDetail> {
+  const { assignments, covers } = await assignmentsCovering(ledger);
   const mine = assignments.filter((a) => a.customerId === customerId).sort((a, b) => a.id - b.id);
-  const owned = usageByOwner(db);
+  const owned = await usageByOwner(ledger);
   if (mine.length === 0 && !owned.has(customerId))
     throw new UnknownCustomer(`no assignment names ${customerId} (simmeter customers list)`);
-  const resolver = customerResolver(db);
-  const sims = simsOf(customerId, owned, resolver, assignments);
-  const info = new Map(
-    (
-      db.$client
-        .prepare(
-          "select sim_sid as simSid, iccid, unique_name as uniqueName, fleet_sid as fleetSid from sims",
-        )
-        .all() as {
-        simSid: string;
-        iccid: string;
-        uniqueName: string | null;
-        fleetSid: string | null;
-      }[]
-    ).map((s) => [s.simSid, s]),
-  );
+  const sims = simsOf(customerId, owned, covers, assignments);
+  const info = await ledger.customers.sims([...sims.keys()]);
   const list: CustomerSim[] = [...sims.entries()]
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     .map(([simSid, o]) => ({

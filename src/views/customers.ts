@@ -1,6 +1,6 @@
 import { z } from "zod";
-import { listAssignments } from "../customers/customers.ts";
-import type { Db } from "../db/client.ts";
+import type { AssignmentsLedger } from "../customers/customers.ts";
+import type { Assignment } from "../db/schema.ts";
 import { idCursor, iso, listOf, page, pageParams } from "./json.ts";
 
 export const AssignmentParams = z.object({
@@ -20,11 +20,19 @@ export const AssignmentItem = z
 export type AssignmentItem = z.output<typeof AssignmentItem>;
 export const AssignmentList = listOf(AssignmentItem, "AssignmentList");
 
-/** Customer assignments by target and effective time (GET /api/customers, `customers list`). */
-export function assignmentList(db: Db, p: z.output<typeof AssignmentParams>) {
+/** Customer assignments in the order they were made (GET /api/customers, `customers list`). */
+export async function assignmentList(
+  ledger: AssignmentsLedger,
+  p: z.output<typeof AssignmentParams>,
+) {
+  return assignmentPage(await ledger.assignments.list(), p);
+}
+
+/** One page of the assignment list over every assignment (the CLI reads them once for all pages). */
+export function assignmentPage(all: readonly Assignment[], p: z.output<typeof AssignmentParams>) {
   const afterId = idCursor(p.starting_after);
   // Ordered by id, the order they were made in, so a page boundary never moves.
-  const rows = listAssignments(db)
+  const rows = all
     .filter(
       (a) =>
         (p.customer === undefined || a.customerId === p.customer) &&

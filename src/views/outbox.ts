@@ -1,10 +1,8 @@
 // Outbox rows one by one (GET /api/report/rows): pending rows, rows a permanent Stripe error
 // stopped (with that error), late rows (stamped into a later invoice than their hour's), newest
 // first. `simmeter report --status` summarises the same table.
-import { and, desc, eq, lt, type SQL, sql } from "drizzle-orm";
 import { z } from "zod";
-import type { Db } from "../db/client.ts";
-import { meterReports } from "../db/schema.ts";
+import type { Ledger } from "../ledger/port.ts";
 import { idCursor, iso, listOf, page, pageParams } from "./json.ts";
 
 export const OUTBOX_STATES = ["pending", "sent", "failed", "superseded"] as const;
@@ -50,27 +48,23 @@ export const OutboxRow = z
 export type OutboxRow = z.output<typeof OutboxRow>;
 export const OutboxRowList = listOf(OutboxRow, "OutboxRowList");
 
-const rowid = sql<number>`"meter_reports"."rowid"`;
-
 /** Outbox rows, newest first (by insertion), filtered by state, lateness and customer. */
-export function outboxRowList(db: Db, p: z.output<typeof OutboxRowParams>) {
+export async function outboxRowList(
+  ledger: Pick<Ledger, "views">,
+  p: z.output<typeof OutboxRowParams>,
+) {
   const before = idCursor(p.starting_after);
-  const where: SQL[] = [];
-  if (p.state !== undefined) where.push(eq(meterReports.state, p.state));
-  if (p.late !== undefined) where.push(eq(meterReports.late, p.late));
-  if (p.customer !== undefined) where.push(eq(meterReports.customerId, p.customer));
-  if (before !== undefined) where.push(lt(rowid, before));
-  const rows = db
-    .select({ rowid, row: meterReports })
-    .from(meterReports)
-    .where(where.length > 0 ? and(...where) : undefined)
-    .orderBy(desc(rowid))
-    .limit(p.limit + 1)
-    .all();
+  const rows = await ledger.views.outboxRows({
+    ...(p.state !== undefined ? { state: p.state } : {}),
+    ...(p.late !== undefined ? { late: p.late } : {}),
+    ...(p.customer !== undefined ? { customer: p.customer } : {}),
+    ...(before !== undefined ? { beforeRowId: before } : {}),
+    limit: p.limit + 1,
+  });
   return page(
     rows,
     p.limit,
-    (r) => String(r.rowid),
+    (r) => String(r.rowId),
     ({ row: r }): OutboxRow => ({
       identifier: r.identifier,
       customer_id: r.customerId,

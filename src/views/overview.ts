@@ -4,10 +4,9 @@
 // rows as `report --status`); the outbox; quarantine and anomaly counts. Invoice previews need
 // Stripe: the console adds them from invoiceParity (src/billing/parity.ts), as the CLI does.
 import { z } from "zod";
-import { periodLedger } from "../billing/parity.ts";
+import { type ParityLedger, periodLedger } from "../billing/parity.ts";
 import type { CustomerBilling } from "../billing/periods.ts";
-import { assignmentCustomers, unmappedUsage } from "../customers/customers.ts";
-import type { Db } from "../db/client.ts";
+import type { Ledger } from "../ledger/port.ts";
 import type { PlanSettings } from "../reporting/outbox.ts";
 import { iso } from "./json.ts";
 import { ledgerCounts } from "./quarantine.ts";
@@ -93,10 +92,10 @@ export const Overview = z
 export type Overview = z.output<typeof Overview>;
 
 /** The current period's ledger figures of every mapped customer, by the given billing state. */
-export function currentPeriods(
-  db: Db,
+export async function currentPeriods(
+  ledger: ParityLedger,
   billing: ReadonlyMap<string, CustomerBilling>,
-): CurrentPeriod[] {
+): Promise<CurrentPeriod[]> {
   const zero = {
     counted: 0,
     reported: 0,
@@ -105,67 +104,52 @@ export function currentPeriods(
     late_in: 0,
     carried_out: 0,
   };
-  return assignmentCustomers(db)
-    .sort()
-    .map((customerId): CurrentPeriod => {
-      const b = billing.get(customerId);
-      if (b?.state !== "ok" || b.periodStart === null || b.periodEnd === null)
-        return {
-          customer_id: customerId,
-          state: b ? b.state : "unknown",
-          detail: b?.detail ?? (b ? null : "subscription not looked up yet"),
-          period_start: null,
-          period_end: null,
-          ...zero,
-        };
-      const l = periodLedger(db, customerId, b.periodStart, b.periodEnd);
-      return {
+  const out: CurrentPeriod[] = [];
+  for (const customerId of (await ledger.customers.billed()).sort()) {
+    const b = billing.get(customerId);
+    if (b?.state !== "ok" || b.periodStart === null || b.periodEnd === null) {
+      out.push({
         customer_id: customerId,
-        state: "ok",
-        detail: b.detail,
-        period_start: iso(b.periodStart),
-        period_end: iso(b.periodEnd),
-        counted: l.counted,
-        reported: l.reported,
-        pending: l.pending,
-        unreported: l.unreported,
-        late_in: l.lateIn.reduce((s, x) => s + x.bytes, 0),
-        carried_out: l.carriedOut,
-      };
+        state: b ? b.state : "unknown",
+        detail: b?.detail ?? (b ? null : "subscription not looked up yet"),
+        period_start: null,
+        period_end: null,
+        ...zero,
+      });
+      continue;
+    }
+    const l = await periodLedger(ledger, customerId, b.periodStart, b.periodEnd);
+    out.push({
+      customer_id: customerId,
+      state: "ok",
+      detail: b.detail,
+      period_start: iso(b.periodStart),
+      period_end: iso(b.periodEnd),
+      counted: l.counted,
+      reported: l.reported,
+      pending: l.pending,
+      unreported: l.unreported,
+      late_in: l.lateIn.reduce((s, x) => s + x.bytes, 0),
+      carried_out: l.carriedOut,
     });
+  }
+  return out;
 }
 
-/** Quarantine rows whose event is not counted since (an event_sid not in seen_events, or a body). */
-function openQuarantine(db: Db): number {
-  const r = db.$client
-    .prepare(
-      `select count(*) as n from quarantine q
-        where (q.event_sid is null and q.requeues = 0)
-           or (q.event_sid is not null
-               and not exists (select 1 from seen_events s where s.event_sid = q.event_sid))`,
-    )
-    .get() as { n: number };
-  return r.n;
-}
-
-/** When Stripe last confirmed an outbox row (a scheduled run's or `simmeter report`'s). */
 /** When Stripe last accepted a usage row (epoch ms), or null: shared with `simmeter doctor`. */
-export function lastSentMs(db: Db): number | null {
-  const r = db.$client
-    .prepare("select max(sent_at) as t from meter_reports where state = 'sent' and kind = 'usage'")
-    .get() as { t: number | null };
-  return r.t;
+export function lastSentMs(ledger: Pick<Ledger, "views">): Promise<number | null> {
+  return ledger.views.lastSentMs();
 }
 
-export function lastSentAt(db: Db): string | null {
-  return iso(lastSentMs(db));
+export async function lastSentAt(ledger: Pick<Ledger, "views">): Promise<string | null> {
+  return iso(await ledger.views.lastSentMs());
 }
 
-export function overviewView(
-  db: Db,
+export async function overviewView(
+  ledger: Ledger,
   o: { now: number; settings: PlanSettings; billing: ReadonlyMap<string, CustomerBilling> },
-): Overview {
-  const periods = currentPeriods(db, o.billing);
+): Promise<Overview> {
+  const periods = await currentPeriods(ledger, o.billing);
   const totals = {
     counted: 0,
     reported: 0,
@@ -176,8 +160,12 @@ export function overviewView(
   };
   for (const p of periods)
     for (const k of Object.keys(totals) as (keyof typeof totals)[]) totals[k] += p[k];
-  const status = reportStatusView(db, { now: o.now, settings: o.settings, billing: o.billing });
-  const unmapped = unmappedUsage(db);
+  const status = await reportStatusView(ledger, {
+    now: o.now,
+    settings: o.settings,
+    billing: o.billing,
+  });
+  const unmapped = await ledger.reads.unmapped();
   const held = new Map<string, { reason: string; bytes: number; customers: number }>();
   for (const h of status.held) {
     const e = held.get(h.reason) ?? { reason: h.reason, bytes: 0, customers: 0 };
@@ -186,12 +174,8 @@ export function overviewView(
     held.set(h.reason, e);
   }
   const state = (s: string) => status.states.find((x) => x.state === s);
-  const lateRows = db.$client
-    .prepare(
-      "select count(*) as n from meter_reports where late = 1 and state in ('sent', 'pending')",
-    )
-    .get() as { n: number };
-  const counts = ledgerCounts(db);
+  const lateRows = await ledger.views.lateRows();
+  const counts = await ledgerCounts(ledger);
   return {
     object: "overview",
     generated_at: iso(o.now),
@@ -211,10 +195,10 @@ export function overviewView(
       pending_bytes: status.pending.bytes,
       oldest_pending_at: status.pending.oldest_created_at,
       sent_rows: state("sent")?.rows ?? 0,
-      late_rows: lateRows.n,
+      late_rows: lateRows,
     },
-    last_sent_at: lastSentAt(db),
-    quarantine: { rows: counts.quarantined, open: openQuarantine(db) },
+    last_sent_at: await lastSentAt(ledger),
+    quarantine: { rows: counts.quarantined, open: await ledger.views.openQuarantine() },
     anomalies: { rows: counts.anomalies },
   };
 }

@@ -7,25 +7,25 @@ import { stringify } from "csv-stringify/sync";
 import type Stripe from "stripe";
 import {
   invoiceParity,
+  type ParityLedger,
   type ParityRow,
   type PeriodChoice,
   type Statement,
 } from "../billing/parity.ts";
 import type { CustomerBilling } from "../billing/periods.ts";
 import { refreshBilling } from "../billing/subscriptions.ts";
-import type { Db } from "../db/client.ts";
-import { sqliteLedger } from "../ledger/sqlite/index.ts";
+import type { Ledger } from "../ledger/port.ts";
 
 export type StripeAccess = { client: Stripe; eventName: string };
 
 /** Every mapped customer's subscription item and periods, looked up now (nothing stored). */
 export function lookUpPeriods(
-  db: Db,
+  ledger: Pick<Ledger, "customers" | "billing">,
   stripe: StripeAccess,
   now: number,
 ): Promise<Map<string, CustomerBilling>> {
   return refreshBilling({
-    ledger: sqliteLedger(db),
+    ledger,
     stripe: stripe.client,
     eventName: stripe.eventName,
     now,
@@ -38,13 +38,13 @@ export function lookUpPeriods(
  * reconcile --period current|previous --json`, in the same order.
  */
 export async function parityRows(
-  db: Db,
+  ledger: ParityLedger,
   stripe: Stripe,
   billing: ReadonlyMap<string, CustomerBilling>,
   choice: Exclude<PeriodChoice, { invoiceId: string }>,
 ): Promise<ParityRow[]> {
   const rows: ParityRow[] = [];
-  for (const b of billing.values()) rows.push(await invoiceParity(db, stripe, b, choice));
+  for (const b of billing.values()) rows.push(await invoiceParity(ledger, stripe, b, choice));
   return rows;
 }
 

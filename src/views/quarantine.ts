@@ -1,8 +1,6 @@
-import { and, desc, eq, gte, lt, sql } from "drizzle-orm";
 import { z } from "zod";
-import type { Db } from "../db/client.ts";
-import { anomalies, quarantine } from "../db/schema.ts";
 import { listQuarantineRows, type QuarantineListing } from "../ingest/requeue.ts";
+import type { Ledger } from "../ledger/port.ts";
 import { idCursor, iso, listOf, page, pageParams, timeParam } from "./json.ts";
 
 export const QuarantineParams = z.object({
@@ -55,9 +53,9 @@ export function quarantineItem(r: QuarantineListing): QuarantineItem {
 }
 
 /** Quarantined events, newest first (GET /api/quarantine, `simmeter quarantine`). */
-export function quarantineList(db: Db, p: z.output<typeof QuarantineParams>) {
+export async function quarantineList(ledger: Ledger, p: z.output<typeof QuarantineParams>) {
   const beforeId = idCursor(p.starting_after);
-  const rows = listQuarantineRows(db, {
+  const rows = await listQuarantineRows(ledger, {
     limit: p.limit + 1,
     ...(p.reason !== undefined ? { reason: p.reason } : {}),
     ...(p.since !== undefined ? { since: p.since } : {}),
@@ -85,21 +83,14 @@ export type AnomalyItem = z.output<typeof AnomalyItem>;
 export const AnomalyList = listOf(AnomalyItem, "AnomalyList");
 
 /** Accounting anomalies, newest first (GET /api/anomalies, `simmeter anomalies`). */
-export function anomalyList(db: Db, p: z.output<typeof AnomalyParams>) {
+export async function anomalyList(ledger: Ledger, p: z.output<typeof AnomalyParams>) {
   const beforeId = idCursor(p.starting_after);
-  const rows = db
-    .select()
-    .from(anomalies)
-    .where(
-      and(
-        beforeId !== undefined ? lt(anomalies.id, beforeId) : undefined,
-        p.kind !== undefined ? eq(anomalies.kind, p.kind) : undefined,
-        p.since !== undefined ? gte(anomalies.detectedAt, p.since) : undefined,
-      ),
-    )
-    .orderBy(desc(anomalies.id))
-    .limit(p.limit + 1)
-    .all();
+  const rows = await ledger.reads.anomalies({
+    ...(beforeId !== undefined ? { beforeId } : {}),
+    ...(p.kind !== undefined ? { kind: p.kind } : {}),
+    ...(p.since !== undefined ? { since: p.since } : {}),
+    limit: p.limit + 1,
+  });
   return page(
     rows,
     p.limit,
@@ -116,8 +107,6 @@ export function anomalyList(db: Db, p: z.output<typeof AnomalyParams>) {
 }
 
 /** Counts for the overview: rows in quarantine and anomalies recorded. */
-export function ledgerCounts(db: Db): { quarantined: number; anomalies: number } {
-  const q = db.select({ n: sql<number>`count(*)` }).from(quarantine).get()?.n ?? 0;
-  const a = db.select({ n: sql<number>`count(*)` }).from(anomalies).get()?.n ?? 0;
-  return { quarantined: q, anomalies: a };
+export function ledgerCounts(ledger: Ledger): Promise<{ quarantined: number; anomalies: number }> {
+  return ledger.reads.counts();
 }

@@ -1,13 +1,7 @@
 import { z } from "zod";
 import type { CustomerBilling } from "../billing/periods.ts";
-import type { Db } from "../db/client.ts";
-import {
-  failedReports,
-  type PlanSettings,
-  pendingReports,
-  planReports,
-  reportStatus,
-} from "../reporting/outbox.ts";
+import type { Ledger } from "../ledger/port.ts";
+import type { PlanSettings } from "../reporting/outbox.ts";
 import { iso } from "./json.ts";
 
 export const ReportStatus = z
@@ -66,13 +60,12 @@ export type ReportStatus = z.output<typeof ReportStatus>;
  * The outbox and what the next report pass would hold (GET /api/report/status,
  * `simmeter report --status`). Planning runs dry: nothing is written.
  */
-export function reportStatusView(
-  db: Db,
+export async function reportStatusView(
+  ledger: Pick<Ledger, "outbox" | "plan">,
   o: { now: number; settings: PlanSettings; billing?: ReadonlyMap<string, CustomerBilling> },
-): ReportStatus {
-  const pending = pendingReports(db);
-  const plan = planReports({
-    db,
+): Promise<ReportStatus> {
+  const pending = await ledger.outbox.pending();
+  const plan = await ledger.plan({
     now: o.now,
     settings: o.settings,
     dryRun: true,
@@ -91,12 +84,7 @@ export function reportStatusView(
     held.set(k, e);
   }
   return {
-    states: reportStatus(db).map((s) => ({
-      state: s.state,
-      rows: s.rows,
-      value: s.value ?? 0,
-      late: s.late ?? 0,
-    })),
+    states: await ledger.outbox.status(),
     pending: {
       rows: pending.length,
       bytes: pending.reduce((n, r) => n + r.value, 0),
@@ -105,7 +93,7 @@ export function reportStatusView(
           ? iso(pending.reduce((m, r) => Math.min(m, r.createdAt), Number.POSITIVE_INFINITY))
           : null,
     },
-    stopped: failedReports(db).map((r) => ({
+    stopped: (await ledger.outbox.failed()).map((r) => ({
       identifier: r.identifier,
       customer_id: r.customerId,
       hour: iso(r.hour),

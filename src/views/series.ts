@@ -5,8 +5,7 @@
 // that period's rows in `simmeter usage --json`.
 import { z } from "zod";
 import { DAY_MS, dayStart, HOUR_MS, hourStart } from "../accounting/buckets.ts";
-import { customerResolver } from "../customers/customers.ts";
-import type { Db } from "../db/client.ts";
+import type { Ledger } from "../ledger/port.ts";
 import { iso, timeParam } from "./json.ts";
 
 /** The longest range one series covers: about three months of hours, or ten years of days. */
@@ -104,44 +103,24 @@ export function seriesRange(
  * Counted bytes per hour or day over a range: of all SIMs, of one SIM, or of the SIM-hours the
  * customer resolver attributes to one customer (the reporter's rule, src/customers/resolve.ts).
  */
-export function usageSeries(db: Db, p: UsageSeriesParams, now: number): UsageSeries {
+export async function usageSeries(
+  ledger: Pick<Ledger, "views" | "customers">,
+  p: UsageSeriesParams,
+  now: number,
+): Promise<UsageSeries> {
   const g = p.granularity;
   const range = seriesRange(g, now, p.from, p.to);
   const totals = new Map<number, number>(range.buckets.map((b) => [b, 0]));
-  const c = db.$client;
-  const rows = (
-    p.sim !== undefined
-      ? c
-          .prepare(
-            "select sim_sid as simSid, hour, bytes from usage_hourly where sim_sid = ? and hour >= ? and hour < ? and bytes != 0 order by hour",
-          )
-          .all(p.sim, range.from, range.to)
-      : c
-          .prepare(
-            "select sim_sid as simSid, hour, bytes from usage_hourly where hour >= ? and hour < ? and bytes != 0 order by sim_sid, hour",
-          )
-          .all(range.from, range.to)
-  ) as { simSid: string; hour: number; bytes: number }[];
-  let kept = rows;
-  if (p.customer !== undefined) {
-    const resolver = customerResolver(db);
-    kept = [];
-    let i = 0;
-    while (i < rows.length) {
-      const sim = (rows[i] as { simSid: string }).simSid;
-      let j = i;
-      while (j < rows.length && (rows[j] as { simSid: string }).simSid === sim) j++;
-      const group = rows.slice(i, j);
-      const owners = resolver.resolveHours(
-        sim,
-        group.map((r) => r.hour),
-      );
-      group.forEach((r, k) => {
-        if (owners[k] === p.customer) kept.push(r);
-      });
-      i = j;
-    }
-  }
+  // Of one customer: the SIM-hours the history gives it (the reporter's rule).
+  const kept =
+    p.customer !== undefined
+      ? (await ledger.customers.usageOwned(range.from, range.to)).filter(
+          (u) =>
+            u.bytes !== 0 &&
+            u.customer === p.customer &&
+            (p.sim === undefined || u.simSid === p.sim),
+        )
+      : await ledger.views.usageRows(range.from, range.to, p.sim);
   let total = 0;
   for (const r of kept) {
     const b = bucketStart(g, r.hour);
@@ -202,21 +181,13 @@ export type IngestLag = z.output<typeof IngestLag>;
  * the mean and largest (received − event time). Records older than RETENTION_DAYS are pruned, so
  * the series reaches back at most that far.
  */
-export function ingestLag(db: Db, p: z.output<typeof IngestLagParams>, now: number): IngestLag {
+export async function ingestLag(
+  ledger: Pick<Ledger, "views">,
+  p: z.output<typeof IngestLagParams>,
+  now: number,
+): Promise<IngestLag> {
   const range = seriesRange("hour", now, p.from, p.to);
-  const rows = db.$client
-    .prepare(
-      `select (event_ts / 3600000) * 3600000 as hour, count(*) as events,
-              cast(round(avg(max(received_at - event_ts, 0))) as integer) as avgLag,
-              max(max(received_at - event_ts, 0)) as maxLag
-         from seen_events where event_ts >= ? and event_ts < ? group by 1`,
-    )
-    .all(range.from, range.to) as {
-    hour: number;
-    events: number;
-    avgLag: number | null;
-    maxLag: number | null;
-  }[];
+  const rows = await ledger.views.ingestLag(range.from, range.to);
   const byHour = new Map(rows.map((r) => [r.hour, r]));
   return {
     object: "ingest_lag",

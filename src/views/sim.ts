@@ -3,8 +3,8 @@
 // assignments, the fleets its events named, those fleets' assignments) and its recent hours with
 // the customer each is billed to.
 import { z } from "zod";
-import { customerResolver } from "../customers/customers.ts";
-import type { Db } from "../db/client.ts";
+import type { Ledger } from "../ledger/port.ts";
+import type { SimAssignmentRow } from "../ledger/views-port.ts";
 import { AssignmentItem } from "./customers.ts";
 import { iso } from "./json.ts";
 import { AnomalyItem } from "./quarantine.ts";
@@ -126,15 +126,7 @@ export class UnknownSim extends Error {
   override name = "UnknownSim";
 }
 
-type AssignmentRow = {
-  id: number;
-  targetType: "sim" | "iccid" | "fleet";
-  targetId: string;
-  customerId: string;
-  effectiveFrom: number;
-  createdAt: number;
-};
-const assignmentItem = (a: AssignmentRow): z.output<typeof AssignmentItem> => ({
+const assignmentItem = (a: SimAssignmentRow): z.output<typeof AssignmentItem> => ({
   id: a.id,
   target_type: a.targetType,
   target_id: a.targetId,
@@ -143,93 +135,25 @@ const assignmentItem = (a: AssignmentRow): z.output<typeof AssignmentItem> => ({
   created_at: iso(a.createdAt),
 });
 
-export function simDetail(db: Db, simSid: string, q: z.output<typeof SimQuery>): SimDetail {
-  const c = db.$client;
-  const info = c
-    .prepare(
-      "select iccid, fleet_sid as fleetSid, unique_name as uniqueName, account_sid as accountSid, first_seen_at as firstSeenAt, last_event_at as lastEventAt from sims where sim_sid = ?",
-    )
-    .get(simSid) as
-    | {
-        iccid: string;
-        fleetSid: string | null;
-        uniqueName: string | null;
-        accountSid: string;
-        firstSeenAt: number;
-        lastEventAt: number;
-      }
-    | undefined;
-  const usage = c
-    .prepare("select hour, bytes from usage_hourly where sim_sid = ? and bytes != 0 order by hour")
-    .all(simSid) as { hour: number; bytes: number }[];
+export async function simDetail(
+  ledger: Pick<Ledger, "views">,
+  simSid: string,
+  q: z.output<typeof SimQuery>,
+): Promise<SimDetail> {
+  const rec = await ledger.views.simRecord(simSid, q.sessions);
+  const { info, usage } = rec;
   if (!info && usage.length === 0) throw new UnknownSim(`no SIM ${simSid} in the ledger`);
-  const resolver = customerResolver(db);
-  const owners = resolver.resolveHours(
-    simSid,
-    usage.map((u) => u.hour),
-  );
   const byCustomer = new Map<string | null, { bytes: number; first: number; last: number }>();
-  usage.forEach((u, i) => {
-    const k = owners[i] ?? null;
-    const e = byCustomer.get(k) ?? { bytes: 0, first: u.hour, last: u.hour };
+  for (const u of usage) {
+    const e = byCustomer.get(u.customer) ?? { bytes: 0, first: u.hour, last: u.hour };
     e.bytes += u.bytes;
     e.first = Math.min(e.first, u.hour);
     e.last = Math.max(e.last, u.hour);
-    byCustomer.set(k, e);
-  });
-
-  // sessions has no index on sim_sid: one scan of the (retention-pruned) table.
-  const totals = c
-    .prepare("select count(*) as n, max(last_reading_at) as last from sessions where sim_sid = ?")
-    .get(simSid) as { n: number; last: number | null };
-  const sessionsTotal = totals.n;
-  const sessions = c
-    .prepare(
-      `select session_sid as sessionSid, start_time as startTime, end_time as endTime,
-              total_bytes as totalBytes, basis, reading_count as readingCount,
-              last_reading_at as lastReadingAt, buckets
-         from sessions where sim_sid = ?
-        order by coalesce(start_time, last_reading_at) desc limit ?`,
-    )
-    .all(simSid, q.sessions) as {
-    sessionSid: string;
-    startTime: number | null;
-    endTime: number | null;
-    totalBytes: number;
-    basis: "cumulative" | "window";
-    readingCount: number;
-    lastReadingAt: number;
-    buckets: string;
-  }[];
-  const readingsOf = c.prepare(
-    `select r.t, r.event_sid as eventSid, r.cumulative, r.window_bytes as windowBytes,
-            r.window_start as windowStart, r.ended, s.received_at as receivedAt
-       from readings r left join seen_events s on s.event_sid = r.event_sid
-      where r.session_sid = ? order by r.t, r.event_sid`,
-  );
-  const anomalies = c
-    .prepare(
-      `select id, session_sid as sessionSid, event_sid as eventSid, kind, detail, detected_at as detectedAt
-         from anomalies where session_sid in (select session_sid from sessions where sim_sid = ?)
-        order by id desc limit 200`,
-    )
-    .all(simSid) as {
-    id: number;
-    sessionSid: string;
-    eventSid: string;
-    kind: string;
-    detail: string;
-    detectedAt: number;
-  }[];
-
-  const fleetRows = c
-    .prepare(
-      "select hour, fleet_sid as fleetSid from sim_fleet_hours where sim_sid = ? order by hour, fleet_sid",
-    )
-    .all(simSid) as { hour: number; fleetSid: string }[];
+    byCustomer.set(u.customer, e);
+  }
   const stays: { fleet_sid: string; first_hour: string; last_hour: string }[] = [];
   let current: { fleetSid: string; first: number; last: number } | null = null;
-  for (const r of fleetRows) {
+  for (const r of rec.fleetHours) {
     if (current && current.fleetSid === r.fleetSid) {
       current.last = r.hour;
       continue;
@@ -248,24 +172,6 @@ export function simDetail(db: Db, simSid: string, q: z.output<typeof SimQuery>):
       first_hour: iso(current.first),
       last_hour: iso(current.last),
     });
-  const fleets = [
-    ...new Set([...fleetRows.map((r) => r.fleetSid), ...(info?.fleetSid ? [info.fleetSid] : [])]),
-  ];
-  const assignmentRows = (targetType: string, ids: string[]): AssignmentRow[] =>
-    ids.length === 0
-      ? []
-      : (c
-          .prepare(
-            `select id, target_type as targetType, target_id as targetId, customer_id as customerId,
-                    effective_from as effectiveFrom, created_at as createdAt
-               from assignments where target_type = ? and target_id in (${ids.map(() => "?").join(",")})
-              order by effective_from, id`,
-          )
-          .all(targetType, ...ids) as AssignmentRow[]);
-  const own = [
-    ...assignmentRows("sim", [simSid]),
-    ...(info ? assignmentRows("iccid", [info.iccid]) : []),
-  ].sort((a, b) => a.effectiveFrom - b.effectiveFrom || a.id - b.id);
 
   return {
     object: "sim",
@@ -276,7 +182,7 @@ export function simDetail(db: Db, simSid: string, q: z.output<typeof SimQuery>):
     account_sid: info?.accountSid ?? null,
     first_seen_at: info ? iso(info.firstSeenAt) : null,
     last_event_at: info ? iso(info.lastEventAt) : null,
-    last_reading_at: iso(totals.last),
+    last_reading_at: iso(rec.lastReadingAt),
     bytes: usage.reduce((n, u) => n + u.bytes, 0),
     customers: [...byCustomer.entries()].map(([customerId, e]) => ({
       customer_id: customerId,
@@ -285,10 +191,10 @@ export function simDetail(db: Db, simSid: string, q: z.output<typeof SimQuery>):
       last_hour: iso(e.last),
     })),
     hours: usage
-      .map((u, i) => ({ hour: iso(u.hour), bytes: u.bytes, customer_id: owners[i] ?? null }))
+      .map((u) => ({ hour: iso(u.hour), bytes: u.bytes, customer_id: u.customer }))
       .reverse()
       .slice(0, q.hours),
-    sessions: sessions.map((s) => ({
+    sessions: rec.sessions.map((s) => ({
       session_sid: s.sessionSid,
       start_time: iso(s.startTime),
       end_time: iso(s.endTime),
@@ -301,28 +207,18 @@ export function simDetail(db: Db, simSid: string, q: z.output<typeof SimQuery>):
         .filter((h) => h.bytes !== 0)
         .sort((a, b) => a.hour - b.hour)
         .map((h) => ({ hour: iso(h.hour), bytes: h.bytes })),
-      readings: (
-        readingsOf.all(s.sessionSid) as {
-          t: number;
-          eventSid: string;
-          cumulative: number | null;
-          windowBytes: number | null;
-          windowStart: number | null;
-          ended: number;
-          receivedAt: number | null;
-        }[]
-      ).map((r) => ({
+      readings: s.readings.map((r) => ({
         t: iso(r.t),
         event_sid: r.eventSid,
         cumulative: r.cumulative,
         window_bytes: r.windowBytes,
         window_start: iso(r.windowStart),
-        ended: Boolean(r.ended),
+        ended: r.ended,
         received_at: iso(r.receivedAt),
       })),
     })),
-    sessions_total: sessionsTotal,
-    anomalies: anomalies.map((a) => ({
+    sessions_total: rec.sessionsTotal,
+    anomalies: rec.anomalies.map((a) => ({
       id: a.id,
       session_sid: a.sessionSid,
       event_sid: a.eventSid,
@@ -331,9 +227,9 @@ export function simDetail(db: Db, simSid: string, q: z.output<typeof SimQuery>):
       detected_at: iso(a.detectedAt),
     })),
     history: {
-      assignments: own.map(assignmentItem),
+      assignments: rec.own.map(assignmentItem),
       fleets: stays,
-      fleet_assignments: assignmentRows("fleet", fleets).map(assignmentItem),
+      fleet_assignments: rec.fleetAssignments.map(assignmentItem),
     },
   };
 }

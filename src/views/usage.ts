@@ -1,6 +1,5 @@
 import { z } from "zod";
-import { unmappedUsage } from "../customers/customers.ts";
-import type { Db } from "../db/client.ts";
+import type { Ledger } from "../ledger/port.ts";
 import { queryUsage } from "../usage/query.ts";
 import { CursorError, listOf, page, pageParams, timeParam } from "./json.ts";
 
@@ -31,7 +30,7 @@ export type UsageItem = z.output<typeof UsageItem>;
 export const UsageList = listOf(UsageItem, "UsageList");
 
 /** Per SIM usage per hour, day, UTC month or in total (GET /api/usage, `simmeter usage`). */
-export function usageList(db: Db, p: UsageParams) {
+export async function usageList(ledger: Ledger, p: UsageParams) {
   let after: { simSid: string; period: string } | undefined;
   if (p.starting_after !== undefined) {
     const i = p.starting_after.indexOf("/");
@@ -45,7 +44,7 @@ export function usageList(db: Db, p: UsageParams) {
     ?.split(",")
     .map((s) => s.trim())
     .filter((s) => s !== "");
-  const rows = queryUsage(db, {
+  const rows = await queryUsage(ledger, {
     granularity: p.granularity,
     ...(sims && sims.length > 0 ? { sims } : {}),
     ...(p.from !== undefined ? { from: p.from } : {}),
@@ -79,8 +78,8 @@ export const UnmappedList = listOf(UnmappedItem, "UnmappedUsageList");
  * SIMs with usage no customer assignment covers (GET /api/usage/unmapped, `usage --unmapped`):
  * kept, and reported as soon as an assignment covers them.
  */
-export function unmappedList(db: Db, p: z.output<typeof UnmappedParams>) {
-  const all = unmappedUsage(db).sort((a, b) =>
+export async function unmappedList(ledger: Ledger, p: z.output<typeof UnmappedParams>) {
+  const all = (await ledger.reads.unmapped()).sort((a, b) =>
     a.simSid < b.simSid ? -1 : a.simSid > b.simSid ? 1 : 0,
   );
   const after = p.starting_after;

@@ -13,6 +13,7 @@ import { freePort } from "../../scripts/lib/redis-server.ts";
 import { type StripeEmulator, startStripeEmulator } from "../../scripts/stripe-emulator.ts";
 import { importCustomersCsv } from "../../src/customers/customers.ts";
 import { openDb } from "../../src/db/client.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createStripe } from "../../src/reporting/stripe.ts";
 import { ensureMeter } from "../../src/reporting/stripe-setup.ts";
 import { simulateFleet } from "../../src/simulate/fleet.ts";
@@ -112,7 +113,11 @@ export async function consoleRig(o: {
   const csv = join(dir, "customers.csv");
   await writeCustomersCsv(csv, mapped);
   const db = openDb(dbPath);
-  const imp = importCustomersCsv({ db, csv: readFileSync(csv, "utf8"), now: Date.now() });
+  const imp = await importCustomersCsv({
+    ledger: sqliteLedger(db),
+    csv: readFileSync(csv, "utf8"),
+    now: Date.now(),
+  });
   if (imp.errors.length) throw new Error(`import: ${JSON.stringify(imp.errors)}`);
   db.$client.close();
 

@@ -1,3 +1,4 @@
+import type { CustomerBilling } from "../../src/billing/periods.ts";
 import { storeBilling } from "../../src/billing/subscriptions.ts";
 import { openDb } from "../../src/db/client.ts";
 import { type IngestSettings, ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
@@ -63,4 +64,26 @@ export function subscribeAll(
       refreshedAt: now,
     })),
   );
+}
+
+/**
+ * The billing rows subscribeAll stores: for each customer one active metered subscription item
+ * whose current period spans [start, end) (shared with the async subscribeAll of ledger.ts).
+ */
+export function subscriptionRows(
+  customers: readonly string[],
+  { start = 0, end = Date.UTC(2100, 0, 1), now = Date.now() } = {},
+): CustomerBilling[] {
+  return customers.map((customerId) => ({
+    customerId,
+    state: "ok" as const,
+    detail: null,
+    subscriptionId: `sub_${customerId}`,
+    itemId: `si_${customerId}`,
+    priceId: "price_test",
+    periodStart: start,
+    periodEnd: end,
+    previous: null,
+    refreshedAt: now,
+  }));
 }

@@ -1,6 +1,7 @@
 import pg from "pg";
 import { inject } from "vitest";
 import { withDatabase } from "../../scripts/lib/postgres-server.ts";
+import { createPool } from "../../src/db/pg/client.ts";
 import { TEMPLATE_DATABASE } from "./global-postgres.ts";
 
 export type TestDatabase = {
@@ -47,4 +48,19 @@ export async function createTestDatabase(opts: { empty?: boolean } = {}): Promis
       await adminPool().query(`drop database if exists ${name} with (force)`);
     },
   };
+}
+
+/**
+ * A new migrated database and a pool on it (the product's createPool, role "test"): the pool is
+ * ended, then the database dropped, by the `cleanup` list the caller runs (reversed) in afterAll.
+ */
+export async function testPgPool(
+  cleanup: (() => Promise<void>)[],
+  max = 4,
+): Promise<{ pool: pg.Pool; url: string }> {
+  const db = await createTestDatabase();
+  cleanup.push(db.drop);
+  const pool = createPool(db.url, { role: "test", max });
+  cleanup.push(() => pool.end());
+  return { pool, url: db.url };
 }

@@ -1,9 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { assignCustomer } from "../../src/customers/customers.ts";
+import type { AssignInput } from "../../src/customers/customers.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
+import type { Assignment } from "../../src/db/schema.ts";
 import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
+import { sqliteAssignmentsSync } from "../../src/ledger/sqlite/assignments.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { defaultSettings } from "./db.ts";
 
@@ -37,18 +39,32 @@ export type SimAssignment = {
   now?: number;
 };
 
-/** Assigns `sim` to `customer` from `effectiveFrom` (what `simmeter customers assign` does). */
+/**
+ * Assigns `sim` to `customer` from `effectiveFrom` (what `simmeter customers assign` does), at
+ * once: the SQLite adapter's synchronous body of the port's assign (refused if it moves usage).
+ */
 export function assignSim(db: Db, a: SimAssignment): void {
-  assignCustomer({
-    db,
-    now: a.now ?? Date.now(),
-    input: {
+  sqliteAssignmentsSync(db).assign(
+    {
       targetType: "sim",
       targetId: a.sim,
       customerId: a.customer,
       effectiveFrom: a.effectiveFrom,
     },
-  });
+    a.now ?? Date.now(),
+    { rebill: false },
+  );
+}
+
+/**
+ * assignCustomer at once on a SQLite ledger, for seeds written as synchronous code: the SQLite
+ * adapter's own body of the port's assign (validated; RebillRequired unless rebill).
+ */
+export function assignNow(
+  db: Db,
+  a: { input: AssignInput; now: number; rebill?: boolean },
+): Assignment {
+  return sqliteAssignmentsSync(db).assign(a.input, a.now, { rebill: a.rebill ?? false }).assignment;
 }
 
 /** assignSim in the database file at `dbPath` (created and migrated if need be), then closed. */

@@ -6,7 +6,6 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { freePort } from "../../scripts/lib/redis-server.ts";
 import { openApiDocument } from "../../src/api/openapi.ts";
-import { assignCustomer } from "../../src/customers/customers.ts";
 import { openDb } from "../../src/db/client.ts";
 import {
   runCli,
@@ -15,6 +14,7 @@ import {
   tempDir,
   waitFor,
 } from "../helpers/process.ts";
+import { assignNow } from "../helpers/seed.ts";
 
 const TOKEN = "t0ken-for-the-admin-listener-0123456789";
 const SIMS = ["HS00000000000000000000000000000001", "HS00000000000000000000000000000002"];
@@ -53,8 +53,7 @@ function seedLedger(path: string): void {
   );
   anomaly.run("PI1", "EZ1", "cumulative_decreased", hour0);
   anomaly.run("PI2", "EZ2", "rate_exceeded", hour0 + 2 * 3_600_000);
-  assignCustomer({
-    db,
+  assignNow(db, {
     input: { targetType: "sim", targetId: SIMS[0] as string, customerId: "cus_A" },
     now: hour0,
   });

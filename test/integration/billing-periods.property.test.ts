@@ -2,6 +2,7 @@ import fc from "fast-check";
 import type Stripe from "stripe";
 import { describe, expect, inject, it } from "vitest";
 import { assignCustomer, customerResolver } from "../../src/customers/customers.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import {
   countedByCustomerHour,
@@ -131,8 +132,8 @@ async function runScenario(s: Scenario): Promise<void> {
       startDate: Date.parse("2026-11-28T09:30:00Z"),
     });
     for (const sim of SIMS)
-      assignCustomer({
-        db: rig.db,
+      await assignCustomer({
+        ledger: sqliteLedger(rig.db),
         now: T0,
         input: {
           targetType: "sim",

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, inject, it } from "vitest";
 import type { Attribution } from "../../src/accounting/attribute.ts";
 import { invoiceParity, parityProblem, statement } from "../../src/billing/parity.ts";
 import { loadBilling, refreshBilling } from "../../src/billing/subscriptions.ts";
-import { assignCustomer, customerResolver } from "../../src/customers/customers.ts";
+import { customerResolver } from "../../src/customers/customers.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
 import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createLogger } from "../../src/lib/logger.ts";
@@ -22,6 +22,7 @@ import {
   type ReportingRig,
   reportingRig,
 } from "../helpers/reporting.ts";
+import { assignNow } from "../helpers/seed.ts";
 
 // Usage billed by each customer's own subscription period, end to end: the reporter, the outbox,
 // the Stripe emulator's cycle invoices (drafts that freeze at finalization) and previews, all
@@ -73,8 +74,7 @@ afterEach(async () => {
 });
 
 function assign(r: ReportingRig, sim: Sim, customerId: string, from: number) {
-  assignCustomer({
-    db: r.db,
+  assignNow(r.db, {
     now: r.now.value,
     input: { targetType: "sim", targetId: sim.sid, customerId, effectiveFrom: from },
   });
@@ -176,7 +176,7 @@ async function expectInvoices(
   for (const which of ["previous", "current"] as const) {
     const e = exp[which];
     const billed = e.counted + e.lateIn - e.carriedOut;
-    const p = await invoiceParity(r.db, r.stripe, b, which);
+    const p = await invoiceParity(sqliteLedger(r.db), r.stripe, b, which);
     expect(p, `${customer} ${which}`).toMatchObject({
       customer,
       period_start: iso(T(e.start)),
@@ -202,7 +202,7 @@ async function expectInvoices(
     } else {
       expect(await previewQuantity(r.stripe, customer)).toBe(billed);
     }
-    const s = await statement(r.db, r.stripe, b, which, "period");
+    const s = await statement(sqliteLedger(r.db), r.stripe, b, which, "period");
     expect(
       Object.fromEntries(s.lines.map((l) => [l.sim_sid, l.bytes])),
       `${customer} ${which} statement lines`,
@@ -355,7 +355,7 @@ describe("usage is billed by the customer's own subscription period", () => {
       },
     });
     const b = await billingOf(rig, "cus_a");
-    const late = await statement(rig.db, rig.stripe, b, "current", "period");
+    const late = await statement(sqliteLedger(rig.db), rig.stripe, b, "current", "period");
     expect(late.late_in).toEqual([
       { hour: "2026-11-30T22:00:00.000Z", bytes: 800 },
       { hour: "2026-11-30T23:00:00.000Z", bytes: 2000 },
@@ -542,22 +542,22 @@ describe("usage is billed by the customer's own subscription period", () => {
         expect(await billedTotal(rig, c), c).toBe(countedTotal(rig, c));
         const b = await billingOf(rig, c);
         for (const which of ["previous", "current"] as const) {
-          const p = await invoiceParity(rig.db, rig.stripe, b, which);
+          const p = await invoiceParity(sqliteLedger(rig.db), rig.stripe, b, which);
           expect(p, `${c} ${which}`).toMatchObject({ difference: 0, unreported: 0, problem: null });
-          const s = await statement(rig.db, rig.stripe, b, which, "period");
+          const s = await statement(sqliteLedger(rig.db), rig.stripe, b, which, "period");
           expect(s.total).toBe(p.invoice_quantity);
         }
       }
       expect(countedTotal(rig, "cus_e1")).toBe(3000 + 9000);
       expect(countedTotal(rig, "cus_e2")).toBe(5000 + 700);
       const e1 = await invoiceParity(
-        rig.db,
+        sqliteLedger(rig.db),
         rig.stripe,
         await billingOf(rig, "cus_e1"),
         "previous",
       );
       const e2 = await invoiceParity(
-        rig.db,
+        sqliteLedger(rig.db),
         rig.stripe,
         await billingOf(rig, "cus_e2"),
         "previous",
@@ -629,7 +629,12 @@ describe("customers without exactly one subscription item on the meter", () => {
       [2500, S("2026-11-20T10:35:00Z")],
     ]);
     expect(await previewQuantity(rig.stripe, "cus_new")).toBe(2500);
-    const p = await invoiceParity(rig.db, rig.stripe, await billingOf(rig, "cus_new"), "current");
+    const p = await invoiceParity(
+      sqliteLedger(rig.db),
+      rig.stripe,
+      await billingOf(rig, "cus_new"),
+      "current",
+    );
     expect(p).toMatchObject({
       period_start: "2026-11-20T10:31:00.000Z",
       period_end: "2026-12-01T00:00:00.000Z",
@@ -707,7 +712,7 @@ describe("customers without exactly one subscription item on the meter", () => {
     const ambiguous = loadBilling(rig.db).get("cus_two");
     if (!ambiguous) throw new Error("no billing state for cus_two");
     expect(ambiguous).toMatchObject({ state: "ambiguous", itemId: null });
-    const parity = await invoiceParity(rig.db, rig.stripe, ambiguous, "current");
+    const parity = await invoiceParity(sqliteLedger(rig.db), rig.stripe, ambiguous, "current");
     expect(parity.problem).toContain(two.id);
     expect(parityProblem(parity)).toBe(true);
 
@@ -1052,7 +1057,7 @@ describe("the Stripe-fault drill across a period boundary", () => {
       expect(await billedTotal(r, c), `${c} billed in all`).toBe(countedTotal(r, c));
       const b = await billingOf(r, c);
       for (const which of ["previous", "current"] as const) {
-        const p = await invoiceParity(r.db, r.stripe, b, which);
+        const p = await invoiceParity(sqliteLedger(r.db), r.stripe, b, which);
         expect(p, `${c} ${which}`).toMatchObject({ difference: 0, unreported: 0, problem: null });
       }
     }

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { withDatabase } from "../../scripts/lib/postgres-server.ts";
+import { ENDED_ONLY_NEEDS_CUMULATIVE } from "../../src/ingest/admit.ts";
 import { cli, tempDirsRemovedAfterAll } from "../helpers/cli.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/pg.ts";
 
@@ -110,7 +111,7 @@ function doctor(url: string) {
 }
 
 describe("simmeter doctor on PostgreSQL (CLI)", { timeout: 120_000 }, () => {
-  it("a migrated database: the PostgreSQL checks are ok, the SQLite ledger checks give one warning naming them, no SQLite file is made, and the exit code is the other checks'", async () => {
+  it("a migrated database: the PostgreSQL checks are ok, the ledger's contents are checked there, no SQLite file is made, and the exit code is the other checks'", async () => {
     const db = await database();
     await admin(`alter database ${db.name} set synchronous_commit = on`);
     const d = doctor(db.url);
@@ -163,17 +164,14 @@ describe("simmeter doctor on PostgreSQL (CLI)", { timeout: 120_000 }, () => {
     expect(conn?.simmeter_connections as number).toBeGreaterThanOrEqual(1);
     expect(conn?.detail).toContain(`${conn?.simmeter_connections} of max_connections 300 (`);
     expect(conn?.detail).toContain("× processes below max_connections");
-    const ledger = j.check("ledger contents");
-    expect(ledger).toMatchObject({
-      status: "warn",
-      skipped: ["quarantine", "unmapped usage", "outbox"],
-    });
-    expect(ledger?.detail).toContain("read the SQLite ledger only so far");
-    for (const name of ["quarantine", "unmapped usage", "outbox", "reporting", "customers"])
-      expect(j.check(name), name).toBeUndefined();
+    // The ledger's contents, read from PostgreSQL: an empty ledger holds nothing unbilled.
+    expect(j.check("ledger contents")).toBeUndefined();
+    expect(j.check("quarantine")).toMatchObject({ status: "ok", events: 0 });
+    expect(j.check("unmapped usage")).toMatchObject({ status: "ok", bytes: 0, sims: 0 });
+    expect(j.check("outbox")).toMatchObject({ status: "ok", stopped: 0, pending: 0 });
     for (const c of j.report.checks) {
       for (const k of Object.keys(c)) expect(k).toMatch(/^[a-z]+(_[a-z]+)*$/);
-      if (!["ledger contents", "stripe key"].includes(c.name)) expect(c.status, c.name).toBe("ok");
+      if (c.name !== "stripe key") expect(c.status, c.name).toBe("ok");
     }
     expect(j.report.checks.map((c) => c.name).slice(0, PG_CHECKS.length)).toEqual(PG_CHECKS);
     expect(existsSync(join(d.cwd, "data"))).toBe(false);
@@ -181,14 +179,25 @@ describe("simmeter doctor on PostgreSQL (CLI)", { timeout: 120_000 }, () => {
     const text = await d.run();
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/\npostgres migrations +ok +/);
-    expect(text.stdout).toMatch(/\nledger contents +warn +not checked: quarantine/);
-    expect(text.stdout).toMatch(/\n2 warnings\n$/);
-    // the warnings fail under --strict
+    expect(text.stdout).toMatch(/\nunmapped usage +ok +/);
+    expect(text.stdout).toMatch(/\n1 warning\n$/);
+    // the warning (no STRIPE_SECRET_KEY) fails under --strict
     expect((await d.json(["--strict"])).code).toBe(1);
   });
 
-  it("the ledger contents warning names the ended-only and Stripe checks too when they would run", async () => {
+  it("the ledger's contents on PostgreSQL: a refused ended-only event fails billing mode, and warns as quarantined", async () => {
     const db = await database();
+    const received = Date.UTC(2026, 10, 30, 12, 0, 0);
+    const pool = new pg.Pool({ connectionString: db.url, max: 1 });
+    try {
+      await pool.query(
+        `insert into quarantine (received_at, source, delivery_id, position, event_sid, reason, raw)
+         values ($1, 'twilio', 'd1', 0, $2, $3, '{}')`,
+        [received, `EZ${"e".repeat(32)}`, ENDED_ONLY_NEEDS_CUMULATIVE],
+      );
+    } finally {
+      await pool.end();
+    }
     const d = doctor(db.url);
     const r = await cli(
       ["doctor", "--json"],
@@ -198,28 +207,20 @@ describe("simmeter doctor on PostgreSQL (CLI)", { timeout: 120_000 }, () => {
         REDIS_URL: inject("redisUrl"),
         REDIS_PREFIX: `dp${randomUUID().slice(0, 8)}`,
         BILLING_MODE: "ended-only",
-        // a key the emulator-less Stripe refuses fast: only the skipped list matters here
-        STRIPE_SECRET_KEY: "sk_test_doctor",
-        STRIPE_API_BASE: "http://127.0.0.1:1",
-        STRIPE_TIMEOUT_MS: "1000",
         ...RECEIVER,
       },
       d.cwd,
     );
+    expect(r.code).toBe(1);
     const report = JSON.parse(r.stdout) as Report;
-    expect(report.checks.find((c) => c.name === "ledger contents")).toMatchObject({
+    const check = (name: string) => report.checks.find((c) => c.name === name);
+    expect(check("billing mode")).toMatchObject({ status: "fail", refused: 1 });
+    expect(check("quarantine")).toMatchObject({
       status: "warn",
-      skipped: [
-        "billing mode",
-        "quarantine",
-        "unmapped usage",
-        "outbox",
-        "reporting",
-        "customers",
-        "subscriptions",
-        "invoice grace",
-      ],
+      events: 1,
+      newest_received_at: new Date(received).toISOString(),
     });
+    expect(check("ledger contents")).toBeUndefined();
   });
 
   it("an empty database fails the migrations check naming the pending ones, exits 1, and is not migrated", async () => {

@@ -8,6 +8,7 @@ import {
   listAssignments,
 } from "../../src/customers/customers.ts";
 import { openDb } from "../../src/db/client.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { cli, tempDirsRemovedAfterAll } from "../helpers/cli.ts";
 import { ingestFixture } from "../helpers/seed.ts";
 
@@ -181,8 +182,8 @@ describe("simmeter customers import (CLI)", () => {
     const w = workspace();
     ingestFixture(w.dbPath, "f");
     const db = openDb(w.dbPath);
-    assignCustomer({
-      db,
+    await assignCustomer({
+      ledger: sqliteLedger(db),
       now: Date.now(),
       input: {
         targetType: "sim",
@@ -214,32 +215,41 @@ describe("simmeter customers import (CLI)", () => {
 });
 
 describe("importCustomersCsv: what counts as unchanged", () => {
-  it("a SIM row that would override its ICCID's later assignment is new, not unchanged", () => {
+  it("a SIM row that would override its ICCID's later assignment is new, not unchanged", async () => {
     const dbPath = join(freshDir(), "simmeter.db");
     ingestFixture(dbPath, "f");
     const db = openDb(dbPath);
     try {
       const now = Date.parse("2026-11-20T10:30:00Z");
       const csv = `sim_sid,stripe_customer_id\n${FIXTURE_SIM},cus_A1\n`;
-      expect(importCustomersCsv({ db, csv, now })).toMatchObject({ imported: 1, unchanged: 0 });
-      expect(importCustomersCsv({ db, csv, now: now + HOUR_MS })).toMatchObject({
+      expect(await importCustomersCsv({ ledger: sqliteLedger(db), csv, now })).toMatchObject({
+        imported: 1,
+        unchanged: 0,
+      });
+      expect(
+        await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: now + HOUR_MS }),
+      ).toMatchObject({
         imported: 0,
         unchanged: 1,
       });
       // The SIM's ICCID goes to another customer later on: importing the SIM row again now
       // would take the SIM back from that customer, so it is a change.
-      assignCustomer({
-        db,
+      await assignCustomer({
+        ledger: sqliteLedger(db),
         now: now + 2 * HOUR_MS,
         input: { targetType: "iccid", targetId: FIXTURE_ICCID, customerId: "cus_B2" },
       });
-      expect(importCustomersCsv({ db, csv, now: now + 5 * HOUR_MS })).toMatchObject({
+      expect(
+        await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: now + 5 * HOUR_MS }),
+      ).toMatchObject({
         imported: 1,
         unchanged: 0,
       });
       // An earlier effective time than the assignment in effect is a change too.
       const earlier = `sim_sid,stripe_customer_id,effective_from\n${FIXTURE_SIM},cus_A1,2026-11-01\n`;
-      expect(importCustomersCsv({ db, csv: earlier, now })).toMatchObject({
+      expect(
+        await importCustomersCsv({ ledger: sqliteLedger(db), csv: earlier, now }),
+      ).toMatchObject({
         imported: 1,
         unchanged: 0,
       });

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { type StripeEmulator, startStripeEmulator } from "../../scripts/stripe-emulator.ts";
 import { assignCustomer } from "../../src/customers/customers.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { clockSkewCheck, stripeClockSkew } from "../../src/reporting/clock.ts";
 import { failedReports, pendingReports } from "../../src/reporting/outbox.ts";
 import { createStripe } from "../../src/reporting/stripe.ts";
@@ -30,8 +31,8 @@ describe("a host clock ahead of Stripe's", () => {
       now: NOW,
       emulator: { clockOffsetMs: -10 * MIN },
     });
-    assignCustomer({
-      db: rig.db,
+    await assignCustomer({
+      ledger: sqliteLedger(rig.db),
       now: NOW,
       input: {
         targetType: "sim",

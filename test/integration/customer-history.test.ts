@@ -6,6 +6,7 @@ import {
   previewMoves,
   unmappedUsage,
 } from "../../src/customers/customers.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { planReports } from "../../src/reporting/outbox.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { runCli } from "../helpers/process.ts";
@@ -73,15 +74,15 @@ async function rigAt(now = NOW): Promise<ReportingRig> {
   return rig;
 }
 
-function assign(
+async function assign(
   r: ReportingRig,
   targetType: "sim" | "iccid" | "fleet",
   targetId: string,
   customerId: string,
   effectiveFrom: number,
 ) {
-  return assignCustomer({
-    db: r.db,
+  return await assignCustomer({
+    ledger: sqliteLedger(r.db),
     now: r.now.value,
     input: { targetType, targetId, customerId, effectiveFrom },
   });
@@ -131,8 +132,8 @@ function expectBilledOrListed(r: ReportingRig) {
 describe("an hour's customer is decided by what was true during that hour", () => {
   it("a fleet move does not move billed hours to the new fleet's customer", async () => {
     const r = await rigAt();
-    assign(r, "fleet", F1, "cus_a", EARLY);
-    assign(r, "fleet", F2, "cus_b", EARLY);
+    await assign(r, "fleet", F1, "cus_a", EARLY);
+    await assign(r, "fleet", F2, "cus_b", EARLY);
     r.ingest([used(SIM_A, F1, iso("09:30"), 1000), used(SIM_A, F1, iso("10:30"), 2000)]);
     await r.reportUntilDone();
     // The SIM moves to F2 (another customer's fleet) and uses data there.
@@ -153,7 +154,7 @@ describe("an hour's customer is decided by what was true during that hour", () =
 
   it("a fleet move does not move billed hours to the new fleet's customer, also when the new fleet is assigned only after the move", async () => {
     const r = await rigAt();
-    assign(r, "fleet", F1, "cus_a", EARLY);
+    await assign(r, "fleet", F1, "cus_a", EARLY);
     r.ingest([used(SIM_A, F1, iso("09:30"), 1000), used(SIM_A, F1, iso("10:30"), 2000)]);
     await r.reportUntilDone();
     r.ingest([used(SIM_A, F2, iso("12:30"), 4000)]);
@@ -163,12 +164,12 @@ describe("an hour's customer is decided by what was true during that hour", () =
     // F2 is assigned afterwards, even from long before the move: that bills only what the SIM
     // used in F2, so it is no re-bill and is not refused.
     const f2 = {
-      db: r.db,
+      ledger: sqliteLedger(r.db),
       now: r.now.value,
       input: { targetType: "fleet", targetId: F2, customerId: "cus_b", effectiveFrom: EARLY },
     } as const;
-    expect(previewMoves(r.db, [f2.input], f2.now)).toEqual([]);
-    assignCustomer(f2);
+    expect(await previewMoves(sqliteLedger(r.db), [f2.input], f2.now)).toEqual([]);
+    await assignCustomer(f2);
     await r.reportUntilDone();
     const expected = {
       cus_a: { [iso("09:00")]: 1000, [iso("10:00")]: 2000 },
@@ -183,8 +184,8 @@ describe("an hour's customer is decided by what was true during that hour", () =
 
   it("a fleet move does not move billed hours to the new fleet's customer, also when another SIM's late reading re-plans one of the old hours", async () => {
     const r = await rigAt();
-    assign(r, "fleet", F1, "cus_a", EARLY);
-    assign(r, "fleet", F2, "cus_b", EARLY);
+    await assign(r, "fleet", F1, "cus_a", EARLY);
+    await assign(r, "fleet", F2, "cus_b", EARLY);
     r.ingest([used(SIM_A, F1, iso("09:30"), 1000), used(SIM_A, F1, iso("10:30"), 2000)]);
     r.ingest([used(SIM_B, F1, iso("10:40"), 700)]);
     await r.reportUntilDone();
@@ -207,8 +208,8 @@ describe("an hour's customer is decided by what was true during that hour", () =
 
   it("following the README's old workaround for a fleet move (an own assignment from the move) moves nothing", async () => {
     const r = await rigAt();
-    assign(r, "fleet", F1, "cus_a", EARLY);
-    assign(r, "fleet", F2, "cus_b", EARLY);
+    await assign(r, "fleet", F1, "cus_a", EARLY);
+    await assign(r, "fleet", F2, "cus_b", EARLY);
     r.ingest([used(SIM_A, F1, iso("09:30"), 1000), used(SIM_A, F1, iso("10:30"), 2000)]);
     await r.reportUntilDone();
     r.ingest([used(SIM_A, F2, iso("12:30"), 4000)]);
@@ -235,7 +236,7 @@ describe("an hour's customer is decided by what was true during that hour", () =
   it("a SIM assignment dated in the future (to cus_b from next month) does not re-bill this month's usage from cus_a", async () => {
     const r = await rigAt(T("2026-11-23T10:30:00Z"));
     // The fleet is mapped from 11:00; the SIM's 09:00 usage went to cus_a as its first customer.
-    assign(r, "fleet", F1, "cus_a", r.now.value);
+    await assign(r, "fleet", F1, "cus_a", r.now.value);
     r.ingest([used(SIM_A, F1, iso("09:30"), 1000)]);
     r.now.value = T("2026-11-23T12:10:00Z");
     r.ingest([used(SIM_A, F1, iso("11:30"), 2000)]);
@@ -243,7 +244,7 @@ describe("an hour's customer is decided by what was true during that hour", () =
     const expected = { cus_a: { [iso("09:00")]: 1000, [iso("11:00")]: 2000 } };
     expect(inStripe(r)).toEqual(expected);
     const future = {
-      db: r.db,
+      ledger: sqliteLedger(r.db),
       now: r.now.value,
       input: {
         targetType: "sim",
@@ -252,8 +253,8 @@ describe("an hour's customer is decided by what was true during that hour", () =
         effectiveFrom: T("2026-12-01T00:00:00Z"),
       },
     } as const;
-    expect(previewMoves(r.db, [future.input], future.now)).toEqual([]);
-    assignCustomer(future); // no rebill needed: it moves nothing
+    expect(await previewMoves(sqliteLedger(r.db), [future.input], future.now)).toEqual([]);
+    await assignCustomer(future); // no rebill needed: it moves nothing
     await r.reportUntilDone();
     expect(inStripe(r)).toEqual(expected);
     expect(owed(r)).toEqual(expected);
@@ -268,7 +269,7 @@ describe("an hour's customer is decided by what was true during that hour", () =
     "usage of a SIM from before it joined an already-assigned fleet is billed to that fleet's customer, and is listed as unmapped until then (the SIM %s before)",
     async (_how, before) => {
       const r = await rigAt();
-      assign(r, "fleet", F1, "cus_a", EARLY);
+      await assign(r, "fleet", F1, "cus_a", EARLY);
       r.ingest([used(SIM_A, before, iso("09:30"), 1000), used(SIM_A, before, iso("10:30"), 2000)]);
       const first = await r.report();
       expect(first.unmappedBytes).toBe(3000);
@@ -301,8 +302,8 @@ describe("an hour's customer is decided by what was true during that hour", () =
     const FA = `HF${"b".repeat(32)}`;
     const FB = `HF${"3".repeat(32)}`;
     const r = await rigAt();
-    assign(r, "fleet", FA, "cus_a", EARLY);
-    assign(r, "fleet", FB, "cus_b", EARLY);
+    await assign(r, "fleet", FA, "cus_a", EARLY);
+    await assign(r, "fleet", FB, "cus_b", EARLY);
     // 05:10 in FB, moves to FA at 05:40; 06:10 in FA, moves back to FB at 06:40.
     r.ingest([
       used(SIM_A, FB, iso("05:10"), 1),
@@ -322,8 +323,8 @@ describe("an hour's customer is decided by what was true during that hour", () =
 
   it("a move back to the fleet that a late event had named re-plans the hours after the move", async () => {
     const r = await rigAt();
-    assign(r, "fleet", F1, "cus_a", EARLY);
-    assign(r, "fleet", F2, "cus_b", EARLY);
+    await assign(r, "fleet", F1, "cus_a", EARLY);
+    await assign(r, "fleet", F2, "cus_b", EARLY);
     // F1 at 09:30, F2 at 10:30, back in F1 from 11:10. Delivered: 10:30, then 09:30 (late), then
     // a 12:30 event without fleet_sid (its hour is the latest observed fleet's: F2 so far).
     r.ingest([used(SIM_A, F2, iso("10:30"), 2000)]);
@@ -347,7 +348,7 @@ describe("an hour's customer is decided by what was true during that hour", () =
 
   it("a backdated assignment that would move counted usage is refused without --rebill and names what moves; with --rebill exactly that usage moves", async () => {
     const r = await rigAt();
-    assign(r, "sim", SIM_A, "cus_a", EARLY);
+    await assign(r, "sim", SIM_A, "cus_a", EARLY);
     r.ingest([
       used(SIM_A, F1, iso("09:30"), 1000),
       used(SIM_A, F1, iso("10:30"), 2000),

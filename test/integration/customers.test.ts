@@ -9,6 +9,7 @@ import {
   unmappedUsage,
 } from "../../src/customers/customers.ts";
 import { openDb } from "../../src/db/client.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { memoryIngest } from "../helpers/db.ts";
 
@@ -68,23 +69,26 @@ describe("assignCustomer", () => {
       { targetType: "sim", targetId: SIM, customerId: "cus_A1", effectiveFrom: Number.NaN },
       "effective time is not a valid time",
     ],
-  ])("rejects %s with a message naming the value, and stores nothing", (_what, input, message) => {
-    const db = openDb(":memory:");
-    let thrown: unknown;
-    try {
-      assignCustomer({ db, input, now: NOW });
-    } catch (err) {
-      thrown = err;
-    }
-    expect(thrown).toBeInstanceOf(InputError);
-    expect((thrown as Error).message).toContain(message);
-    expect(listAssignments(db)).toEqual([]);
-  });
+  ])(
+    "rejects %s with a message naming the value, and stores nothing",
+    async (_what, input, message) => {
+      const db = openDb(":memory:");
+      let thrown: unknown;
+      try {
+        await assignCustomer({ ledger: sqliteLedger(db), input, now: NOW });
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown).toBeInstanceOf(InputError);
+      expect((thrown as Error).message).toContain(message);
+      expect(listAssignments(db)).toEqual([]);
+    },
+  );
 
-  it("stores a valid assignment effective from the next whole hour after now", () => {
+  it("stores a valid assignment effective from the next whole hour after now", async () => {
     const db = openDb(":memory:");
-    const a = assignCustomer({
-      db,
+    const { assignment: a } = await assignCustomer({
+      ledger: sqliteLedger(db),
       input: { targetType: "sim", targetId: SIM, customerId: "cus_A1" },
       now: NOW,
     });
@@ -98,10 +102,10 @@ describe("assignCustomer", () => {
     expect(listAssignments(db)).toEqual([a]);
   });
 
-  it("keeps an effective time that is already on the hour", () => {
+  it("keeps an effective time that is already on the hour", async () => {
     const db = openDb(":memory:");
-    const a = assignCustomer({
-      db,
+    const { assignment: a } = await assignCustomer({
+      ledger: sqliteLedger(db),
       input: {
         targetType: "fleet",
         targetId: FLEET,
@@ -223,9 +227,9 @@ describe("importCustomersCsv", () => {
         },
       ],
     ],
-  ])("imports every row of a good CSV of %s", (_what, csv, expected) => {
+  ])("imports every row of a good CSV of %s", async (_what, csv, expected) => {
     const db = openDb(":memory:");
-    const r = importCustomersCsv({ db, csv, now: NOW });
+    const r = await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: NOW });
     expect(r).toMatchObject({ imported: expected.length, unchanged: 0, errors: [], moves: [] });
     expect(rows(db)).toEqual(expected);
   });
@@ -269,9 +273,9 @@ describe("importCustomersCsv", () => {
     ],
   ])(
     "imports nothing from a CSV with %s among good rows and reports its line number",
-    (_what, csv, line, message) => {
+    async (_what, csv, line, message) => {
       const db = openDb(":memory:");
-      const r = importCustomersCsv({ db, csv, now: NOW });
+      const r = await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: NOW });
       expect(r.imported).toBe(0);
       expect(r.errors).toHaveLength(1);
       expect(r.errors[0]?.line).toBe(line);
@@ -280,10 +284,10 @@ describe("importCustomersCsv", () => {
     },
   );
 
-  it("reports every bad row, each with its own line number", () => {
+  it("reports every bad row, each with its own line number", async () => {
     const db = openDb(":memory:");
-    const r = importCustomersCsv({
-      db,
+    const r = await importCustomersCsv({
+      ledger: sqliteLedger(db),
       csv: `sim_sid,stripe_customer_id\nHSnope,cus_A1\n${SIM},cus_B2\n${SIM2},bad\n`,
       now: NOW,
     });
@@ -292,15 +296,15 @@ describe("importCustomersCsv", () => {
     expect(listAssignments(db)).toEqual([]);
   });
 
-  it("leaves earlier assignments untouched when an import is refused", () => {
+  it("leaves earlier assignments untouched when an import is refused", async () => {
     const db = openDb(":memory:");
-    const before = assignCustomer({
-      db,
+    const { assignment: before } = await assignCustomer({
+      ledger: sqliteLedger(db),
       input: { targetType: "sim", targetId: SIM, customerId: "cus_A1" },
       now: NOW,
     });
-    const r = importCustomersCsv({
-      db,
+    const r = await importCustomersCsv({
+      ledger: sqliteLedger(db),
       csv: `sim_sid,stripe_customer_id\n${SIM2},cus_B2\nHSnope,cus_C3\n`,
       now: NOW,
     });
@@ -315,9 +319,9 @@ describe("importCustomersCsv", () => {
     ["an unknown column", `sim_sid,stripe_customer_id,note\n${SIM},cus_A1,hi\n`],
     ["a misspelt column", `sim_sid,stripe_customer\n${SIM},cus_A1\n`],
     ["no header at all (an empty file)", ""],
-  ])("reports a header with %s on line 1 and imports nothing", (_what, csv) => {
+  ])("reports a header with %s on line 1 and imports nothing", async (_what, csv) => {
     const db = openDb(":memory:");
-    const r = importCustomersCsv({ db, csv, now: NOW });
+    const r = await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: NOW });
     expect(r.imported).toBe(0);
     expect(r.errors).toHaveLength(1);
     expect(r.errors[0]?.line).toBe(1);
@@ -325,10 +329,10 @@ describe("importCustomersCsv", () => {
     expect(listAssignments(db)).toEqual([]);
   });
 
-  it("a quoted field may hold the delimiter, and the value is checked without the quotes", () => {
+  it("a quoted field may hold the delimiter, and the value is checked without the quotes", async () => {
     const db = openDb(":memory:");
-    const r = importCustomersCsv({
-      db,
+    const r = await importCustomersCsv({
+      ledger: sqliteLedger(db),
       csv: `sim_sid,stripe_customer_id\n"${SIM}","cus_A1,cus_B2"\n`,
       now: NOW,
     });
@@ -338,28 +342,28 @@ describe("importCustomersCsv", () => {
     ]);
   });
 
-  it("counts blank lines when reporting a bad row's line number", () => {
+  it("counts blank lines when reporting a bad row's line number", async () => {
     // Line 1 header, line 2 good, line 3 blank, line 4 good, line 5 bad.
     const db = openDb(":memory:");
     const csv = `sim_sid,stripe_customer_id\n${SIM},cus_A1\n\n${SIM2},cus_B2\nHSnope,cus_C3\n`;
-    const r = importCustomersCsv({ db, csv, now: NOW });
+    const r = await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: NOW });
     expect(r.imported).toBe(0);
     expect(r.errors.map((e) => e.line)).toEqual([5]);
   });
 
-  it("counts the lines inside a multi-line quoted field when reporting a later bad row", () => {
+  it("counts the lines inside a multi-line quoted field when reporting a later bad row", async () => {
     // Line 1 header, lines 2-3 one record (quoted newline, itself bad), line 4 bad.
     const db = openDb(":memory:");
     const csv = `sim_sid,stripe_customer_id\n${SIM},"cus_A1\nx"\nHSnope,cus_C3\n`;
-    const r = importCustomersCsv({ db, csv, now: NOW });
+    const r = await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: NOW });
     expect(r.imported).toBe(0);
     expect(r.errors.map((e) => e.line)).toEqual([2, 4]);
   });
 
-  it("accepts a CSV that starts with a UTF-8 byte order mark, as spreadsheet exports do", () => {
+  it("accepts a CSV that starts with a UTF-8 byte order mark, as spreadsheet exports do", async () => {
     const db = openDb(":memory:");
-    const r = importCustomersCsv({
-      db,
+    const r = await importCustomersCsv({
+      ledger: sqliteLedger(db),
       csv: `\ufeffsim_sid,stripe_customer_id\r\n${SIM},cus_A1\r\n`,
       now: NOW,
     });
@@ -407,15 +411,15 @@ describe("customerResolver and unmappedUsage over ingested SIMs", () => {
     return t;
   }
 
-  it("a SIM with no assignment resolves to no customer", () => {
+  it("a SIM with no assignment resolves to no customer", async () => {
     const { db } = ingested();
     expect(customerResolver(db).resolve(SIM, HOUR_9)).toBeNull();
   });
 
-  it("a fleet assignment covers the fleet's SIMs and only them", () => {
+  it("a fleet assignment covers the fleet's SIMs and only them", async () => {
     const { db } = ingested();
-    const a = assignCustomer({
-      db,
+    const { assignment: a } = await assignCustomer({
+      ledger: sqliteLedger(db),
       input: { targetType: "fleet", targetId: FLEET, customerId: "cus_Fleet" },
       now: NOW,
     });
@@ -426,10 +430,10 @@ describe("customerResolver and unmappedUsage over ingested SIMs", () => {
     expect(r.simsFor({ targetType: "fleet", targetId: OTHER_FLEET })).toEqual([]);
   });
 
-  it("an ICCID assignment covers the SIM with that ICCID", () => {
+  it("an ICCID assignment covers the SIM with that ICCID", async () => {
     const { db } = ingested();
-    const a = assignCustomer({
-      db,
+    const { assignment: a } = await assignCustomer({
+      ledger: sqliteLedger(db),
       input: { targetType: "iccid", targetId: ICCID, customerId: "cus_Iccid" },
       now: NOW,
     });
@@ -439,10 +443,10 @@ describe("customerResolver and unmappedUsage over ingested SIMs", () => {
     expect(r.simsFor(a)).toEqual([SIM]);
   });
 
-  it("a SIM SID assignment covers that SIM", () => {
+  it("a SIM SID assignment covers that SIM", async () => {
     const { db } = ingested();
-    const a = assignCustomer({
-      db,
+    const { assignment: a } = await assignCustomer({
+      ledger: sqliteLedger(db),
       input: { targetType: "sim", targetId: OTHER_SIM, customerId: "cus_Sim" },
       now: NOW,
     });
@@ -452,10 +456,10 @@ describe("customerResolver and unmappedUsage over ingested SIMs", () => {
     expect(r.simsFor(a)).toEqual([OTHER_SIM]);
   });
 
-  it("the SIM's own (ICCID) assignment wins over its fleet's in the hours it is in effect", () => {
+  it("the SIM's own (ICCID) assignment wins over its fleet's in the hours it is in effect", async () => {
     const { db } = ingested();
-    assignCustomer({
-      db,
+    await assignCustomer({
+      ledger: sqliteLedger(db),
       input: {
         targetType: "fleet",
         targetId: FLEET,
@@ -464,8 +468,8 @@ describe("customerResolver and unmappedUsage over ingested SIMs", () => {
       },
       now: NOW,
     });
-    assignCustomer({
-      db,
+    await assignCustomer({
+      ledger: sqliteLedger(db),
       input: {
         targetType: "iccid",
         targetId: ICCID,
@@ -479,7 +483,7 @@ describe("customerResolver and unmappedUsage over ingested SIMs", () => {
     expect(r.resolve(SIM, T("2026-11-20T10:00:00Z"))).toBe("cus_Iccid");
   });
 
-  it("unmapped usage lists a SIM's usage until an assignment covers it", () => {
+  it("unmapped usage lists a SIM's usage until an assignment covers it", async () => {
     const { db } = ingested();
     expect(unmappedUsage(db)).toEqual(
       expect.arrayContaining([
@@ -504,15 +508,15 @@ describe("customerResolver and unmappedUsage over ingested SIMs", () => {
     expect(unmappedUsage(db)).toHaveLength(2);
 
     // Effective only from 11:00, after the usage: it still maps the earlier unmapped usage.
-    assignCustomer({
-      db,
+    await assignCustomer({
+      ledger: sqliteLedger(db),
       input: { targetType: "fleet", targetId: FLEET, customerId: "cus_Fleet" },
       now: NOW,
     });
     expect(unmappedUsage(db).map((u) => u.simSid)).toEqual([OTHER_SIM]);
 
-    assignCustomer({
-      db,
+    await assignCustomer({
+      ledger: sqliteLedger(db),
       input: { targetType: "sim", targetId: OTHER_SIM, customerId: "cus_Sim" },
       now: NOW,
     });
@@ -521,7 +525,7 @@ describe("customerResolver and unmappedUsage over ingested SIMs", () => {
 });
 
 describe("a SIM's fleet over time", () => {
-  it("an older event retried hours later does not move the SIM back to the fleet it left", () => {
+  it("an older event retried hours later does not move the SIM back to the fleet it left", async () => {
     const t = memoryIngest();
     const at = (sid: string, ms: number, fleetSid: string) =>
       buildCloudEvent({

@@ -3,7 +3,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { attributeSession } from "../../src/accounting/attribute.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
-import { memoryIngest } from "../helpers/db.ts";
+import { testIngest } from "../helpers/ledger.ts";
 import {
   type GenSession,
   inOrderBuckets,
@@ -38,9 +38,10 @@ function eventsOf(s: GenSession, readings = s.readings) {
   );
 }
 
-describe("ingest into SQLite", () => {
-  it("the fixtures are counted: the captured update and the constructed session events", () => {
-    const t = memoryIngest();
+// Every test runs on the backend of its vitest project (test/helpers/ledger.ts).
+describe("ingest into the ledger", () => {
+  it("the fixtures are counted: the captured update and the constructed session events", async () => {
+    const t = await testIngest();
     const all = [
       ...fixture("constructed-attachment-accepted.json"),
       ...fixture("constructed-data-session-started.json"),
@@ -50,7 +51,7 @@ describe("ingest into SQLite", () => {
       ...fixture("constructed-data-session-failed.json"),
       ...fixture("twilio-test-event.json"),
     ];
-    const s = t.ingest(all);
+    const s = await t.ingest(all);
     expect(s).toMatchObject({
       events: 7,
       counted: 6,
@@ -59,57 +60,56 @@ describe("ingest into SQLite", () => {
       nonBilling: 4,
       sessions: 1,
     });
-    expect(t.usage()).toEqual({
+    expect(await t.usage()).toEqual({
       "HS2f71995b834d803ff5376799ba59bd1d@2022-12-14T13:00:00.000Z": 1536,
     });
   });
 
-  it("a duplicate delivery is counted once", () => {
-    const t = memoryIngest();
+  it("a duplicate delivery is counted once", async () => {
+    const t = await testIngest();
     const ended = fixture("constructed-data-session-ended.json");
-    t.ingest(ended);
-    const again = t.ingest(ended);
+    await t.ingest(ended);
+    const again = await t.ingest(ended);
     expect(again).toMatchObject({ counted: 0, duplicates: 1 });
-    expect(Object.values(t.usage())).toEqual([1536]);
+    expect(Object.values(await t.usage())).toEqual([1536]);
   });
 
-  it("a malformed event is quarantined and the valid one beside it is counted", () => {
-    const t = memoryIngest();
+  it("a malformed event is quarantined and the valid one beside it is counted", async () => {
+    const t = await testIngest();
     const ended = fixture("constructed-data-session-ended.json")[0];
     const broken = structuredClone(ended);
     broken.data.event_sid = "EZ00000000000000000000000000000bad";
     broken.data.data_total = -5;
-    const s = t.ingest([broken, ended]);
+    const s = await t.ingest([broken, ended]);
     expect(s).toMatchObject({ counted: 1, quarantined: 1 });
-    const q = t.db.$client.prepare("select reason, raw, event_sid from quarantine").all() as {
-      reason: string;
-      raw: string;
-      event_sid: string;
-    }[];
+    const q = await t.sql<{ reason: string; raw: string; event_sid: string }>(
+      "select reason, raw, event_sid from quarantine",
+    );
     expect(q).toHaveLength(1);
     expect(q[0]?.reason).toMatch(/data_total/);
     expect(JSON.parse(q[0]?.raw ?? "null").data.data_total).toBe(-5);
   });
 
-  it("events older than the retention are refused with a reason, not counted", () => {
-    const t = memoryIngest({ retentionDays: 40 });
-    const s = t.ingest(fixture("constructed-data-session-ended.json"));
+  it("events older than the retention are refused with a reason, not counted", async () => {
+    const t = await testIngest({ retentionDays: 40 });
+    const s = await t.ingest(fixture("constructed-data-session-ended.json"));
     expect(s).toMatchObject({ counted: 0, quarantined: 1 });
-    const q = t.db.$client.prepare("select reason from quarantine").get() as { reason: string };
-    expect(q.reason).toMatch(/older than the 40-day retention/);
+    const q = await t.sql<{ reason: string }>("select reason from quarantine");
+    expect(q).toHaveLength(1);
+    expect(q[0]?.reason).toMatch(/older than the 40-day retention/);
   });
 
-  it("ended-only mode bills the ended event's cumulative total and counts updates as not billed", () => {
-    const t = memoryIngest({ billingMode: "ended-only" });
-    t.ingest(fixture("twilio-data-session-updated.json"));
-    t.ingest(fixture("constructed-data-session-ended.json"));
-    expect(Object.values(t.usage())).toEqual([1536]);
-    const counts = t.db.$client.prepare("select kind, count from event_counts").all();
+  it("ended-only mode bills the ended event's cumulative total and counts updates as not billed", async () => {
+    const t = await testIngest({ billingMode: "ended-only" });
+    await t.ingest(fixture("twilio-data-session-updated.json"));
+    await t.ingest(fixture("constructed-data-session-ended.json"));
+    expect(Object.values(await t.usage())).toEqual([1536]);
+    const counts = await t.sql("select kind, count from event_counts");
     expect(counts).toEqual([{ kind: "data-session.updated (not billed: ended-only)", count: 1 }]);
   });
 
-  it("a late reading that moves bytes between hours corrects both buckets", () => {
-    const t = memoryIngest();
+  it("a late reading that moves bytes between hours corrects both buckets", async () => {
+    const t = await testIngest();
     const s: GenSession = {
       simSid: simSid(1),
       sessionSid: sessionSid(1),
@@ -134,16 +134,16 @@ describe("ingest into SQLite", () => {
       ],
     };
     const [update, ended] = eventsOf(s);
-    t.ingest([ended]);
-    expect(t.usage()).toEqual({ [`${simSid(1)}@2026-11-27T14:00:00.000Z`]: 4000 });
-    t.ingest([update]);
-    expect(t.usage()).toEqual({
+    await t.ingest([ended]);
+    expect(await t.usage()).toEqual({ [`${simSid(1)}@2026-11-27T14:00:00.000Z`]: 4000 });
+    await t.ingest([update]);
+    expect(await t.usage()).toEqual({
       [`${simSid(1)}@2026-11-27T13:00:00.000Z`]: 3000,
       [`${simSid(1)}@2026-11-27T14:00:00.000Z`]: 1000,
     });
   });
 
-  it("for many sessions, any order, duplication, loss and batching yields the in-order per-SIM per-hour usage", () => {
+  it("for many sessions, any order, duplication, loss and batching yields the in-order per-SIM per-hour usage", async () => {
     const fleet = fc
       .array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 6 })
       .chain((sims) =>
@@ -155,55 +155,67 @@ describe("ingest into SQLite", () => {
           ),
         ),
       );
-    fc.assert(
-      fc.property(fleet, fc.integer(), fc.integer({ min: 1, max: 20 }), (sessions, seed, batch) => {
-        const t = memoryIngest();
-        const delivered = shuffle(
-          sessions.flatMap(({ s, p }) => eventsOf(s, p.delivered)),
-          seed,
-        );
-        for (let i = 0; i < delivered.length; i += batch) t.ingest(delivered.slice(i, i + batch));
-        const expected: Record<string, number> = {};
-        for (const { s, p } of sessions) {
-          for (const [hour, bytes] of inOrderBuckets(p.survivors)) {
-            const key = `${s.simSid}@${new Date(hour).toISOString()}`;
-            expected[key] = (expected[key] ?? 0) + bytes;
+    // one ledger for the test, emptied before each run (a PostgreSQL database per run is ~0.1 s)
+    const t = await testIngest();
+    await fc.assert(
+      fc.asyncProperty(
+        fleet,
+        fc.integer(),
+        fc.integer({ min: 1, max: 20 }),
+        async (sessions, seed, batch) => {
+          await t.reset();
+          const delivered = shuffle(
+            sessions.flatMap(({ s, p }) => eventsOf(s, p.delivered)),
+            seed,
+          );
+          for (let i = 0; i < delivered.length; i += batch)
+            await t.ingest(delivered.slice(i, i + batch));
+          const expected: Record<string, number> = {};
+          for (const { s, p } of sessions) {
+            for (const [hour, bytes] of inOrderBuckets(p.survivors)) {
+              const key = `${s.simSid}@${new Date(hour).toISOString()}`;
+              expected[key] = (expected[key] ?? 0) + bytes;
+            }
           }
-        }
-        for (const k of Object.keys(expected)) if (expected[k] === 0) delete expected[k];
-        expect(t.usage()).toEqual(expected);
-        const totals = t.db.$client
-          .prepare("select session_sid, total_bytes from sessions")
-          .all() as { session_sid: string; total_bytes: number }[];
-        for (const { s } of sessions) {
-          const final = s.readings[s.readings.length - 1]?.cumulative;
-          expect(totals.find((x) => x.session_sid === s.sessionSid)?.total_bytes).toBe(final);
-          const row = t.db.$client
-            .prepare("select buckets from sessions where session_sid = ?")
-            .get(s.sessionSid) as { buckets: string };
-          const parts = Object.values(JSON.parse(row.buckets) as Record<string, number>);
-          expect(parts.reduce((a, b) => a + b, 0)).toBe(final);
-        }
-        t.db.$client.close();
-      }),
+          for (const k of Object.keys(expected)) if (expected[k] === 0) delete expected[k];
+          expect(await t.usage()).toEqual(expected);
+          const totals = await t.sql<{ session_sid: string; total_bytes: number }>(
+            "select session_sid, total_bytes from sessions",
+          );
+          for (const { s } of sessions) {
+            const final = s.readings[s.readings.length - 1]?.cumulative;
+            expect(totals.find((x) => x.session_sid === s.sessionSid)?.total_bytes).toBe(final);
+            const [row] = await t.sql<{ buckets: string }>(
+              "select buckets from sessions where session_sid = ?",
+              s.sessionSid,
+            );
+            const parts = Object.values(
+              JSON.parse(row?.buckets ?? "null") as Record<string, number>,
+            );
+            expect(parts.reduce((a, b) => a + b, 0)).toBe(final);
+          }
+        },
+      ),
       { numRuns: 150 },
     );
   });
 });
 
 describe("ingest with prorate attribution and schema v1", () => {
-  it("prorate: any order and batching gives the same buckets as attributing the readings at once", () => {
-    fc.assert(
-      fc.property(
+  it("prorate: any order and batching gives the same buckets as attributing the readings at once", async () => {
+    const t = await testIngest({ attribution: "prorate" });
+    await fc.assert(
+      fc.asyncProperty(
         sessionArb(simSid(7), sessionSid(7)).chain((s) =>
           perturbationArb(s.readings).map((p) => ({ s, p })),
         ),
         fc.integer(),
         fc.integer({ min: 1, max: 5 }),
-        ({ s, p }, seed, batch) => {
-          const t = memoryIngest({ attribution: "prorate" });
+        async ({ s, p }, seed, batch) => {
+          await t.reset();
           const delivered = shuffle(eventsOf(s, p.delivered), seed);
-          for (let i = 0; i < delivered.length; i += batch) t.ingest(delivered.slice(i, i + batch));
+          for (let i = 0; i < delivered.length; i += batch)
+            await t.ingest(delivered.slice(i, i + batch));
           const expected = attributeSession(p.survivors, {
             attribution: "prorate",
             sessionStart: s.start,
@@ -212,16 +224,15 @@ describe("ingest with prorate attribution and schema v1", () => {
           const want = Object.fromEntries(
             [...expected.buckets].map(([h, v]) => [`${s.simSid}@${new Date(h).toISOString()}`, v]),
           );
-          expect(t.usage()).toEqual(want);
-          t.db.$client.close();
+          expect(await t.usage()).toEqual(want);
         },
       ),
       { numRuns: 100 },
     );
   });
 
-  it("schema v1 events without cumulative totals are billed as the sum of their windows, once each", () => {
-    const t = memoryIngest();
+  it("schema v1 events without cumulative totals are billed as the sum of their windows, once each", async () => {
+    const t = await testIngest();
     const v1 = (i: number, minute: number, bytes: number, ended = false) =>
       buildCloudEvent({
         eventSid: `EZ${i.toString(16).padStart(32, "0")}`,
@@ -238,9 +249,9 @@ describe("ingest with prorate attribution and schema v1", () => {
         windowDown: bytes,
         schemaVersion: 1,
       });
-    t.ingest([v1(1, 30, 100), v1(2, 66, 50), v1(1, 30, 100)]);
-    t.ingest([v1(3, 70, 25, true), v1(2, 66, 50)]);
-    expect(t.usage()).toEqual({
+    await t.ingest([v1(1, 30, 100), v1(2, 66, 50), v1(1, 30, 100)]);
+    await t.ingest([v1(3, 70, 25, true), v1(2, 66, 50)]);
+    expect(await t.usage()).toEqual({
       [`${simSid(9)}@2026-11-27T10:00:00.000Z`]: 100,
       [`${simSid(9)}@2026-11-27T11:00:00.000Z`]: 75,
     });

@@ -9,7 +9,6 @@ import Database from "better-sqlite3";
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../../scripts/lib/redis-server.ts";
-import { assignCustomer } from "../../src/customers/customers.ts";
 import { openDb } from "../../src/db/client.ts";
 import { createPool } from "../../src/db/pg/client.ts";
 import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
@@ -25,7 +24,7 @@ import { simulateFleet } from "../../src/simulate/fleet.ts";
 import { cli, tempDirsRemovedAfterAll } from "../helpers/cli.ts";
 import { defaultSettings, subscribeAll } from "../helpers/db.ts";
 import { createTestDatabase, type TestDatabase } from "../helpers/pg.ts";
-import { ingestFixture } from "../helpers/seed.ts";
+import { assignNow, ingestFixture } from "../helpers/seed.ts";
 
 const HOUR = 3_600_000;
 const dir = tempDirsRemovedAfterAll("simmeter-migrate-ledger-");
@@ -99,15 +98,13 @@ function buildLedger(path: string): { events: number } {
   // Customers: every fleet, and a few SIMs directly (the same customer their fleet has or not).
   const now = received;
   for (const [simSid, customerId] of Object.entries(truth.customers).slice(0, 6))
-    assignCustomer({
-      db,
+    assignNow(db, {
       now,
       rebill: true,
       input: { targetType: "sim", targetId: simSid, customerId, effectiveFrom: 0 },
     });
   for (const [fleetSid, customerId] of Object.entries(truth.fleets))
-    assignCustomer({
-      db,
+    assignNow(db, {
       now,
       rebill: true,
       input: { targetType: "fleet", targetId: fleetSid, customerId, effectiveFrom: 0 },

@@ -111,8 +111,8 @@ async function setup(): Promise<ReportingRig> {
     anchor,
     startDate: anchor,
   }).id;
-  assignCustomer({
-    db: r.db,
+  await assignCustomer({
+    ledger: sqliteLedger(r.db),
     now: NOW,
     input: {
       targetType: "sim",
@@ -189,13 +189,18 @@ describe("a lost local commit cannot strand Stripe", () => {
     expect(rig.emu.totalsByCustomer(EVENT_NAME).get(CUSTOMER)).toBe(300);
     const meterId = (await findMeter(rig.stripe, EVENT_NAME))?.id as string;
     const range = { from: HOUR - HOUR_MS, to: hourStart(NOW) + HOUR_MS };
-    const drift = await reconcile({ db: restored, stripe: rig.stripe, meterId, ...range });
+    const drift = await reconcile({
+      ledger: sqliteLedger(restored),
+      stripe: rig.stripe,
+      meterId,
+      ...range,
+    });
     expect(drift).toEqual([
       expect.objectContaining({ customer: CUSTOMER, counted: 500, stripeDrift: 200 }),
     ]);
 
     const diffs = await stripeDifferences({
-      db: restored,
+      ledger: sqliteLedger(restored),
       stripe: rig.stripe,
       meterId,
       ...range,
@@ -205,18 +210,20 @@ describe("a lost local commit cannot strand Stripe", () => {
     expect(diffs).toEqual([
       { customer: CUSTOMER, hour: HOUR, bucket: HOUR, stripe: 300, sent: 500, difference: -200 },
     ]);
-    recordStripeDifferences(restored, diffs, NOW);
+    await recordStripeDifferences(sqliteLedger(restored), diffs, NOW);
     expect(await reportOn(rig, restored)).toMatchObject({ sent: 1, failed: 0 });
     const ids = rig.emu.events().map((e) => e.identifier);
     expect(new Set(ids).size).toBe(ids.length);
     expect(rig.emu.totalsByCustomer(EVENT_NAME).get(CUSTOMER)).toBe(500);
-    expect(hasDrift(await reconcile({ db: restored, stripe: rig.stripe, meterId, ...range }))).toBe(
-      false,
-    );
+    expect(
+      hasDrift(
+        await reconcile({ ledger: sqliteLedger(restored), stripe: rig.stripe, meterId, ...range }),
+      ),
+    ).toBe(false);
     // Nothing left to repair, and a second repair records nothing.
     expect(
       await stripeDifferences({
-        db: restored,
+        ledger: sqliteLedger(restored),
         stripe: rig.stripe,
         meterId,
         ...range,
@@ -257,7 +264,7 @@ describe("a lost local commit cannot strand Stripe", () => {
     const meterId = (await findMeter(rig.stripe, EVENT_NAME))?.id as string;
     const range = { from: HOUR - HOUR_MS, to: hourStart(NOW) + HOUR_MS };
     const diffs = await stripeDifferences({
-      db: rig.db,
+      ledger: sqliteLedger(rig.db),
       stripe: rig.stripe,
       meterId,
       ...range,
@@ -265,7 +272,7 @@ describe("a lost local commit cannot strand Stripe", () => {
       settleMs: 0,
     });
     expect(diffs.map((d) => d.difference)).toEqual([-300]);
-    recordStripeDifferences(rig.db, diffs, NOW);
+    await recordStripeDifferences(sqliteLedger(rig.db), diffs, NOW);
     expect(await reportOn(rig, rig.db)).toMatchObject({ sent: 1 });
     expect(rig.emu.totalsByCustomer(EVENT_NAME).get(CUSTOMER)).toBe(300);
   });
@@ -319,7 +326,7 @@ describe("a lost local commit cannot strand Stripe", () => {
     const meterId = (await findMeter(rig.stripe, EVENT_NAME))?.id as string;
     const range = { from: HOUR - HOUR_MS, to: hourStart(NOW) + HOUR_MS };
     const diffs = await stripeDifferences({
-      db: rig.db,
+      ledger: sqliteLedger(rig.db),
       stripe: rig.stripe,
       meterId,
       ...range,
@@ -331,7 +338,9 @@ describe("a lost local commit cannot strand Stripe", () => {
     rig.now.value = NOW + 60_000;
     ingestInto(rig.db, [reading(2, 400)], "b");
     expect(await reportOn(rig, rig.db)).toMatchObject({ sent: 1 });
-    expect(recordStripeDifferences(rig.db, diffs, rig.now.value, NOW)).toEqual([]);
+    expect(await recordStripeDifferences(sqliteLedger(rig.db), diffs, rig.now.value, NOW)).toEqual(
+      [],
+    );
   });
 
   it("simmeter reconcile --repair on a restored ledger exits 0 and leaves reconcile with zero drift", async () => {

@@ -19,7 +19,7 @@ import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { Rng, simulateFleet } from "../../src/simulate/fleet.ts";
 import { truthRecord } from "../drills/drill-helpers.ts";
 import { planHostile } from "../drills/hostile-cases.ts";
-import { createTestDatabase } from "../helpers/pg.ts";
+import { testPgPool } from "../helpers/pg.ts";
 
 const HOUR = 3_600_000;
 const FROM = Date.UTC(2025, 2, 3, 22, 0, 0);
@@ -28,14 +28,6 @@ const cleanup: (() => Promise<void>)[] = [];
 afterAll(async () => {
   for (const c of cleanup.reverse()) await c();
 });
-
-async function pgPool(max = 4): Promise<{ pool: pg.Pool; url: string }> {
-  const db = await createTestDatabase();
-  cleanup.push(db.drop);
-  const pool = createPool(db.url, { role: "test", max });
-  cleanup.push(() => pool.end());
-  return { pool, url: db.url };
-}
 
 function pools(url: string, n: number, lockTimeoutMs?: number): pg.Pool[] {
   return Array.from({ length: n }, () => {
@@ -439,7 +431,7 @@ describe("pgIngestOps equals the SQLite reference", () => {
 
       const db = openDb(":memory:");
       const ctx = { db, stmts: prepareIngest(db), settings: sc.settings, now: () => now };
-      const { pool } = await pgPool();
+      const { pool } = await testPgPool(cleanup);
       if (sc.prunedBefore !== undefined) {
         db.$client
           .prepare("insert into meta (key, value) values (?, ?)")
@@ -587,7 +579,7 @@ describe("concurrent workers on one database", () => {
       }
       const settings: IngestSettings = { ...base, attribution };
       const now = to + HOUR;
-      const { url, pool } = await pgPool();
+      const { url, pool } = await testPgPool(cleanup);
       const workers = pools(url, WORKERS, lockTimeoutMs);
       let requeued = 0;
       const retries: Record<string, number> = {};
@@ -732,7 +724,7 @@ async function barrierLocks(pool: pg.Pool): Promise<{ mode: string; granted: boo
 
 describe("withTx", () => {
   it("a deadlock aborts one side, which is re-run and succeeds", async () => {
-    const { pool } = await pgPool();
+    const { pool } = await testPgPool(cleanup);
     await pool.query("insert into meta (key, value) values ('a', 0), ('b', 0)");
     const codes: string[] = [];
     const arrived = { n: 0, both: deferred() };
@@ -764,7 +756,7 @@ describe("withTx", () => {
   });
 
   it("a lock that is not available (55P03) is retried once the holder lets go", async () => {
-    const { pool } = await pgPool();
+    const { pool } = await testPgPool(cleanup);
     await pool.query("insert into meta (key, value) values ('a', 0)");
     const holder = await pool.connect();
     await holder.query("begin");
@@ -796,7 +788,7 @@ describe("withTx", () => {
   });
 
   it("any other error rolls back, is thrown at once, and the client goes back to the pool", async () => {
-    const { pool } = await pgPool(2);
+    const { pool } = await testPgPool(cleanup, 2);
     let attempts = 0;
     const codes: string[] = [];
     await expect(
@@ -839,7 +831,7 @@ describe("withTx", () => {
   });
 
   it("the exclusive barrier waits for a shared holder, and a later shared one queues behind it", async () => {
-    const { pool } = await pgPool(5);
+    const { pool } = await testPgPool(cleanup, 5);
     const order: string[] = [];
     const holdA = deferred();
     const a = withTx(

@@ -15,7 +15,7 @@ import { pgOutbox } from "../../src/ledger/pg/outbox.ts";
 import { prunePg } from "../../src/ledger/pg/retention.ts";
 import type { Ledger, OutboxPort } from "../../src/ledger/port.ts";
 import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
-import { createTestDatabase } from "../helpers/pg.ts";
+import { createTestDatabase, testPgPool } from "../helpers/pg.ts";
 
 const NOW = Date.UTC(2026, 10, 27, 12, 0, 0);
 const H0 = NOW - (NOW % HOUR_MS);
@@ -24,14 +24,6 @@ const cleanup: (() => Promise<void>)[] = [];
 afterAll(async () => {
   for (const c of cleanup.reverse()) await c();
 });
-
-async function pgPool(max = 4): Promise<{ pool: pg.Pool; url: string }> {
-  const db = await createTestDatabase();
-  cleanup.push(db.drop);
-  const pool = createPool(db.url, { role: "test", max });
-  cleanup.push(() => pool.end());
-  return { pool, url: db.url };
-}
 
 type Sqlite = ReturnType<typeof openDb>;
 type Row = Record<string, unknown>;
@@ -166,7 +158,7 @@ describe("pgOutbox equals the SQLite outbox", () => {
     cleanup.push(async () => {
       db.$client.close();
     });
-    ({ pool } = await pgPool());
+    ({ pool } = await testPgPool(cleanup));
     lite = sqliteLedger(db);
     pgo = pgOutbox(pool);
   });
@@ -367,7 +359,7 @@ describe("pgBilling and pgBilledCustomers equal the SQLite adapter's", () => {
     cleanup.push(async () => {
       db.$client.close();
     });
-    const { pool } = await pgPool();
+    const { pool } = await testPgPool(cleanup);
     const lite = sqliteLedger(db);
     const pgb = pgBilling(pool);
     const ok = (customerId: string, previous: CustomerBilling["previous"]): CustomerBilling => ({
@@ -577,7 +569,7 @@ describe("retention in batches", () => {
       cleanup.push(async () => {
         db.$client.close();
       });
-      const { pool } = await pgPool();
+      const { pool } = await testPgPool(cleanup);
       await seedRetention(db, pool, horizon);
       const lite = pruneExpired(db, RETENTION, NOW, 2);
       const onPg = await prunePg(pool, RETENTION, NOW, 2);
@@ -600,7 +592,7 @@ describe("retention in batches", () => {
     cleanup.push(async () => {
       db.$client.close();
     });
-    const { pool } = await pgPool();
+    const { pool } = await testPgPool(cleanup);
     await seedRetention(db, pool);
     // 60 days: nothing is past the cutoff
     expect(pruneExpired(db, 60, NOW, 2)).toMatchObject({ seenEvents: 0, sessions: 0, readings: 0 });
@@ -634,7 +626,7 @@ describe("retention in batches", () => {
       cleanup.push(async () => {
         db.$client.close();
       });
-      const { pool, url } = await pgPool();
+      const { pool, url } = await testPgPool(cleanup);
       await seedRetention(db, pool);
       const other = createPool(url, { role: "test-other", max: 2 });
       cleanup.push(() => other.end());
@@ -671,7 +663,7 @@ describe("retention in batches", () => {
     cleanup.push(async () => {
       db.$client.close();
     });
-    const { pool } = await pgPool();
+    const { pool } = await testPgPool(cleanup);
     await seedRetention(db, pool);
     const holder = await pool.connect();
     try {

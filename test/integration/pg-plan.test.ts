@@ -19,7 +19,7 @@ import { ingestJobPg } from "../../src/ledger/pg/ingest.ts";
 import { planPg } from "../../src/ledger/pg/plan.ts";
 import { type PlanResult, planReports } from "../../src/reporting/outbox.ts";
 import { Rng, simulateFleet } from "../../src/simulate/fleet.ts";
-import { createTestDatabase } from "../helpers/pg.ts";
+import { testPgPool } from "../helpers/pg.ts";
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -33,14 +33,6 @@ const cleanup: (() => Promise<void>)[] = [];
 afterAll(async () => {
   for (const c of cleanup.reverse()) await c();
 });
-
-async function pgPool(max = 4): Promise<{ pool: pg.Pool; url: string }> {
-  const db = await createTestDatabase();
-  cleanup.push(db.drop);
-  const pool = createPool(db.url, { role: "test", max });
-  cleanup.push(() => pool.end());
-  return { pool, url: db.url };
-}
 
 const ingestSettings: IngestSettings = {
   billingMode: "realtime",
@@ -100,7 +92,7 @@ type Pair = { db: Db; pool: pg.Pool; ingest: (job: IngestJobData) => Promise<voi
 async function pair(): Promise<Pair> {
   const db = openDb(":memory:");
   const ctx = { db, stmts: prepareIngest(db), settings: ingestSettings, now: () => NOW };
-  const { pool } = await pgPool();
+  const { pool } = await testPgPool(cleanup);
   return {
     db,
     pool,
@@ -346,7 +338,7 @@ describe("planPg equals planReports", () => {
 
 describe("planners beside ingest on one PostgreSQL ledger", () => {
   it("two planPg at once, ingest in between: no customer-hour difference planned twice", async () => {
-    const { url, pool } = await pgPool(4);
+    const { url, pool } = await testPgPool(cleanup, 4);
     const db = openDb(":memory:");
     const ctx = { db, stmts: prepareIngest(db), settings: ingestSettings, now: () => NOW };
     const { jobs } = fleetJobs(41, 60);

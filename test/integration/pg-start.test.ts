@@ -1,5 +1,6 @@
 // `simmeter start` and `replay` with DATABASE_URL: the worker thread opens the PostgreSQL ledger
-// (migrated at start-up), /readyz includes PostgreSQL, the parts that still read SQLite only say
+// (migrated at start-up), /readyz includes PostgreSQL, the read commands refuse an unmigrated
+// database rather than migrate it, and the parts that still read SQLite only say
 // so instead of reading the wrong ledger.
 import { randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
@@ -24,7 +25,7 @@ async function emptyDatabase() {
 }
 
 describe("simmeter on a PostgreSQL ledger", () => {
-  it("start migrates an empty database, counts a delivery in its worker thread, reports PostgreSQL in /readyz; /api says what it cannot read", async () => {
+  it("start migrates an empty database, counts a delivery in its worker thread, reports PostgreSQL in /readyz; /api and /console read the same ledger", async () => {
     const { url, reader } = await emptyDatabase();
     const app = await startSimmeter("start", {
       REDIS_URL: inject("redisUrl"),
@@ -52,11 +53,22 @@ describe("simmeter on a PostgreSQL ledger", () => {
       expect(((await ready.json()) as { checks: Record<string, string> }).checks.database).toBe(
         "ok",
       );
-      const api = await fetch(`${app.adminUrl}/api/usage`);
-      expect(api.status).toBe(501);
+      // The operator API reads the same PostgreSQL ledger (no ADMIN_TOKEN: loopback only).
+      const api = await fetch(`${app.adminUrl}/api/usage?granularity=total`);
+      expect(api.status).toBe(200);
       expect(await api.json()).toMatchObject({
-        error: { code: "not_implemented", message: expect.stringMatching(/SQLite ledger only/) },
+        object: "list",
+        data: [{ sim_sid: `HS${"6".repeat(32)}`, period: "total", bytes: 3000 }],
       });
+      const overview = await fetch(`${app.adminUrl}/api/overview`);
+      expect(overview.status).toBe(200);
+      expect(await overview.json()).toMatchObject({
+        object: "overview",
+        unbilled: { unmapped_bytes: 3000, unmapped_sims: 1 },
+      });
+      const page = await fetch(`${app.adminUrl}/console/sims/HS${"6".repeat(32)}`);
+      expect(page.status).toBe(200);
+      expect(await page.text()).toContain("3000");
       // The logged configuration never carries the URL's password (the cluster trusts any).
       expect(app.output()).toContain('"DATABASE_URL":"postgres');
     } finally {
@@ -80,16 +92,23 @@ describe("simmeter on a PostgreSQL ledger", () => {
     expect(await reader.scalar("select sum(bytes) from usage_hourly")).toBe(4000);
   });
 
-  it("a command that reads SQLite only refuses DATABASE_URL (exit 2) rather than read DATABASE_PATH's default file", async () => {
-    const { url } = await emptyDatabase();
-    const r = await runCli(["usage", "--json"], {
-      DATABASE_URL: url,
-      DATABASE_PATH: undefined,
-      REDIS_URL: inject("redisUrl"),
-    });
-    expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/reads the SQLite ledger only so far/);
-    expect(r.stderr).toMatch(/unset DATABASE_URL/);
+  it("the read commands open the PostgreSQL ledger read-only: an unmigrated one is refused, never migrated", async () => {
+    const { url, reader } = await emptyDatabase();
+    for (const args of [["usage", "--json"], ["quarantine"], ["anomalies"], ["events"]]) {
+      const r = await runCli(args, {
+        DATABASE_URL: url,
+        DATABASE_PATH: undefined,
+        REDIS_URL: inject("redisUrl"),
+      });
+      expect(r.status, args.join(" ")).toBe(1);
+      expect(r.stderr).toMatch(/lacks migrations .*start simmeter work \(or start\) once/);
+      expect(r.stderr).not.toMatch(/SQLite/);
+    }
+    expect(
+      await reader.scalar(
+        "select count(*) from information_schema.tables where table_schema = 'public'",
+      ),
+    ).toBe(0);
   });
 
   it("refuses DATABASE_URL together with DATABASE_PATH, before opening either", async () => {

@@ -5,6 +5,7 @@ import { startStripeEmulator } from "../../scripts/stripe-emulator.ts";
 import { assignCustomer } from "../../src/customers/customers.ts";
 import { openDb } from "../../src/db/client.ts";
 import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createStripe } from "../../src/reporting/stripe.ts";
 import { ensureMeter } from "../../src/reporting/stripe-setup.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
@@ -46,8 +47,8 @@ describe("the reporter process", () => {
       { db, stmts: prepareIngest(db), settings: defaultSettings, now: () => now },
       { v: 1, deliveries: [{ id: "d", receivedAt: now, source: "replay", events }] },
     );
-    assignCustomer({
-      db,
+    await assignCustomer({
+      ledger: sqliteLedger(db),
       now,
       input: {
         targetType: "sim",

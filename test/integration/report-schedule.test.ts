@@ -4,6 +4,7 @@ import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { startRedis } from "../../scripts/lib/redis-server.ts";
 import { assignCustomer } from "../../src/customers/customers.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import type { Logger } from "../../src/lib/logger.ts";
 import { createMetrics } from "../../src/lib/metrics.ts";
 import { createRedis } from "../../src/lib/redis.ts";
@@ -88,8 +89,8 @@ async function schedulingRig(redisUrl: string): Promise<ReportingRig> {
   cleanups.push(() => rig.close());
   // The lease client reconnects by itself; its refused connects while Redis is down are expected.
   rig.redis.on("error", () => {});
-  assignCustomer({
-    db: rig.db,
+  await assignCustomer({
+    ledger: sqliteLedger(rig.db),
     now: rig.now.value,
     input: {
       targetType: "sim",

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { assignCustomer, customerResolver } from "../../src/customers/customers.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { failedReports, pendingReports, retryFailed } from "../../src/reporting/outbox.ts";
 import { hasDrift, reconcile } from "../../src/reporting/reconcile.ts";
 import { ensureMeter, findMeter } from "../../src/reporting/stripe-setup.ts";
@@ -25,11 +26,11 @@ afterEach(async () => {
   rig = undefined;
 });
 
-function assignFleetCustomers(r: ReportingRig, customers: number) {
+async function assignFleetCustomers(r: ReportingRig, customers: number) {
   const sims = r.db.$client.prepare("select sim_sid from sims").all() as { sim_sid: string }[];
-  sims.forEach((s, i) => {
-    assignCustomer({
-      db: r.db,
+  for (const [i, s] of sims.entries()) {
+    await assignCustomer({
+      ledger: sqliteLedger(r.db),
       now: BASE - 86_400_000,
       input: {
         targetType: "sim",
@@ -38,7 +39,7 @@ function assignFleetCustomers(r: ReportingRig, customers: number) {
         effectiveFrom: BASE - 86_400_000,
       },
     });
-  });
+  }
 }
 
 /** One session of SIM_A: readings (time, cumulative); the last one ends it. */
@@ -94,7 +95,7 @@ describe("reporting usage to Stripe Billing Meters", () => {
     });
     const { events } = fleet(120, 5);
     for (let i = 0; i < events.length; i += 200) rig.ingest(events.slice(i, i + 200));
-    assignFleetCustomers(rig, 6);
+    await assignFleetCustomers(rig, 6);
     const runs = await rig.reportUntilDone(30);
     const stats = rig.emu.stats();
     expect(stats.injected500 + stats.injected429).toBeGreaterThan(0);
@@ -110,7 +111,7 @@ describe("reporting usage to Stripe Billing Meters", () => {
       `faulty Stripe: ${events.length} events → ${calls.n} meter events, ${stats.meterEventCalls} calls, ${runs} runs, ${stats.injected500} 500s, ${stats.injected429} 429s, ${stats.injectedDelays} delayed`,
     );
     const drift = await reconcile({
-      db: rig.db,
+      ledger: sqliteLedger(rig.db),
       stripe: rig.stripe,
       meterId: (await findMeter(rig.stripe, EVENT_NAME))?.id ?? null,
       from: BASE - 86_400_000,
@@ -126,8 +127,8 @@ describe("reporting usage to Stripe Billing Meters", () => {
       ["2026-11-23T09:12:00Z", 250],
       ["2026-11-23T09:18:00Z", 400],
     ]);
-    assignCustomer({
-      db: rig.db,
+    await assignCustomer({
+      ledger: sqliteLedger(rig.db),
       now: NOW,
       input: { targetType: "sim", targetId: SIM_A, customerId: "cus_a", effectiveFrom: BASE },
     });
@@ -144,8 +145,8 @@ describe("reporting usage to Stripe Billing Meters", () => {
 
   it("a late reading that moves bytes from one hour to another produces a negative and a positive event", async () => {
     rig = await reportingRig({ redisUrl: inject("redisUrl"), now: NOW });
-    assignCustomer({
-      db: rig.db,
+    await assignCustomer({
+      ledger: sqliteLedger(rig.db),
       now: NOW,
       input: { targetType: "sim", targetId: SIM_A, customerId: "cus_a", effectiveFrom: BASE },
     });
@@ -182,8 +183,8 @@ describe("reporting usage to Stripe Billing Meters", () => {
     const first = await rig.report();
     expect(first).toMatchObject({ planned: 0, calls: 0, unmappedBytes: 300 });
     // Assigned at 10:30: effective from 11:00, and the earlier unmapped usage goes to it too.
-    assignCustomer({
-      db: rig.db,
+    await assignCustomer({
+      ledger: sqliteLedger(rig.db),
       now: NOW,
       input: { targetType: "sim", targetId: SIM_A, customerId: "cus_old" },
     });
@@ -196,7 +197,7 @@ describe("reporting usage to Stripe Billing Meters", () => {
     // The SIM moved to another customer at 12:00, recorded a little later (as happens): its 12:00
     // hour is already counted for cus_old, so moving it is a re-bill the operator must ask for.
     const move = {
-      db: rig.db,
+      ledger: sqliteLedger(rig.db),
       now: rig.now.value,
       input: {
         targetType: "sim",
@@ -205,8 +206,10 @@ describe("reporting usage to Stripe Billing Meters", () => {
         effectiveFrom: H("2026-11-23T12:00:00Z"),
       },
     } as const;
-    expect(() => assignCustomer(move)).toThrow(/would move 400 counted bytes in 1 SIM-hour/);
-    assignCustomer({ ...move, rebill: true });
+    await expect(assignCustomer(move)).rejects.toThrow(
+      /would move 400 counted bytes in 1 SIM-hour/,
+    );
+    await assignCustomer({ ...move, rebill: true });
     await rig.reportUntilDone();
     expect(emulatorTotals(rig)).toEqual({
       cus_old: {
@@ -227,7 +230,7 @@ describe("reporting usage to Stripe Billing Meters", () => {
     rig.emu.addCustomer("cus_known");
     const { events } = fleet(20, 9);
     rig.ingest(events);
-    assignFleetCustomers(rig, 2);
+    await assignFleetCustomers(rig, 2);
     rig.emu.addCustomer("cus_fleet0");
     // cus_fleet1 has a subscription, but Stripe refuses its meter events for good.
     rig.emu.addCustomer("cus_fleet1");
@@ -252,8 +255,8 @@ describe("reporting usage to Stripe Billing Meters", () => {
   it("usage of a month whose invoice has closed is reported now and flagged late, not dropped", async () => {
     const now = Date.parse("2026-12-01T02:00:00Z");
     rig = await reportingRig({ redisUrl: inject("redisUrl"), now });
-    assignCustomer({
-      db: rig.db,
+    await assignCustomer({
+      ledger: sqliteLedger(rig.db),
       now,
       input: { targetType: "sim", targetId: SIM_A, customerId: "cus_a", effectiveFrom: BASE },
     });
@@ -279,7 +282,7 @@ describe("reporting usage to Stripe Billing Meters", () => {
     });
     const { events } = fleet(60, 13);
     rig.ingest(events);
-    assignFleetCustomers(rig, 3);
+    await assignFleetCustomers(rig, 3);
     const [a, b] = await Promise.all([rig.report(), rig.report()]);
     await rig.reportUntilDone();
     expect(
@@ -293,11 +296,16 @@ describe("reporting usage to Stripe Billing Meters", () => {
     rig = await reportingRig({ redisUrl: inject("redisUrl"), now: NOW });
     const { events } = fleet(30, 21);
     rig.ingest(events);
-    assignFleetCustomers(rig, 3);
+    await assignFleetCustomers(rig, 3);
     await rig.reportUntilDone();
     const meterId = (await findMeter(rig.stripe, EVENT_NAME))?.id ?? null;
     const range = { from: BASE - 86_400_000, to: NOW + 3_600_000 };
-    const clean = await reconcile({ db: rig.db, stripe: rig.stripe, meterId, ...range });
+    const clean = await reconcile({
+      ledger: sqliteLedger(rig.db),
+      stripe: rig.stripe,
+      meterId,
+      ...range,
+    });
     expect(clean.length).toBe(3);
     expect(hasDrift(clean)).toBe(false);
     rig.emu.tamper({
@@ -305,7 +313,12 @@ describe("reporting usage to Stripe Billing Meters", () => {
       value: 12345,
       timestamp: Math.floor(H("2026-11-21T03:00:00Z") / 1000),
     });
-    const tampered = await reconcile({ db: rig.db, stripe: rig.stripe, meterId, ...range });
+    const tampered = await reconcile({
+      ledger: sqliteLedger(rig.db),
+      stripe: rig.stripe,
+      meterId,
+      ...range,
+    });
     expect(hasDrift(tampered)).toBe(true);
     expect(tampered.find((r) => r.customer === "cus_fleet1")?.stripeDrift).toBe(-12345);
   });
@@ -314,8 +327,8 @@ describe("reporting usage to Stripe Billing Meters", () => {
 describe("values beyond Stripe's 15 significant digits", () => {
   it("a difference larger than 999,999,999,999,999 bytes is sent in parts that Stripe accepts", async () => {
     rig = await reportingRig({ redisUrl: inject("redisUrl"), now: NOW });
-    assignCustomer({
-      db: rig.db,
+    await assignCustomer({
+      ledger: sqliteLedger(rig.db),
       now: NOW,
       input: { targetType: "sim", targetId: SIM_A, customerId: "cus_huge", effectiveFrom: BASE },
     });

@@ -4,6 +4,7 @@ import { Worker } from "node:worker_threads";
 import { afterEach, describe, expect, it } from "vitest";
 import { assignCustomer, previewMoves } from "../../src/customers/customers.ts";
 import { openDb } from "../../src/db/client.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { tempDir } from "../helpers/process.ts";
 
 // A read-then-write transaction on the SQLite ledger must wait for another connection's write
@@ -58,8 +59,8 @@ describe("read-then-write transactions beside another SQLite writer", () => {
     db.$client
       .prepare("insert into usage_hourly (hour, sim_sid, bytes) values (?, ?, ?)")
       .run(HOUR, SIM, 1000);
-    assignCustomer({
-      db,
+    await assignCustomer({
+      ledger: sqliteLedger(db),
       input: {
         targetType: "sim",
         targetId: SIM,
@@ -71,8 +72,8 @@ describe("read-then-write transactions beside another SQLite writer", () => {
 
     const other = await holdWriteLock(path, 300);
     const t0 = performance.now();
-    const moves = previewMoves(
-      db,
+    const moves = await previewMoves(
+      sqliteLedger(db),
       [{ targetType: "sim", targetId: SIM, customerId: "cus_B", effectiveFrom: HOUR }],
       HOUR + 3_600_000,
     );

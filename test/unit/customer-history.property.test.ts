@@ -1,7 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
-  assignCustomer,
   assignmentCustomers,
   RebillRequired,
   unmappedUsage,
@@ -10,6 +9,7 @@ import type { TargetType } from "../../src/customers/resolve.ts";
 import { markSent, pendingReports, planReports } from "../../src/reporting/outbox.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { memoryIngest, subscribeAll } from "../helpers/db.ts";
+import { assignNow } from "../helpers/seed.ts";
 import { shuffle } from "../helpers/sessions.ts";
 
 // The acceptance property of the customer history (src/customers/resolve.ts, README "Customers"):
@@ -435,7 +435,7 @@ describe("customer history (property)", () => {
                   order: applied.length,
                 });
               try {
-                assignCustomer({ db: t.db, now: BASE, input });
+                assignNow(t.db, { now: BASE, input });
                 add();
               } catch (err) {
                 if (!(err instanceof RebillRequired)) throw err;
@@ -448,7 +448,7 @@ describe("customer history (property)", () => {
                   expect(m.to).not.toBe(m.from);
                 }
                 if (a.rebillIfRefused) {
-                  assignCustomer({ db: t.db, now: BASE, input, rebill: true });
+                  assignNow(t.db, { now: BASE, input, rebill: true });
                   add();
                   stats.rebills++;
                 }

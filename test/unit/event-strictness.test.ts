@@ -1,12 +1,11 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { classifyCloudEvent, parseDeliveryBody } from "../../src/events/schema.ts";
-import { ingestDeliveries } from "../../src/ingest/ingest.ts";
 import type { Delivery } from "../../src/ingest/job.ts";
 import { signKore } from "../../src/receive/kore-signature.ts";
 import { receiveDelivery } from "../../src/receive/receive.ts";
 import { signTwilio } from "../../src/receive/twilio-signature.ts";
-import { memoryIngest } from "../helpers/db.ts";
+import { testIngest } from "../helpers/ledger.ts";
 
 type CloudEvent = { type: string; data: Record<string, unknown> } & Record<string, unknown>;
 
@@ -190,18 +189,16 @@ describe("descriptive fields are tolerant, billing fields strict", () => {
     expect(reason).not.toMatch(/fleet_sid|location/);
   });
 
-  it("an ended event with an empty fleet_sid and a string location.lat is counted and billed by the real ingest, with no fleet", () => {
-    const t = memoryIngest();
+  it("an ended event with an empty fleet_sid and a string location.lat is counted and billed by the real ingest, with no fleet", async () => {
+    const t = await testIngest();
     const raw = ended();
     raw.data.fleet_sid = "";
     (raw.data.location as Record<string, unknown>).lat = "34.166991";
-    const s = t.ingest([raw]);
+    const s = await t.ingest([raw]);
     expect(s).toMatchObject({ counted: 1, quarantined: 0 });
-    expect(t.usage()).toEqual({ [`${CAPTURED_SIM}@2022-12-14T13:00:00.000Z`]: 1536 });
-    const sim = t.db.$client
-      .prepare("select fleet_sid from sims where sim_sid = ?")
-      .get(CAPTURED_SIM);
-    expect(sim).toEqual({ fleet_sid: null });
+    expect(await t.usage()).toEqual({ [`${CAPTURED_SIM}@2022-12-14T13:00:00.000Z`]: 1536 });
+    const sim = await t.sql("select fleet_sid from sims where sim_sid = ?", CAPTURED_SIM);
+    expect(sim).toEqual([{ fleet_sid: null }]);
   });
 });
 
@@ -292,10 +289,10 @@ describe("a UTF-8 byte order mark", () => {
     const withoutBom = Buffer.from(json, "utf8");
     expect((await receiveDelivery(twilioInput(rawBody, withoutBom), deps)).kind).toBe("forbidden");
 
-    const t = memoryIngest();
-    const s = ingestDeliveries(t.ctx, { v: 1, deliveries: stored });
+    const t = await testIngest();
+    const s = await t.ingestJob({ v: 1, deliveries: stored });
     expect(stored).toHaveLength(2);
     expect(s).toMatchObject({ events: 2, counted: 1, duplicates: 1, quarantined: 0 });
-    expect(t.usage()).toEqual({ [`${CAPTURED_SIM}@2022-12-14T13:00:00.000Z`]: 1536 });
+    expect(await t.usage()).toEqual({ [`${CAPTURED_SIM}@2022-12-14T13:00:00.000Z`]: 1536 });
   });
 });

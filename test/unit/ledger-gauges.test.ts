@@ -9,6 +9,7 @@ import type { Db } from "../../src/db/client.ts";
 import { createPool } from "../../src/db/pg/client.ts";
 import { pgUnmappedBytes } from "../../src/ledger/pg/customers.ts";
 import { pgGaugeReads } from "../../src/ledger/pg/gauges.ts";
+import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import {
   registerLedgerGauges,
   unmappedBytesInSlices,
@@ -17,6 +18,7 @@ import { registerQueueGauges } from "../../src/observability/queue-gauges.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { memoryIngest } from "../helpers/db.ts";
 import { createTestDatabase } from "../helpers/pg.ts";
+import { assignNow } from "../helpers/seed.ts";
 
 // The ledger gauges against a real, migrated SQLite database (openDb(":memory:") through
 // memoryIngest): usage counted by the real ingest, customers by the real assignments, outbox and
@@ -117,8 +119,7 @@ function ledger(clock: { now: number }) {
     ["sim", sim("a"), "cus_a", at("2026-11-23T12:00:00Z")],
     ["fleet", fleet("1"), "cus_f", at("2026-11-01T00:00:00Z")],
   ] as const)
-    assignCustomer({
-      db,
+    assignNow(db, {
       now: clock.now,
       input: { targetType, targetId, customerId, effectiveFrom: from },
     });
@@ -279,8 +280,8 @@ describe("ledger gauges (simmeter_unreported_bytes, _outbox_oldest_pending_age_s
       ["0", "cus_0"],
       ["2", "cus_2"],
     ] as const)
-      assignCustomer({
-        db: m.db,
+      await assignCustomer({
+        ledger: sqliteLedger(m.db),
         now: clock.now,
         input: {
           targetType: "fleet",

@@ -1,10 +1,9 @@
 // The ledger's checks: the database itself, and what it holds that nobody bills.
 import { resolve } from "node:path";
 import type { Config } from "../../config.ts";
-import { unmappedUsage } from "../../customers/customers.ts";
 import { type Db, migrationStatus, openDb } from "../../db/client.ts";
 import { ENDED_ONLY_NEEDS_CUMULATIVE } from "../../ingest/ingest.ts";
-import { failedReports, pendingReports } from "../../reporting/outbox.ts";
+import type { Ledger } from "../../ledger/port.ts";
 import { iso } from "../../views/json.ts";
 import type { Add } from "./check.ts";
 
@@ -46,9 +45,9 @@ export function doctorDatabase(config: Config, add: Add): Db | null {
 }
 
 /** What the ledger holds that nobody bills: quarantined events, unmapped usage, stopped rows. */
-export function doctorLedger(config: Config, db: Db, add: Add): void {
+export async function doctorLedger(config: Config, ledger: Ledger, add: Add): Promise<void> {
   if (config.BILLING_MODE === "ended-only") {
-    const refused = endedOnlyRefusals(db);
+    const refused = await ledger.views.quarantinedFor(ENDED_ONLY_NEEDS_CUMULATIVE);
     add(
       "billing mode",
       refused ? "fail" : "ok",
@@ -58,7 +57,7 @@ export function doctorLedger(config: Config, db: Db, add: Add): void {
       { refused },
     );
   }
-  const q = openQuarantine(db);
+  const q = await ledger.views.quarantineBacklog();
   add(
     "quarantine",
     q.events > 0 ? "warn" : "ok",
@@ -70,7 +69,7 @@ export function doctorLedger(config: Config, db: Db, add: Add): void {
       newest_received_at: iso(q.newest),
     },
   );
-  const unmapped = unmappedUsage(db);
+  const unmapped = await ledger.reads.unmapped();
   const bytes = unmapped.reduce((n, u) => n + u.bytes, 0);
   add(
     "unmapped usage",
@@ -80,45 +79,12 @@ export function doctorLedger(config: Config, db: Db, add: Add): void {
       : "every SIM with usage is mapped to a customer",
     { bytes, sims: unmapped.length },
   );
-  const failed = failedReports(db).length;
-  const pending = pendingReports(db).length;
+  const failed = (await ledger.outbox.failed()).length;
+  const pending = (await ledger.outbox.pending()).length;
   add(
     "outbox",
     failed ? "warn" : "ok",
     failed ? `${failed} stopped row(s): simmeter report --status` : `${pending} pending`,
     { stopped: failed, pending },
   );
-}
-
-/** ended events refused in ended-only mode for want of cumulative totals (see ingest.ts). */
-function endedOnlyRefusals(db: Db): number {
-  return (
-    db.$client
-      .prepare("select count(*) as n from quarantine where reason = ?")
-      .get(ENDED_ONLY_NEEDS_CUMULATIVE) as { n: number }
-  ).n;
-}
-
-/**
- * Quarantined events not counted since (by any delivery, a requeue for one). An event quarantined
- * again after a requeue is one event; a body that was not JSON counts once, by its latest row.
- */
-function openQuarantine(db: Db): { events: number; newest: number | null } {
-  const r = db.$client
-    .prepare(
-      `select count(distinct q.event_sid) as sids,
-              max(q.received_at) as newest
-         from quarantine q
-        where q.event_sid is not null
-          and not exists (select 1 from seen_events s where s.event_sid = q.event_sid)`,
-    )
-    .get() as { sids: number; newest: number | null };
-  const bodies = db.$client
-    .prepare(
-      `select count(*) as n, max(received_at) as newest from quarantine
-        where event_sid is null and requeues = 0`,
-    )
-    .get() as { n: number; newest: number | null };
-  const newest = Math.max(r.newest ?? -1, bodies.newest ?? -1);
-  return { events: r.sids + bodies.n, newest: newest < 0 ? null : newest };
 }

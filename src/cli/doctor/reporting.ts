@@ -2,7 +2,7 @@
 import { Queue } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Config } from "../../config.ts";
-import type { Db } from "../../db/client.ts";
+import type { Ledger } from "../../ledger/port.ts";
 import { REPORT_QUEUE } from "../../reporting/schedule.ts";
 import { iso } from "../../views/json.ts";
 import { lastSentMs } from "../../views/overview.ts";
@@ -23,7 +23,7 @@ const ago = (ms: number) => {
  */
 export async function doctorReporting(
   config: Config,
-  db: Db,
+  ledger: Ledger,
   redis: Redis | null,
   add: Add,
 ): Promise<void> {
@@ -42,13 +42,9 @@ export async function doctorReporting(
       await queue.close().catch(() => {});
     }
   }
-  const lastSent = lastSentMs(db);
+  const lastSent = await lastSentMs(ledger);
   const last = Math.max(lastRun ?? -1, lastSent ?? -1);
-  const work = db.$client
-    .prepare(
-      "select (select count(*) from meter_reports where state = 'pending') + (select count(*) from report_dirty_hours) as n",
-    )
-    .get() as { n: number };
+  const work = await ledger.views.reportWork();
   const extra = {
     last_run_at: iso(lastRun),
     last_sent_at: iso(lastSent),
@@ -62,8 +58,8 @@ export async function doctorReporting(
   if (last < 0) {
     add(
       "reporting",
-      work.n > 0 || noSchedule ? "warn" : "ok",
-      work.n > 0
+      work > 0 || noSchedule ? "warn" : "ok",
+      work > 0
         ? `no successful report run on record, and usage waits to be reported: is simmeter start (or simmeter work) running with STRIPE_SECRET_KEY?${noSchedule}`
         : `nothing reported yet${noSchedule}`,
       extra,

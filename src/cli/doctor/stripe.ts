@@ -3,8 +3,7 @@ import type Stripe from "stripe";
 import type { CustomerBilling } from "../../billing/periods.ts";
 import { MissingMeterError } from "../../billing/subscriptions.ts";
 import type { Config } from "../../config.ts";
-import { assignmentCustomers } from "../../customers/customers.ts";
-import type { Db } from "../../db/client.ts";
+import type { Ledger } from "../../ledger/port.ts";
 import { clockSkewCheck, stripeClockSkew } from "../../reporting/clock.ts";
 import { findMeter, meterProblems } from "../../reporting/stripe-setup.ts";
 import { iso } from "../../views/json.ts";
@@ -26,7 +25,7 @@ export type StripeCheckConfig = Pick<
 export async function doctorStripe(
   stripe: Stripe,
   config: StripeCheckConfig,
-  db: Db | null,
+  ledger: Ledger | null,
   add: Add,
 ): Promise<void> {
   try {
@@ -61,10 +60,10 @@ export async function doctorStripe(
     add("meter", "fail", `could not list meters: ${(err as Error).message}`);
   }
   // Customers and subscriptions are those the ledger maps: nothing to check without it.
-  if (!db) return;
+  if (!ledger) return;
   const unknown: string[] = [];
   const unchecked: string[] = [];
-  for (const id of assignmentCustomers(db)) {
+  for (const id of await ledger.customers.billed()) {
     try {
       const c = await stripe.customers.retrieve(id);
       if ((c as { deleted?: boolean }).deleted) unknown.push(`${id} (deleted)`);
@@ -79,7 +78,7 @@ export async function doctorStripe(
   if (unchecked.length > 0) add("customers", "warn", `could not check: ${unchecked.join(", ")}`);
   if (unknown.length === 0 && unchecked.length === 0)
     add("customers", "ok", "every mapped customer exists");
-  await doctorSubscriptions(stripe, config, db, add);
+  await doctorSubscriptions(stripe, config, ledger, add);
 }
 
 /**
@@ -89,14 +88,14 @@ export async function doctorStripe(
 async function doctorSubscriptions(
   stripe: Stripe,
   config: StripeCheckConfig,
-  db: Db,
+  ledger: Ledger,
   add: Add,
 ): Promise<void> {
   let billing: Map<string, CustomerBilling>;
   try {
     // Looked up, not stored: doctor opens the database read-only.
     billing = await lookUpPeriods(
-      db,
+      ledger,
       { client: stripe, eventName: config.STRIPE_METER_EVENT_NAME },
       Date.now(),
     );
@@ -104,7 +103,7 @@ async function doctorSubscriptions(
     add("subscriptions", "fail", `could not look them up: ${(err as Error).message}`);
     return;
   }
-  const mapped = new Set(assignmentCustomers(db));
+  const mapped = new Set(await ledger.customers.billed());
   const rows = [...billing.values()].filter((b) => mapped.has(b.customerId));
   const ambiguous = rows.filter((b) => b.state === "ambiguous");
   const none = rows.filter((b) => b.state === "none");

@@ -9,9 +9,9 @@ import { periodsNow } from "../deps.ts";
 import { BillingPage, RetryConfirmPage } from "../pages/billing.tsx";
 import { type Kit, lastRun } from "./kit.ts";
 
-export function billingRoutes({ router, deps, api, db, logger, send, redirectWith }: Kit): void {
+export function billingRoutes({ router, deps, api, logger, send, redirectWith }: Kit): void {
   const rows = (q: Record<string, unknown>) =>
-    outboxRowList(db, OutboxRowParams.parse({ limit: 100, ...q }));
+    outboxRowList(api.ledger, OutboxRowParams.parse({ limit: 100, ...q }));
 
   router.get("/billing", async (req: Request, res: Response) => {
     const now = api.now();
@@ -23,15 +23,15 @@ export function billingRoutes({ router, deps, api, db, logger, send, redirectWit
       BillingPage({
         d: {
           now,
-          status: reportStatusView(db, {
+          status: await reportStatusView(api.ledger, {
             now,
             settings: api.planSettings,
             billing: periods.billing,
           }),
-          stopped: rows({ state: "failed" }),
-          pending: rows({ state: "pending" }),
-          late: rows({ late: "true" }),
-          lastSentAt: lastSentAt(db),
+          stopped: await rows({ state: "failed" }),
+          pending: await rows({ state: "pending" }),
+          late: await rows({ late: "true" }),
+          lastSentAt: await lastSentAt(api.ledger),
           lastRunAt: await lastRun(deps),
           reporting: Boolean(api.stripe),
           reporterHere: Boolean(deps.queues?.report),
@@ -41,10 +41,11 @@ export function billingRoutes({ router, deps, api, db, logger, send, redirectWit
     );
   });
 
-  router.get("/billing/retry", (req: Request, res: Response) => {
+  router.get("/billing/retry", async (req: Request, res: Response) => {
+    const stopped = await rows({ state: "failed", limit: 1000 });
     send(req, res, "Retry stopped rows", (ctx) =>
       RetryConfirmPage({
-        stopped: rows({ state: "failed", limit: 1000 }),
+        stopped,
         csrf: ctx.csrf,
         reporterHere: Boolean(deps.queues?.report),
       }),

@@ -1,7 +1,6 @@
 // The customers list, a customer (usage, invoice parity, statement and its CSV) and a SIM.
 import type { Request, Response } from "express";
 import { invoiceParity, statement } from "../../billing/parity.ts";
-import { assignmentCustomers } from "../../customers/customers.ts";
 import {
   CustomerSummaryParams,
   customerDetail,
@@ -29,17 +28,22 @@ const statementOf = (req: Request, byKey: "by" | "statement_by") => ({
   by: one(req.query[byKey]) === "day" ? ("day" as const) : ("period" as const),
 });
 
-export function customerRoutes({ router, deps, api, db, send, stored }: Kit): void {
-  router.get("/customers", (req: Request, res: Response) => {
+export function customerRoutes({ router, deps, api, send, stored }: Kit): void {
+  router.get("/customers", async (req: Request, res: Response) => {
     const p = CustomerSummaryParams.parse({ limit: 1000, ...cursorOf(req) });
-    send(req, res, "Customers", CustomersPage({ list: customerSummaryList(db, p, stored()) }));
+    send(
+      req,
+      res,
+      "Customers",
+      CustomersPage({ list: await customerSummaryList(api.ledger, p, await stored()) }),
+    );
   });
 
   router.get("/customers/:customer", async (req: Request, res: Response) => {
     const c = customerParam(req);
     let customer: CustomerPageData["customer"];
     try {
-      customer = customerDetail(db, c, stored());
+      customer = await customerDetail(api.ledger, c, await stored());
     } catch (err) {
       if (err instanceof UnknownCustomer) throw new PageError(404, err.message);
       throw err;
@@ -49,7 +53,11 @@ export function customerRoutes({ router, deps, api, db, send, stored }: Kit): vo
     const { period: statementPeriod, by: statementBy } = statementOf(req, "statement_by");
     const d: CustomerPageData = {
       customer,
-      usage: usageSeries(db, UsageSeriesParams.parse({ granularity: by, customer: c }), now),
+      usage: await usageSeries(
+        api.ledger,
+        UsageSeriesParams.parse({ granularity: by, customer: c }),
+        now,
+      ),
       by,
       reporting: Boolean(api.stripe),
       parity: null,
@@ -67,10 +75,16 @@ export function customerRoutes({ router, deps, api, db, send, stored }: Kit): vo
       else {
         try {
           d.parity = {
-            current: await invoiceParity(db, api.stripe.client, b, "current"),
-            previous: await invoiceParity(db, api.stripe.client, b, "previous"),
+            current: await invoiceParity(api.ledger, api.stripe.client, b, "current"),
+            previous: await invoiceParity(api.ledger, api.stripe.client, b, "previous"),
           };
-          d.statement = await statement(db, api.stripe.client, b, statementPeriod, statementBy);
+          d.statement = await statement(
+            api.ledger,
+            api.stripe.client,
+            b,
+            statementPeriod,
+            statementBy,
+          );
         } catch (err) {
           d.statementError = (err as Error).message;
         }
@@ -87,7 +101,7 @@ export function customerRoutes({ router, deps, api, db, send, stored }: Kit): vo
     const periods = await periodsNow(deps);
     const b = periods.billing.get(c);
     if (!b) throw new PageError(404, `${c} is not a mapped customer`);
-    const s = await statement(db, api.stripe.client, b, period, by);
+    const s = await statement(api.ledger, api.stripe.client, b, period, by);
     res
       .type("text/csv; charset=utf-8")
       .set(
@@ -97,12 +111,17 @@ export function customerRoutes({ router, deps, api, db, send, stored }: Kit): vo
       .send(statementCsv(s));
   });
 
-  router.get("/sims/:sim", (req: Request, res: Response) => {
+  router.get("/sims/:sim", async (req: Request, res: Response) => {
     const sim = String(req.params.sim ?? "");
     if (!/^HS[0-9a-fA-F]{32}$/.test(sim)) throw new PageError(404, `${sim} is not a Super SIM SID`);
     try {
-      const s = simDetail(db, sim, SimQuery.parse({}));
-      send(req, res, `SIM ${sim}`, SimPage({ s, customers: assignmentCustomers(db).sort() }));
+      const s = await simDetail(api.ledger, sim, SimQuery.parse({}));
+      send(
+        req,
+        res,
+        `SIM ${sim}`,
+        SimPage({ s, customers: (await api.ledger.customers.billed()).sort() }),
+      );
     } catch (err) {
       if (err instanceof UnknownSim) throw new PageError(404, err.message);
       throw err;

@@ -6,7 +6,6 @@ import type { Request, Response } from "express";
 import type { ComponentChildren } from "preact";
 import type { ApiContext } from "../../api/routes.ts";
 import type { CustomerBilling } from "../../billing/periods.ts";
-import type { Db } from "../../db/client.ts";
 import type { Logger } from "../../lib/logger.ts";
 import { putFlash, takeFlash } from "../actions.ts";
 import { CONSOLE_PREFIX, consoleAuth, isHttps } from "../auth.ts";
@@ -65,7 +64,6 @@ export type Kit = {
   router: express.Router;
   deps: ConsoleDeps;
   api: ApiContext;
-  db: Db;
   logger: Logger;
   /** the console's cookies: HttpOnly, SameSite=Strict, Secure over HTTPS, path /console */
   cookieOptions: (req: Request) => {
@@ -75,7 +73,7 @@ export type Kit = {
     path: string;
   };
   /** the subscription periods as the reporter last stored them */
-  stored: () => ReadonlyMap<string, CustomerBilling>;
+  stored: () => Promise<ReadonlyMap<string, CustomerBilling>>;
   /** Renders a page (the body may read the page context, e.g. its CSRF token) and sends it. */
   send: (
     req: Request,
@@ -108,10 +106,9 @@ export function createKit(router: express.Router, deps: ConsoleDeps, csrf: CsrfG
     router,
     deps,
     api,
-    db: api.db,
     logger,
     cookieOptions,
-    stored: () => (api.billing ? api.billing() : new Map()),
+    stored: () => api.ledger.billing.load(),
     send: (req, res, title, body, status = 200) => {
       const ctx = context(req, res);
       res

@@ -7,11 +7,11 @@ import { periodsNow, within } from "../deps.ts";
 import { OverviewPage } from "../pages/overview.tsx";
 import { type Kit, lastRun } from "./kit.ts";
 
-export function overviewRoutes({ router, deps, api, db, send }: Kit): void {
+export function overviewRoutes({ router, deps, api, send }: Kit): void {
   router.get("/", async (req: Request, res: Response) => {
     const now = api.now();
     const periods = await periodsNow(deps);
-    const overview = overviewView(db, {
+    const overview = await overviewView(api.ledger, {
       now,
       settings: api.planSettings,
       billing: periods.billing,
@@ -20,7 +20,7 @@ export function overviewRoutes({ router, deps, api, db, send }: Kit): void {
     let stripeError = periods.error;
     if (api.stripe && periods.source === "stripe") {
       try {
-        parity = await parityRows(db, api.stripe.client, periods.billing, "current");
+        parity = await parityRows(api.ledger, api.stripe.client, periods.billing, "current");
       } catch (err) {
         stripeError = (err as Error).message;
       }
@@ -53,8 +53,8 @@ export function overviewRoutes({ router, deps, api, db, send }: Kit): void {
           periodsSource: periods.source,
           stripeError,
           reporting: Boolean(api.stripe),
-          usage: usageSeries(db, UsageSeriesParams.parse({}), now),
-          lag: ingestLag(db, IngestLagParams.parse({}), now),
+          usage: await usageSeries(api.ledger, UsageSeriesParams.parse({}), now),
+          lag: await ingestLag(api.ledger, IngestLagParams.parse({}), now),
           depth,
           lastRunAt: await lastRun(deps),
         },

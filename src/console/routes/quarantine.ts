@@ -58,8 +58,9 @@ const paramsOr400 = <T>(
   return r.data;
 };
 
-export function quarantineRoutes({ router, deps, api, db, logger, send, redirectWith }: Kit): void {
-  router.get("/quarantine", (req: Request, res: Response) => {
+export function quarantineRoutes({ router, deps, api, logger, send, redirectWith }: Kit): void {
+  const ledger = api.ledger;
+  router.get("/quarantine", async (req: Request, res: Response) => {
     const filters = { reason: one(req.query.reason).trim(), since: one(req.query.since).trim() };
     const params = paramsOr400(
       QuarantineParams.safeParse({
@@ -69,9 +70,9 @@ export function quarantineRoutes({ router, deps, api, db, logger, send, redirect
         ...cursorOf(req),
       }),
     );
-    let list: ReturnType<typeof quarantineList>;
+    let list: Awaited<ReturnType<typeof quarantineList>>;
     try {
-      list = quarantineList(db, params);
+      list = await quarantineList(ledger, params);
     } catch (err) {
       if (err instanceof CursorError) throw new PageError(400, err.message);
       throw err;
@@ -80,16 +81,16 @@ export function quarantineRoutes({ router, deps, api, db, logger, send, redirect
       req,
       res,
       "Quarantine",
-      QuarantinePage({ list, filters, total: ledgerCounts(db).quarantined }),
+      QuarantinePage({ list, filters, total: (await ledgerCounts(ledger)).quarantined }),
     );
   });
 
   router.get("/quarantine/requeue", async (req: Request, res: Response) => {
     const { selection, filter } = selectionOf(req.query as Record<string, unknown>);
-    let items: ReturnType<typeof previewRequeue> = [];
+    let items: Awaited<ReturnType<typeof previewRequeue>> = [];
     let error: string | null = null;
     try {
-      items = previewRequeue(db, filter);
+      items = await previewRequeue(ledger, filter);
     } catch (err) {
       if (!(err instanceof RequeueSelectionError)) throw err;
       error = err.message.replace(
@@ -116,7 +117,7 @@ export function quarantineRoutes({ router, deps, api, db, logger, send, redirect
     const { filter } = selectionOf(req.body as Record<string, unknown>);
     let flash: Flash;
     try {
-      const r = await requeue(db, q, filter, 20_000, api.now);
+      const r = await requeue(ledger, q, filter, 20_000, api.now);
       logger.info(
         { requeued: r.requeued, counted: r.counted, again: r.quarantined_again },
         "console: quarantined events requeued",
@@ -129,15 +130,15 @@ export function quarantineRoutes({ router, deps, api, db, logger, send, redirect
     redirectWith(res, `${CONSOLE_PREFIX}/quarantine`, flash);
   });
 
-  router.get("/quarantine/:id", (req: Request, res: Response) => {
+  router.get("/quarantine/:id", async (req: Request, res: Response) => {
     const id = String(req.params.id ?? "");
     if (!/^\d{1,15}$/.test(id)) throw new PageError(404, `no quarantine row ${id}`);
-    const [row] = listQuarantineRows(db, { ids: [Number(id)], limit: 1 });
+    const [row] = await listQuarantineRows(ledger, { ids: [Number(id)], limit: 1 });
     if (!row) throw new PageError(404, `no quarantine row ${id}`);
     send(req, res, `Quarantine #${id}`, QuarantineItemPage({ q: quarantineItem(row) }));
   });
 
-  router.get("/anomalies", (req: Request, res: Response) => {
+  router.get("/anomalies", async (req: Request, res: Response) => {
     const kind = one(req.query.kind).trim();
     const since = one(req.query.since).trim();
     const params = paramsOr400(
@@ -148,18 +149,9 @@ export function quarantineRoutes({ router, deps, api, db, logger, send, redirect
         ...cursorOf(req),
       }),
     );
-    const list = anomalyList(db, params);
-    const kinds = db.$client
-      .prepare("select distinct kind from anomalies order by kind")
-      .pluck()
-      .all() as string[];
-    const sessions = [...new Set(list.data.map((a) => a.session_sid))];
-    const simOf = new Map<string, string>();
-    const stmt = db.$client.prepare("select sim_sid from sessions where session_sid = ?").pluck();
-    for (const s of sessions) {
-      const sim = stmt.get(s) as string | undefined;
-      if (sim) simOf.set(s, sim);
-    }
+    const list = await anomalyList(ledger, params);
+    const kinds = await ledger.reads.anomalyKinds();
+    const simOf = await ledger.reads.simsOfSessions(list.data.map((a) => a.session_sid));
     send(req, res, "Anomalies", AnomaliesPage({ list, kind, since, kinds, simOf }));
   });
 }

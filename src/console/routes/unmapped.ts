@@ -2,17 +2,14 @@
 import type { Request, Response } from "express";
 import {
   type AssignInput,
-  assignmentCustomers,
   InputError,
-  previewMoves,
   RebillRequired,
-  unmappedUsage,
   validateAssignment,
 } from "../../customers/customers.ts";
 import { effectiveHour } from "../../customers/resolve.ts";
 import { parseUtcTime } from "../../lib/time.ts";
 import { UnmappedParams, unmappedList } from "../../views/usage.ts";
-import { assign } from "../actions.ts";
+import { assign, previewAssign } from "../actions.ts";
 import { CONSOLE_PREFIX } from "../auth.ts";
 import { type AssignConfirmData, AssignConfirmPage, UnmappedPage } from "../pages/unmapped.tsx";
 import { cursorOf, type Kit, one } from "./kit.ts";
@@ -60,54 +57,26 @@ function assignmentOf(src: Record<string, unknown>, now: number): Assignment {
   };
 }
 
-export function unmappedRoutes({ router, api, db, logger, send, redirectWith }: Kit): void {
-  router.get("/unmapped", (req: Request, res: Response) => {
+export function unmappedRoutes({ router, api, logger, send, redirectWith }: Kit): void {
+  router.get("/unmapped", async (req: Request, res: Response) => {
     const p = UnmappedParams.parse({ limit: 1000, ...cursorOf(req) });
-    send(
-      req,
-      res,
-      "Unmapped SIMs",
-      UnmappedPage({ list: unmappedList(db, p), customers: assignmentCustomers(db).sort() }),
-    );
+    const list = await unmappedList(api.ledger, p);
+    const customers = (await api.ledger.customers.billed()).sort();
+    send(req, res, "Unmapped SIMs", UnmappedPage({ list, customers }));
   });
-
-  const unmappedTotal = () => unmappedUsage(db).reduce((n, u) => n + u.bytes, 0);
-
-  /**
-   * The unmapped total with the assignment in place, inside a transaction rolled back. IMMEDIATE:
-   * it reads, then writes the assignment; a deferred transaction that another connection (the
-   * worker's reporter) wrote behind fails that write at once with SQLITE_BUSY, where an immediate
-   * one waits for the lock (busy timeout) before it reads.
-   */
-  const unmappedIf = (input: AssignInput, now: number): number => {
-    const rollback = new Error("preview");
-    let after = 0;
-    try {
-      db.transaction(
-        () => {
-          assign(db, input, now, true);
-          after = unmappedTotal();
-          throw rollback;
-        },
-        { behavior: "immediate" },
-      );
-    } catch (err) {
-      if (err !== rollback) throw err;
-    }
-    return after;
-  };
 
   const confirm = (req: Request, res: Response, d: Assignment, status: number) =>
     send(req, res, "Assign", (ctx) => AssignConfirmPage({ d, csrf: ctx.csrf }), status);
 
-  router.get("/assign", (req: Request, res: Response) => {
+  router.get("/assign", async (req: Request, res: Response) => {
     const now = api.now();
     const d = assignmentOf(req.query as Record<string, unknown>, now);
     if (d.input) {
-      const before = unmappedTotal();
-      d.unmappedBytes = Math.max(0, before - unmappedIf(d.input, now));
+      // What the assignment would move and bill, computed without writing it.
       try {
-        d.moves = previewMoves(db, [d.input], now);
+        const p = await previewAssign(api.ledger, d.input, now);
+        d.moves = p.moves;
+        d.unmappedBytes = p.unmappedBytes;
       } catch (err) {
         if (!(err instanceof InputError)) throw err;
         d.problem = err.message;
@@ -116,7 +85,7 @@ export function unmappedRoutes({ router, api, db, logger, send, redirectWith }: 
     confirm(req, res, d, d.problem ? 400 : 200);
   });
 
-  router.post("/assign", (req: Request, res: Response) => {
+  router.post("/assign", async (req: Request, res: Response) => {
     const now = api.now();
     const body = req.body as Record<string, unknown>;
     const d = assignmentOf(body, now);
@@ -125,10 +94,9 @@ export function unmappedRoutes({ router, api, db, logger, send, redirectWith }: 
       return;
     }
     const rebill = one(body.rebill) === "1";
-    const before = unmappedTotal();
     try {
-      const a = assign(db, d.input, now, rebill);
-      const billed = Math.max(0, before - unmappedTotal());
+      const { assignment: a, unmappedBilled } = await assign(api.ledger, d.input, now, rebill);
+      const billed = Math.max(0, unmappedBilled);
       logger.info(
         {
           target: `${a.targetType}:${a.targetId}`,

@@ -1,6 +1,7 @@
 import type pg from "pg";
 import { pingPg, redactUrl } from "../../db/pg/client.ts";
 import type { Ledger } from "../port.ts";
+import { coveredPg, simsPg, usageOwnedPg } from "./accounts.ts";
 import { pgAssignments } from "./assignments.ts";
 import { pgBilledCustomers, pgBilling } from "./billing.ts";
 import { ingestJobPg } from "./ingest.ts";
@@ -8,6 +9,7 @@ import { pgOutbox } from "./outbox.ts";
 import { planPg } from "./plan.ts";
 import { pgReads } from "./reads.ts";
 import { prunePg } from "./retention.ts";
+import { pgViews } from "./views.ts";
 
 /**
  * The PostgreSQL adapter of the port over one pool: every method takes a pooled client for its
@@ -27,9 +29,15 @@ export function pgLedger(
       ingestJobPg(pool, job, settings, now, { onRetry: o.onRetry }),
     plan: (run) => planPg(pool, run),
     outbox: pgOutbox(pool),
-    customers: { billed: () => pgBilledCustomers(pool) },
+    customers: {
+      billed: () => pgBilledCustomers(pool),
+      usageOwned: (from, to) => usageOwnedPg(pool, from, to),
+      sims: (simSids) => simsPg(pool, simSids),
+      covered: (targets) => coveredPg(pool, targets),
+    },
     assignments: pgAssignments(pool),
     reads: pgReads(pool),
+    views: pgViews(pool),
     billing,
     retention: { prune: (days, now) => prunePg(pool, days, now) },
     admin: {

@@ -3,6 +3,7 @@ import { DAY_MS, hourStart } from "../../accounting/buckets.ts";
 import { STRIPE_BACKDATE_MS } from "../../billing/periods.ts";
 import { installInt8Parser } from "../../db/pg/client.ts";
 import type { MeterReport } from "../../db/schema.ts";
+import { observedRow, type StripeDifference } from "../../reporting/reconcile.ts";
 import type { OutboxPort } from "../port.ts";
 import { withTx } from "./tx.ts";
 
@@ -31,7 +32,7 @@ installInt8Parser();
 const DURABLE = `set_config('synchronous_commit', 'on', true) = 'on'`;
 
 /** meter_reports as src/db/schema.ts's MeterReport (row_id is PostgreSQL's only) */
-const REPORT_COLUMNS = `identifier, customer_id as "customerId", hour, seq, value, timestamp, late,
+export const REPORT_COLUMNS = `identifier, customer_id as "customerId", hour, seq, value, timestamp, late,
   kind, state, attempts, in_doubt as "inDoubt", first_call_at as "firstCallAt",
   last_error as "lastError", created_at as "createdAt", sent_at as "sentAt"`;
 
@@ -127,6 +128,79 @@ async function compactPg(pool: pg.Pool, now: number, maxGroups = 5000): Promise<
   );
 }
 
+/** rows whose own hour or whose timestamp (seconds) is in [from, to), as SQLite returns them */
+export async function touchingPg(pool: pg.Pool, from: number, to: number): Promise<MeterReport[]> {
+  const r = await pool.query<MeterReport>(
+    `select ${REPORT_COLUMNS} from meter_reports
+      where (hour >= $1 and hour < $2)
+         or (timestamp * 1000 >= $1 and timestamp * 1000 < $2)
+      order by row_id`,
+    [from, to],
+  );
+  return r.rows;
+}
+
+/**
+ * The repair's observed rows (recordObservedSqlite on SQLite): under the exclusive ledger barrier
+ * (planners, prune and other repairs wait; the touched-since check and the seq read cannot race
+ * a planning chunk), committed with synchronous_commit on.
+ */
+export function recordObservedPg(
+  pool: pg.Pool,
+  diffs: readonly StripeDifference[],
+  now: number,
+  comparedAt: number,
+): Promise<MeterReport[]> {
+  return withTx(
+    pool,
+    async (c) => {
+      await c.query("set local synchronous_commit = on");
+      const since = Math.min(now, comparedAt);
+      const written: MeterReport[] = [];
+      for (const d of diffs) {
+        const touched = await c.query<{ n: number }>(
+          `select count(*) as n from meter_reports
+            where customer_id = $1 and timestamp >= $2 and timestamp < $3
+              and (created_at > $4 or coalesce(sent_at, 0) > $4 or state in ('pending', 'failed'))`,
+          [d.customer, d.hour / 1000, d.hour / 1000 + 3600, since],
+        );
+        if ((touched.rows[0]?.n ?? 0) > 0) continue;
+        const max = await c.query<{ seq: number | null }>(
+          "select max(seq) as seq from meter_reports where customer_id = $1 and hour = $2",
+          [d.customer, d.bucket],
+        );
+        const row = observedRow(d, (max.rows[0]?.seq ?? -1) + 1, now);
+        const inserted = await c.query<MeterReport>(
+          `insert into meter_reports (identifier, customer_id, hour, seq, value, timestamp, late,
+                                      kind, state, created_at, sent_at, last_error)
+           values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+           returning ${REPORT_COLUMNS}`,
+          [
+            row.identifier,
+            row.customerId,
+            row.hour,
+            row.seq,
+            row.value,
+            row.timestamp,
+            row.late,
+            row.kind,
+            row.state,
+            row.createdAt,
+            row.sentAt,
+            row.lastError,
+          ],
+        );
+        await c.query("insert into report_dirty_hours (hour) values ($1) on conflict do nothing", [
+          d.bucket,
+        ]);
+        written.push(inserted.rows[0] as MeterReport);
+      }
+      return written;
+    },
+    { barrier: "exclusive", retry: true },
+  );
+}
+
 /** The reporter's outbox port on PostgreSQL: the same semantics as src/reporting/outbox.ts. */
 export function pgOutbox(pool: pg.Pool): OutboxPort {
   /** one durable conditional update; true when it changed a row */
@@ -211,6 +285,10 @@ export function pgOutbox(pool: pg.Pool): OutboxPort {
     retryFailed: () => retryFailedPg(pool),
 
     compact: (now, maxGroups) => compactPg(pool, now, maxGroups),
+
+    touching: (from, to) => touchingPg(pool, from, to),
+
+    recordObserved: (diffs, now, comparedAt) => recordObservedPg(pool, diffs, now, comparedAt),
 
     async status() {
       // SQLite walks meter_reports_state_idx: states in bytewise order.

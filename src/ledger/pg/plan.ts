@@ -208,22 +208,24 @@ export function pgPlanOps(client: Q): Async<PlanOps> {
     },
 
     async insertReports(rows) {
-      const sorted = [...rows].sort((a, b) => byText(a.identifier, b.identifier));
+      // In the order planned, as SQLite inserts them: row_id then orders the outbox (newest first
+      // in GET /api/report/rows) the same on both ledgers. Planners hold the exclusive barrier and
+      // the reporter inserts nothing, so no lock order is needed here.
       await client.query(
         `insert into meter_reports (identifier, customer_id, hour, seq, value, timestamp, late, state, created_at)
          select c1, c2, c3, c4, c5, c6, c7, 'pending', c8
            from unnest($1::text[], $2::text[], $3::bigint[], $4::int[], $5::bigint[], $6::bigint[], $7::boolean[], $8::bigint[])
-             as u(c1, c2, c3, c4, c5, c6, c7, c8)
-          order by c1 collate "C"`,
+                with ordinality as u(c1, c2, c3, c4, c5, c6, c7, c8, n)
+          order by n`,
         [
-          sorted.map((r) => r.identifier),
-          sorted.map((r) => r.customerId),
-          sorted.map((r) => r.hour),
-          sorted.map((r) => r.seq),
-          sorted.map((r) => r.value),
-          sorted.map((r) => r.timestamp),
-          sorted.map((r) => r.late),
-          sorted.map((r) => r.createdAt),
+          rows.map((r) => r.identifier),
+          rows.map((r) => r.customerId),
+          rows.map((r) => r.hour),
+          rows.map((r) => r.seq),
+          rows.map((r) => r.value),
+          rows.map((r) => r.timestamp),
+          rows.map((r) => r.late),
+          rows.map((r) => r.createdAt),
         ],
       );
     },

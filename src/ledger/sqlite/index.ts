@@ -19,9 +19,28 @@ import {
   setInDoubt,
 } from "../../reporting/outbox.ts";
 import type { Ledger } from "../port.ts";
+import {
+  coveredSqlite,
+  recordObservedSqlite,
+  simsSqlite,
+  touchingSqlite,
+  usageOwnedSqlite,
+} from "./accounts.ts";
 import { sqliteAssignments } from "./assignments.ts";
 import { ingestJobSqlite, prepareIngest } from "./ingest.ts";
 import { sqliteReads } from "./reads.ts";
+import {
+  ingestLagSqlite,
+  lastSentMsSqlite,
+  lateRowsSqlite,
+  openQuarantineSqlite,
+  outboxRowsSqlite,
+  quarantineBacklogSqlite,
+  quarantinedForSqlite,
+  reportWorkSqlite,
+  simRecordSqlite,
+  usageRowsSqlite,
+} from "./views.ts";
 
 /** SELECT 1 on the connection: "ok" or the driver's message (readiness). */
 export function sqlitePing(db: Db): string {
@@ -88,10 +107,29 @@ export function sqliteLedger(db: Db): Ledger {
           late: r.late ?? 0,
         })),
       ),
+      touching: sync(touchingSqlite),
+      recordObserved: sync(recordObservedSqlite),
     },
-    customers: { billed: sync(assignmentCustomers) },
+    customers: {
+      billed: sync(assignmentCustomers),
+      usageOwned: sync(usageOwnedSqlite),
+      sims: sync(simsSqlite),
+      covered: sync(coveredSqlite),
+    },
     assignments: sqliteAssignments(db),
     reads: sqliteReads(db),
+    views: {
+      simRecord: sync(simRecordSqlite),
+      outboxRows: sync(outboxRowsSqlite),
+      usageRows: sync(usageRowsSqlite),
+      ingestLag: sync(ingestLagSqlite),
+      lastSentMs: sync(lastSentMsSqlite),
+      openQuarantine: sync(openQuarantineSqlite),
+      lateRows: sync(lateRowsSqlite),
+      quarantineBacklog: sync(quarantineBacklogSqlite),
+      quarantinedFor: sync(quarantinedForSqlite),
+      reportWork: sync(reportWorkSqlite),
+    },
     billing: { load: sync(loadBilling), store: sync(storeBilling) },
     retention: { prune: sync(pruneExpired) },
     admin: {

@@ -1,0 +1,67 @@
+import type pg from "pg";
+import { loadedFleets, resolverOver } from "../../customers/customers.ts";
+import { installInt8Parser } from "../../db/pg/client.ts";
+import type { Sim } from "../../db/schema.ts";
+import type { AssignmentTarget, OwnedUsage } from "../port.ts";
+import { pgPlanOps } from "./plan.ts";
+import { withTx } from "./tx.ts";
+
+// What reconcile, invoice parity and statements read on PostgreSQL besides the outbox
+// (src/ledger/sqlite/accounts.ts on SQLite): the same rows, the same customers.
+
+installInt8Parser();
+
+/**
+ * The usage rows of [from, to) with each hour's customer. One REPEATABLE READ READ ONLY snapshot:
+ * the usage, the assignments and the fleet histories it is resolved by are of one instant.
+ */
+export function usageOwnedPg(pool: pg.Pool, from: number, to: number): Promise<OwnedUsage[]> {
+  return withTx(
+    pool,
+    async (c) => {
+      const usage = await c.query<{ simSid: string; hour: number; bytes: number }>(
+        `select sim_sid as "simSid", hour, bytes from usage_hourly
+          where hour >= $1 and hour < $2
+          order by hour, sim_sid collate "C"`,
+        [from, to],
+      );
+      if (usage.rows.length === 0) return [];
+      const ops = pgPlanOps(c);
+      const simSids = [...new Set(usage.rows.map((u) => u.simSid))];
+      const resolver = resolverOver(await ops.directory(), await ops.fleetsOf(simSids));
+      return usage.rows.map((u) => ({ ...u, customer: resolver.resolve(u.simSid, u.hour) }));
+    },
+    { barrier: "none", snapshot: true },
+  );
+}
+
+/** The SIMs each target covers (coveredSqlite on SQLite), from one snapshot. */
+export function coveredPg(
+  pool: pg.Pool,
+  targets: readonly AssignmentTarget[],
+): Promise<string[][]> {
+  return withTx(
+    pool,
+    async (c) => {
+      const ops = pgPlanOps(c);
+      const fleets = [
+        ...new Set(targets.filter((t) => t.targetType === "fleet").map((t) => t.targetId)),
+      ];
+      const members = fleets.length > 0 ? await ops.simsInFleets(fleets) : new Map();
+      const resolver = resolverOver(await ops.directory(), loadedFleets({ fleetMembers: members }));
+      return targets.map((t) => resolver.simsFor(t));
+    },
+    { barrier: "none", snapshot: true },
+  );
+}
+
+export async function simsPg(pool: pg.Pool, simSids: readonly string[]): Promise<Map<string, Sim>> {
+  const r = await pool.query<Sim>(
+    `select sim_sid as "simSid", iccid, fleet_sid as "fleetSid", unique_name as "uniqueName",
+            account_sid as "accountSid", first_seen_at as "firstSeenAt",
+            last_event_at as "lastEventAt"
+       from sims where sim_sid = any($1::text[])`,
+    [[...new Set(simSids)]],
+  );
+  return new Map(r.rows.map((s) => [s.simSid, s]));
+}
