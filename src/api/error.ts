@@ -4,7 +4,6 @@ export type ApiErrorCode =
   | "invalid_parameter"
   | "unauthorized"
   | "not_found"
-  | "not_implemented"
   | "internal_error";
 
 /** The admin listener's one error body: { error: { code, message, param? } } (docs/json.md). */

@@ -279,7 +279,6 @@ export const ApiError = z
         "invalid_parameter",
         "unauthorized",
         "not_found",
-        "not_implemented",
         "internal_error",
       ]),
       // 401 unauthorized: token missing or wrong; 403 unauthorized: no token configured and the
