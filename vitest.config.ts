@@ -11,6 +11,13 @@ const BOTH_BACKENDS = [
   "test/integration/ingest-guards.test.ts",
   "test/integration/prune.test.ts",
   "test/unit/event-strictness.test.ts",
+  "test/integration/reporting.test.ts",
+  "test/integration/report-schedule.test.ts",
+  "test/unit/reporter-retry.test.ts",
+  "test/integration/customers.test.ts",
+  "test/integration/customer-history.test.ts",
+  "test/integration/requeue.test.ts",
+  "test/integration/admin-listener.test.ts",
 ];
 
 // Projects do not inherit the root's test options (no `extends: true`: that would also copy

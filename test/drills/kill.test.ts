@@ -22,6 +22,8 @@ const PUBLIC_URL = "https://billing.example.com/webhooks/event-streams";
 const FROM = Date.UTC(2025, 0, 6);
 
 describe("SIGKILL of the simmeter process mid-load, then a restart on the same port", () => {
+  // The timeout only bounds a hung run: on a loaded 2-core machine (both test projects at once)
+  // the drill took over 90 s; what it checks is counts, never time.
   it("nothing is lost and nothing is counted twice: usage equals the fleet's ground truth", async () => {
     const sim = simulateFleet({
       seed: 11,
@@ -162,5 +164,5 @@ describe("SIGKILL of the simmeter process mid-load, then a restart on the same p
       await queue.close();
       connection.disconnect();
     }
-  }, 90_000);
+  }, 240_000);
 });

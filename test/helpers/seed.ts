@@ -1,13 +1,20 @@
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import type { AssignInput } from "../../src/customers/customers.ts";
+import {
+  type AssignInput,
+  loadedFleets,
+  resolverOver,
+  type SimInfo,
+} from "../../src/customers/customers.ts";
+import type { FleetObservation } from "../../src/customers/resolve.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
 import type { Assignment } from "../../src/db/schema.ts";
 import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
 import { sqliteAssignmentsSync } from "../../src/ledger/sqlite/assignments.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { defaultSettings } from "./db.ts";
+import type { TestLedger } from "./ledger.ts";
 
 // What tests put in place before a simmeter process or the CLI runs: rows in a SQLite file and
 // webhook events to deliver.
@@ -133,4 +140,47 @@ export function sessionInHour(sim: string, iccid: string, n: number, hour: numbe
       ...(i === readings.length - 1 ? { sessionEndMs: t } : {}),
     }),
   );
+}
+
+/**
+ * The customer of `simSid`'s `hour` on either backend: ledger.customers.usageOwned when the SIM
+ * has a usage row in that hour; otherwise (an hour without usage) the product's resolver
+ * (resolverOver) over what the ledger holds: every assignment (ledger.assignments.list), the
+ * SIM's row (ledger.customers.sims) and its whole fleet history (sim_fleet_hours).
+ */
+export async function customerAt(
+  t: Pick<TestLedger, "ledger" | "sql">,
+  simSid: string,
+  hour: number,
+): Promise<string | null> {
+  const owned = (await t.ledger.customers.usageOwned(hour, hour + HOUR)).find(
+    (u) => u.simSid === simSid,
+  );
+  if (owned) return owned.customer;
+  const assignments = await t.ledger.assignments.list();
+  const row = (await t.ledger.customers.sims([simSid])).get(simSid);
+  const sim: SimInfo | null = row
+    ? { simSid: row.simSid, iccid: row.iccid, fleetSid: row.fleetSid }
+    : null;
+  const history = (
+    await t.sql<{ hour: number; fleetSid: string }>(
+      'select hour, fleet_sid as "fleetSid" from sim_fleet_hours where sim_sid = ?',
+      simSid,
+    )
+  )
+    .map((r): FleetObservation => ({ hour: Number(r.hour), fleetSid: r.fleetSid }))
+    .sort((a, b) =>
+      a.hour !== b.hour
+        ? a.hour - b.hour
+        : a.fleetSid < b.fleetSid
+          ? -1
+          : a.fleetSid > b.fleetSid
+            ? 1
+            : 0,
+    );
+  const fleets = loadedFleets({
+    histories: new Map([[simSid, history]]),
+    sims: new Map([[simSid, sim]]),
+  });
+  return resolverOver({ assignments, sims: sim ? [sim] : [] }, fleets).resolve(simSid, hour);
 }

@@ -2,19 +2,17 @@ import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
 import { networkInterfaces } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { freePort } from "../../scripts/lib/redis-server.ts";
 import { openApiDocument } from "../../src/api/openapi.ts";
-import { openDb } from "../../src/db/client.ts";
-import {
-  runCli,
-  type SimmeterProcess,
-  startSimmeter,
-  tempDir,
-  waitFor,
-} from "../helpers/process.ts";
-import { assignNow } from "../helpers/seed.ts";
+import { defaultSettings } from "../helpers/db.ts";
+import { openTestLedger, type TestLedger } from "../helpers/ledger.ts";
+import { runCli, type SimmeterProcess, startSimmeter, waitFor } from "../helpers/process.ts";
+import { sessionInHour } from "../helpers/seed.ts";
+
+// The admin listener (/healthz, /readyz, /metrics, /api) of real simmeter processes, on the
+// ledger of the vitest project: a SQLite file or a PostgreSQL database, its `env` given to every
+// process and CLI run.
 
 const TOKEN = "t0ken-for-the-admin-listener-0123456789";
 const SIMS = ["HS00000000000000000000000000000001", "HS00000000000000000000000000000002"];
@@ -27,51 +25,58 @@ function externalAddress(): string | null {
   return null;
 }
 
-/** A ledger with usage for two SIMs over three hours each, and one quarantined event. */
-function seedLedger(path: string): void {
-  const db = openDb(path);
+/**
+ * A ledger with usage for two SIMs over three hours each (1000, 2000, 3000 bytes: one data
+ * session in each hour, ingested through the port), one quarantined event and two anomalies
+ * (rows of fixed values no event produces, written with `sql`), and SIMS[0] assigned to cus_A.
+ */
+async function seedLedger(t: TestLedger): Promise<void> {
   const hour0 = Date.UTC(2026, 10, 1, 10);
-  for (const sim of SIMS) {
-    db.$client
-      .prepare(
-        "insert into sims (sim_sid, iccid, fleet_sid, account_sid, first_seen_at, last_event_at) values (?, ?, null, 'AC1', 0, 0)",
-      )
-      .run(sim, `8901${sim.slice(-14)}00`);
-    for (let h = 0; h < 3; h++) {
-      db.$client
-        .prepare("insert into usage_hourly (sim_sid, hour, bytes) values (?, ?, ?)")
-        .run(sim, hour0 + h * 3_600_000, 1000 * (h + 1));
-    }
-  }
-  db.$client
-    .prepare(
-      "insert into quarantine (received_at, source, delivery_id, position, event_sid, reason, raw) values (?, 'twilio', 'd1', 0, null, 'not JSON', '{x')",
-    )
-    .run(hour0);
-  const anomaly = db.$client.prepare(
-    "insert into anomalies (session_sid, event_sid, kind, detail, detected_at) values (?, ?, ?, 'x', ?)",
+  const events = SIMS.flatMap((sim, i) =>
+    [0, 1, 2].flatMap((h) =>
+      sessionInHour(
+        sim,
+        `8901${sim.slice(-14)}00`,
+        i * 3 + h + 1,
+        hour0 + h * 3_600_000,
+        1000 * (h + 1),
+      ),
+    ),
   );
-  anomaly.run("PI1", "EZ1", "cumulative_decreased", hour0);
-  anomaly.run("PI2", "EZ2", "rate_exceeded", hour0 + 2 * 3_600_000);
-  assignNow(db, {
-    input: { targetType: "sim", targetId: SIMS[0] as string, customerId: "cus_A" },
-    now: hour0,
-  });
-  db.$client.close();
+  const now = () => hour0 + 3 * 3_600_000;
+  const s = await t.ledger.ingestJob(
+    { v: 1, deliveries: [{ id: "seed", receivedAt: now(), source: "replay", events }] },
+    defaultSettings,
+    now,
+  );
+  expect(s).toMatchObject({ counted: events.length, quarantined: 0 });
+  await t.sql(
+    "insert into quarantine (received_at, source, delivery_id, position, event_sid, reason, raw) values (?, 'twilio', 'd1', 0, null, 'not JSON', '{x')",
+    hour0,
+  );
+  const anomaly =
+    "insert into anomalies (session_sid, event_sid, kind, detail, detected_at) values (?, ?, ?, 'x', ?)";
+  await t.sql(anomaly, "PI1", "EZ1", "cumulative_decreased", hour0);
+  await t.sql(anomaly, "PI2", "EZ2", "rate_exceeded", hour0 + 2 * 3_600_000);
+  await t.ledger.assignments.assign(
+    { targetType: "sim", targetId: SIMS[0] as string, customerId: "cus_A" },
+    hour0,
+    { rebill: false },
+  );
 }
 
 describe("the admin listener beyond loopback needs ADMIN_TOKEN", () => {
   let app: SimmeterProcess;
-  let dbPath: string;
+  let t: TestLedger;
   const host = externalAddress() ?? "127.0.0.1";
 
   beforeAll(async () => {
-    dbPath = join(tempDir(), "simmeter.db");
-    seedLedger(dbPath);
+    t = await openTestLedger({ file: true, autoClose: false });
+    await seedLedger(t);
     app = await startSimmeter("start", {
       REDIS_URL: inject("redisUrl"),
       REDIS_PREFIX: `t${randomUUID().slice(0, 8)}`,
-      DATABASE_PATH: dbPath,
+      ...(t.env as Record<string, string>),
       ALLOW_UNSIGNED: "true",
       ADMIN_HOST: "0.0.0.0",
       ADMIN_TOKEN: TOKEN,
@@ -85,6 +90,7 @@ describe("the admin listener beyond loopback needs ADMIN_TOKEN", () => {
   });
   afterAll(async () => {
     await app?.stop();
+    await t?.close();
   });
 
   const admin = (path: string, token?: string) =>
@@ -94,9 +100,10 @@ describe("the admin listener beyond loopback needs ADMIN_TOKEN", () => {
     );
 
   it("refuses to start bound beyond loopback without a token, naming ADMIN_TOKEN", async () => {
+    const other = await openTestLedger({ file: true });
     const r = await runCli(["serve"], {
       REDIS_URL: inject("redisUrl"),
-      DATABASE_PATH: join(tempDir(), "x.db"),
+      ...other.env,
       ALLOW_UNSIGNED: "true",
       ADMIN_HOST: "0.0.0.0",
       ADMIN_PORT: String(await freePort()),
@@ -183,7 +190,7 @@ describe("the admin listener beyond loopback needs ADMIN_TOKEN", () => {
       await admin("/api/anomalies?kind=cumulative_decreased", TOKEN)
     ).json()) as { data: { session_sid: string }[] };
     expect(byKind.data.map((a) => a.session_sid)).toEqual(["PI1"]);
-    const cli = await runCli(["anomalies", "--since", since, "--json"], { DATABASE_PATH: dbPath });
+    const cli = await runCli(["anomalies", "--since", since, "--json"], t.env);
     expect(cli.status, cli.stderr).toBe(0);
     expect(JSON.parse(cli.stdout)).toEqual(api);
     for (const [args, path] of [
@@ -192,7 +199,7 @@ describe("the admin listener beyond loopback needs ADMIN_TOKEN", () => {
       [["quarantine", "--json"], "/api/quarantine"],
       [["customers", "list", "--json"], "/api/customers"],
     ] as const) {
-      const c = await runCli([...args], { DATABASE_PATH: dbPath });
+      const c = await runCli([...args], t.env);
       expect(c.status, c.stderr).toBe(0);
       expect(JSON.parse(c.stdout), args.join(" ")).toEqual(await (await admin(path, TOKEN)).json());
     }
@@ -266,11 +273,11 @@ describe("the admin listener beyond loopback needs ADMIN_TOKEN", () => {
 
 describe("every role has the admin listener", () => {
   it("simmeter work answers /readyz (Redis, database, ingest worker) and /metrics", async () => {
-    const dbPath = join(tempDir(), "simmeter.db");
+    const t = await openTestLedger({ file: true });
     const app = await startSimmeter("work", {
       REDIS_URL: inject("redisUrl"),
       REDIS_PREFIX: `t${randomUUID().slice(0, 8)}`,
-      DATABASE_PATH: dbPath,
+      ...(t.env as Record<string, string>),
     });
     try {
       const ready = await waitFor(async () => {

@@ -1,28 +1,24 @@
+import { Redis } from "ioredis";
+import type Stripe from "stripe";
 import { afterEach, describe, expect, inject, it } from "vitest";
-import {
-  assignCustomer,
-  customerResolver,
-  listAssignments,
-  previewMoves,
-  unmappedUsage,
-} from "../../src/customers/customers.ts";
-import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
-import { planReports } from "../../src/reporting/outbox.ts";
+import { type StripeEmulator, startStripeEmulator } from "../../scripts/stripe-emulator.ts";
+import { assignCustomer, previewMoves } from "../../src/customers/customers.ts";
+import { createLogger } from "../../src/lib/logger.ts";
+import { type ReporterSettings, runReport } from "../../src/reporting/reporter.ts";
+import { createStripe } from "../../src/reporting/stripe.ts";
+import { ensureMeter } from "../../src/reporting/stripe-setup.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
+import { type TestIngest, testIngest } from "../helpers/ledger.ts";
 import { runCli } from "../helpers/process.ts";
-import {
-  countedByCustomerHour,
-  EVENT_NAME,
-  normalise,
-  type ReportingRig,
-  reportingRig,
-} from "../helpers/reporting.ts";
+import { EVENT_NAME, normalise } from "../helpers/reporting.ts";
+import { customerAt } from "../helpers/seed.ts";
 
 // An hour's customer is what was true during that hour (src/customers/resolve.ts,
-// docs/adr/0005-customer-history.md): through the real ingest, SQLite, the reporter, the `stripe`
-// SDK and the Stripe emulator. Every test here fails on the resolver of 4cf42c0, which billed
-// every hour by the SIM's current fleet and gave pre-mapping usage to the SIM's earliest own
-// assignment, and whose assignments never refused to move counted usage.
+// docs/adr/0005-customer-history.md): through the real ingest, the ledger of the vitest
+// project's backend (test/helpers/ledger.ts), the reporter, the `stripe` SDK and the Stripe
+// emulator. Every test here fails on the resolver of 4cf42c0, which billed every hour by the
+// SIM's current fleet and gave pre-mapping usage to the SIM's earliest own assignment, and whose
+// assignments never refused to move counted usage.
 
 const T = (iso: string) => Date.parse(iso);
 const NOW = T("2026-11-23T13:30:00Z");
@@ -39,12 +35,29 @@ const F1 = `HF${"1".repeat(32)}`;
 const F2 = `HF${"2".repeat(32)}`;
 const iso = (h: string) => `2026-11-23T${h}:00.000Z`;
 
-let rig: ReportingRig | undefined;
+/**
+ * reportingRig (test/helpers/reporting.ts) on either backend: the project's ledger (a file on
+ * SQLite, so the CLI can open it), a real Redis, the Stripe emulator and the real SDK, one clock.
+ */
+type Rig = {
+  t: TestIngest;
+  emu: StripeEmulator;
+  stripe: Stripe;
+  now: { value: number };
+  /** what a spawned CLI needs to open this ledger */
+  env: Record<string, string | undefined>;
+  ingest: (events: unknown[]) => Promise<void>;
+  report: () => ReturnType<typeof runReport>;
+  /** runs reports until nothing is pending (retries happen across runs, like the scheduler does) */
+  reportUntilDone: (maxRuns?: number) => Promise<number>;
+  close: () => Promise<void>;
+};
+
+let rig: Rig | undefined;
 afterEach(async () => {
   await rig?.close();
   rig = undefined;
 });
-
 let n = 0;
 /** One data session of `sim` that ends at `at` having used `bytes`; `fleet` null omits fleet_sid. */
 function used(sim: string, fleet: string | null, at: string, bytes: number) {
@@ -69,64 +82,116 @@ function used(sim: string, fleet: string | null, at: string, bytes: number) {
   });
 }
 
-async function rigAt(now = NOW): Promise<ReportingRig> {
-  rig = await reportingRig({ redisUrl: inject("redisUrl"), now });
-  return rig;
+async function rigAt(start = NOW): Promise<Rig> {
+  const now = { value: start };
+  const t = await testIngest({}, () => now.value, { file: true });
+  const emu = await startStripeEmulator({
+    acceptAnyCustomer: true,
+    autoSubscribe: true,
+    now: () => now.value,
+  });
+  const timeoutMs = 5000;
+  const stripe = createStripe({
+    STRIPE_SECRET_KEY: emu.apiKey,
+    STRIPE_API_BASE: emu.url,
+    STRIPE_TIMEOUT_MS: timeoutMs,
+  });
+  await ensureMeter(stripe, EVENT_NAME);
+  const redis = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
+  const settings: ReporterSettings = {
+    eventName: EVENT_NAME,
+    graceSeconds: 3600,
+    concurrency: 4,
+    timeoutMs,
+    attemptsPerRun: 6,
+    redisPrefix: `rep${Math.random().toString(36).slice(2, 8)}`,
+  };
+  const logger = createLogger("silent");
+  const r: Rig = {
+    t,
+    emu,
+    stripe,
+    now,
+    env: { ...t.env, LOG_LEVEL: "warn" },
+    ingest: async (events) => {
+      await t.ingest(events, "replay");
+    },
+    report: () =>
+      runReport({ ledger: t.ledger, stripe, redis, logger, settings, now: () => now.value }),
+    reportUntilDone: async (maxRuns = 20) => {
+      for (let run = 1; run <= maxRuns; run++) {
+        const s = await r.report();
+        if (s.fatal) throw new Error(s.fatal);
+        if (s.stillPending === 0 && s.lockedCustomers === 0) return run;
+      }
+      throw new Error(`still pending after ${maxRuns} runs`);
+    },
+    close: async () => {
+      await emu.close();
+      redis.disconnect();
+      await t.close();
+    },
+  };
+  rig = r;
+  return r;
 }
 
 async function assign(
-  r: ReportingRig,
+  r: Rig,
   targetType: "sim" | "iccid" | "fleet",
   targetId: string,
   customerId: string,
   effectiveFrom: number,
 ) {
   return await assignCustomer({
-    ledger: sqliteLedger(r.db),
+    ledger: r.t.ledger,
     now: r.now.value,
     input: { targetType, targetId, customerId, effectiveFrom },
   });
 }
 
 /** What Stripe holds: customer → hour → bytes. */
-const inStripe = (r: ReportingRig) => normalise(r.emu.totalsByCustomerHour(EVENT_NAME));
-/** What the resolver says is owed: customer → hour → bytes. */
-const owed = (r: ReportingRig) => {
-  const resolver = customerResolver(r.db);
-  return countedByCustomerHour(r.db, (s, h) => resolver.resolve(s, h));
-};
-const customerOf = (r: ReportingRig, sim: string, hour: string) =>
-  customerResolver(r.db).resolve(sim, T(iso(hour)));
-const totalUsage = (r: ReportingRig) =>
-  (
-    r.db.$client.prepare("select coalesce(sum(bytes), 0) as b from usage_hourly").get() as {
-      b: number;
-    }
-  ).b;
+const inStripe = (r: Rig) => normalise(r.emu.totalsByCustomerHour(EVENT_NAME));
+/** What the customer history says is owed (ledger.customers.usageOwned): customer → hour → bytes. */
+async function owed(r: Rig): Promise<Record<string, Record<string, number>>> {
+  const out = new Map<string, Map<number, number>>();
+  for (const u of await r.t.ledger.customers.usageOwned(0, T("2100-01-01T00:00:00Z"))) {
+    if (!u.customer) continue;
+    const m = out.get(u.customer) ?? new Map<number, number>();
+    m.set(u.hour / 1000, (m.get(u.hour / 1000) ?? 0) + u.bytes);
+    out.set(u.customer, m);
+  }
+  return normalise(out);
+}
+const customerOf = (r: Rig, sim: string, hour: string) => customerAt(r.t, sim, T(iso(hour)));
+const totalUsage = async (r: Rig) =>
+  (await r.t.sql<{ b: number }>("select coalesce(sum(bytes), 0) as b from usage_hourly"))[0]?.b;
 const sum = (m: Record<string, Record<string, number>>) =>
   Object.values(m).reduce((s, h) => s + Object.values(h).reduce((a, b) => a + b, 0), 0);
 
 /**
  * Every counted byte is in Stripe (or planned for it by the next run: a dry-run plan shows it),
- * or listed by unmappedUsage: never neither, never both.
+ * or listed as unmapped (ledger.reads.unmapped): never neither, never both.
  */
-function expectBilledOrListed(r: ReportingRig) {
+async function expectBilledOrListed(r: Rig) {
   const billed = new Map<string, Map<number, number>>();
   for (const [c, hours] of r.emu.totalsByCustomerHour(EVENT_NAME)) billed.set(c, new Map(hours));
-  for (const row of planReports({
-    db: r.db,
+  const plan = await r.t.ledger.plan({
     now: r.now.value,
     settings: { graceSeconds: 3600 },
     dryRun: true,
-  }).rows) {
+  });
+  for (const row of plan.rows) {
     const m = billed.get(row.customerId) ?? new Map<number, number>();
     m.set(row.hour / 1000, (m.get(row.hour / 1000) ?? 0) + row.value);
     billed.set(row.customerId, m);
   }
   const soon = normalise(billed);
-  expect(soon, "in Stripe or planned for it, by customer and hour").toEqual(owed(r));
-  const listed = unmappedUsage(r.db).reduce((s, u) => s + u.bytes, 0);
-  expect(sum(soon) + listed, "billed + listed as unmapped = all counted usage").toBe(totalUsage(r));
+  expect(soon, "in Stripe or planned for it, by customer and hour").toEqual(await owed(r));
+  const listed = (await r.t.ledger.reads.unmapped()).reduce((s, u) => s + u.bytes, 0);
+  expect(sum(soon) + listed, "billed + listed as unmapped = all counted usage").toBe(
+    await totalUsage(r),
+  );
 }
 
 describe("an hour's customer is decided by what was true during that hour", () => {
@@ -134,41 +199,43 @@ describe("an hour's customer is decided by what was true during that hour", () =
     const r = await rigAt();
     await assign(r, "fleet", F1, "cus_a", EARLY);
     await assign(r, "fleet", F2, "cus_b", EARLY);
-    r.ingest([used(SIM_A, F1, iso("09:30"), 1000), used(SIM_A, F1, iso("10:30"), 2000)]);
+    await r.ingest([used(SIM_A, F1, iso("09:30"), 1000), used(SIM_A, F1, iso("10:30"), 2000)]);
     await r.reportUntilDone();
     // The SIM moves to F2 (another customer's fleet) and uses data there.
-    r.ingest([used(SIM_A, F2, iso("12:30"), 4000)]);
+    await r.ingest([used(SIM_A, F2, iso("12:30"), 4000)]);
     await r.reportUntilDone();
     const expected = {
       cus_a: { [iso("09:00")]: 1000, [iso("10:00")]: 2000 },
       cus_b: { [iso("12:00")]: 4000 },
     };
     expect(inStripe(r)).toEqual(expected);
-    expect(owed(r)).toEqual(expected);
-    expect(customerOf(r, SIM_A, "09:00")).toBe("cus_a");
-    expect(customerOf(r, SIM_A, "10:00")).toBe("cus_a");
+    expect(await owed(r)).toEqual(expected);
+    expect(await customerOf(r, SIM_A, "09:00")).toBe("cus_a");
+    expect(await customerOf(r, SIM_A, "10:00")).toBe("cus_a");
     // An hour without events is the latest observed fleet's: the SIM was still in F1 at 11:00.
-    expect(customerOf(r, SIM_A, "11:00")).toBe("cus_a");
-    expect(customerOf(r, SIM_A, "12:00")).toBe("cus_b");
+    expect(await customerOf(r, SIM_A, "11:00")).toBe("cus_a");
+    expect(await customerOf(r, SIM_A, "12:00")).toBe("cus_b");
   });
 
   it("a fleet move does not move billed hours to the new fleet's customer, also when the new fleet is assigned only after the move", async () => {
     const r = await rigAt();
     await assign(r, "fleet", F1, "cus_a", EARLY);
-    r.ingest([used(SIM_A, F1, iso("09:30"), 1000), used(SIM_A, F1, iso("10:30"), 2000)]);
+    await r.ingest([used(SIM_A, F1, iso("09:30"), 1000), used(SIM_A, F1, iso("10:30"), 2000)]);
     await r.reportUntilDone();
-    r.ingest([used(SIM_A, F2, iso("12:30"), 4000)]);
+    await r.ingest([used(SIM_A, F2, iso("12:30"), 4000)]);
     const moved = await r.report();
     expect(moved.unmappedBytes, "F2 has no customer yet").toBe(4000);
-    expect(unmappedUsage(r.db).map((u) => [u.simSid, u.bytes])).toEqual([[SIM_A, 4000]]);
+    expect((await r.t.ledger.reads.unmapped()).map((u) => [u.simSid, u.bytes])).toEqual([
+      [SIM_A, 4000],
+    ]);
     // F2 is assigned afterwards, even from long before the move: that bills only what the SIM
     // used in F2, so it is no re-bill and is not refused.
     const f2 = {
-      ledger: sqliteLedger(r.db),
+      ledger: r.t.ledger,
       now: r.now.value,
       input: { targetType: "fleet", targetId: F2, customerId: "cus_b", effectiveFrom: EARLY },
     } as const;
-    expect(await previewMoves(sqliteLedger(r.db), [f2.input], f2.now)).toEqual([]);
+    expect(await previewMoves(r.t.ledger, [f2.input], f2.now)).toEqual([]);
     await assignCustomer(f2);
     await r.reportUntilDone();
     const expected = {
@@ -176,8 +243,8 @@ describe("an hour's customer is decided by what was true during that hour", () =
       cus_b: { [iso("12:00")]: 4000 },
     };
     expect(inStripe(r)).toEqual(expected);
-    expect(owed(r)).toEqual(expected);
-    expect(unmappedUsage(r.db)).toEqual([]);
+    expect(await owed(r)).toEqual(expected);
+    expect(await r.t.ledger.reads.unmapped()).toEqual([]);
     // Nothing was ever taken back from cus_a: no negative event.
     expect(r.emu.events().filter((e) => e.value < 0)).toEqual([]);
   });
@@ -186,23 +253,23 @@ describe("an hour's customer is decided by what was true during that hour", () =
     const r = await rigAt();
     await assign(r, "fleet", F1, "cus_a", EARLY);
     await assign(r, "fleet", F2, "cus_b", EARLY);
-    r.ingest([used(SIM_A, F1, iso("09:30"), 1000), used(SIM_A, F1, iso("10:30"), 2000)]);
-    r.ingest([used(SIM_B, F1, iso("10:40"), 700)]);
+    await r.ingest([used(SIM_A, F1, iso("09:30"), 1000), used(SIM_A, F1, iso("10:30"), 2000)]);
+    await r.ingest([used(SIM_B, F1, iso("10:40"), 700)]);
     await r.reportUntilDone();
-    r.ingest([used(SIM_A, F2, iso("12:30"), 4000)]);
+    await r.ingest([used(SIM_A, F2, iso("12:30"), 4000)]);
     await r.reportUntilDone();
     // Only the other SIM (still in F1) reports late usage for 09:00: that hour is re-planned.
-    r.ingest([used(SIM_B, F1, iso("09:45"), 500)]);
-    const dirty = r.db.$client.prepare("select hour from report_dirty_hours").pluck().all();
-    expect(dirty).toEqual([T(iso("09:00"))]);
+    await r.ingest([used(SIM_B, F1, iso("09:45"), 500)]);
+    const dirty = await r.t.sql<{ hour: number }>("select hour from report_dirty_hours");
+    expect(dirty.map((d) => d.hour)).toEqual([T(iso("09:00"))]);
     await r.reportUntilDone();
     const expected = {
       cus_a: { [iso("09:00")]: 1500, [iso("10:00")]: 2700 },
       cus_b: { [iso("12:00")]: 4000 },
     };
     expect(inStripe(r)).toEqual(expected);
-    expect(owed(r)).toEqual(expected);
-    expect(customerOf(r, SIM_A, "09:00")).toBe("cus_a");
+    expect(await owed(r)).toEqual(expected);
+    expect(await customerOf(r, SIM_A, "09:00")).toBe("cus_a");
     expect(r.emu.events().filter((e) => e.value < 0)).toEqual([]);
   });
 
@@ -210,15 +277,15 @@ describe("an hour's customer is decided by what was true during that hour", () =
     const r = await rigAt();
     await assign(r, "fleet", F1, "cus_a", EARLY);
     await assign(r, "fleet", F2, "cus_b", EARLY);
-    r.ingest([used(SIM_A, F1, iso("09:30"), 1000), used(SIM_A, F1, iso("10:30"), 2000)]);
+    await r.ingest([used(SIM_A, F1, iso("09:30"), 1000), used(SIM_A, F1, iso("10:30"), 2000)]);
     await r.reportUntilDone();
-    r.ingest([used(SIM_A, F2, iso("12:30"), 4000)]);
+    await r.ingest([used(SIM_A, F2, iso("12:30"), 4000)]);
     await r.reportUntilDone();
     const sent = r.emu.events().length;
     // The old README: "give the SIM its own assignment from the move (customers assign --sim … --from …)".
     const cli = await runCli(
       ["customers", "assign", SIM_A, "--sim", "--customer", "cus_b", "--from", iso("12:00")],
-      { DATABASE_PATH: r.dbPath, LOG_LEVEL: "warn" },
+      r.env,
     );
     expect(cli.stderr).toBe("");
     expect(cli.status).toBe(0);
@@ -229,7 +296,7 @@ describe("an hour's customer is decided by what was true during that hour", () =
       cus_b: { [iso("12:00")]: 4000 },
     };
     expect(inStripe(r)).toEqual(expected);
-    expect(owed(r)).toEqual(expected);
+    expect(await owed(r)).toEqual(expected);
     expect(r.emu.events().length, "meter events sent after the workaround").toBe(sent);
   });
 
@@ -237,14 +304,14 @@ describe("an hour's customer is decided by what was true during that hour", () =
     const r = await rigAt(T("2026-11-23T10:30:00Z"));
     // The fleet is mapped from 11:00; the SIM's 09:00 usage went to cus_a as its first customer.
     await assign(r, "fleet", F1, "cus_a", r.now.value);
-    r.ingest([used(SIM_A, F1, iso("09:30"), 1000)]);
+    await r.ingest([used(SIM_A, F1, iso("09:30"), 1000)]);
     r.now.value = T("2026-11-23T12:10:00Z");
-    r.ingest([used(SIM_A, F1, iso("11:30"), 2000)]);
+    await r.ingest([used(SIM_A, F1, iso("11:30"), 2000)]);
     await r.reportUntilDone();
     const expected = { cus_a: { [iso("09:00")]: 1000, [iso("11:00")]: 2000 } };
     expect(inStripe(r)).toEqual(expected);
     const future = {
-      ledger: sqliteLedger(r.db),
+      ledger: r.t.ledger,
       now: r.now.value,
       input: {
         targetType: "sim",
@@ -253,13 +320,13 @@ describe("an hour's customer is decided by what was true during that hour", () =
         effectiveFrom: T("2026-12-01T00:00:00Z"),
       },
     } as const;
-    expect(await previewMoves(sqliteLedger(r.db), [future.input], future.now)).toEqual([]);
+    expect(await previewMoves(r.t.ledger, [future.input], future.now)).toEqual([]);
     await assignCustomer(future); // no rebill needed: it moves nothing
     await r.reportUntilDone();
     expect(inStripe(r)).toEqual(expected);
-    expect(owed(r)).toEqual(expected);
-    expect(customerOf(r, SIM_A, "09:00")).toBe("cus_a");
-    expect(customerResolver(r.db).resolve(SIM_A, T("2026-12-01T00:00:00Z"))).toBe("cus_b");
+    expect(await owed(r)).toEqual(expected);
+    expect(await customerOf(r, SIM_A, "09:00")).toBe("cus_a");
+    expect(await customerAt(r.t, SIM_A, T("2026-12-01T00:00:00Z"))).toBe("cus_b");
   });
 
   it.each([
@@ -270,11 +337,14 @@ describe("an hour's customer is decided by what was true during that hour", () =
     async (_how, before) => {
       const r = await rigAt();
       await assign(r, "fleet", F1, "cus_a", EARLY);
-      r.ingest([used(SIM_A, before, iso("09:30"), 1000), used(SIM_A, before, iso("10:30"), 2000)]);
+      await r.ingest([
+        used(SIM_A, before, iso("09:30"), 1000),
+        used(SIM_A, before, iso("10:30"), 2000),
+      ]);
       const first = await r.report();
       expect(first.unmappedBytes).toBe(3000);
       expect(inStripe(r)).toEqual({});
-      expect(unmappedUsage(r.db)).toEqual([
+      expect(await r.t.ledger.reads.unmapped()).toEqual([
         {
           simSid: SIM_A,
           iccid: ICCID[SIM_A],
@@ -284,16 +354,16 @@ describe("an hour's customer is decided by what was true during that hour", () =
           lastHour: iso("10:00"),
         },
       ]);
-      expectBilledOrListed(r);
+      await expectBilledOrListed(r);
       // It joins F1 (cus_a's since Nov 1): its first coverage, so its earlier usage is cus_a's.
-      r.ingest([used(SIM_A, F1, iso("12:30"), 4000)]);
-      expectBilledOrListed(r);
+      await r.ingest([used(SIM_A, F1, iso("12:30"), 4000)]);
+      await expectBilledOrListed(r);
       await r.reportUntilDone();
-      expectBilledOrListed(r);
+      await expectBilledOrListed(r);
       expect(inStripe(r)).toEqual({
         cus_a: { [iso("09:00")]: 1000, [iso("10:00")]: 2000, [iso("12:00")]: 4000 },
       });
-      expect(unmappedUsage(r.db)).toEqual([]);
+      expect(await r.t.ledger.reads.unmapped()).toEqual([]);
     },
   );
 
@@ -305,16 +375,16 @@ describe("an hour's customer is decided by what was true during that hour", () =
     await assign(r, "fleet", FA, "cus_a", EARLY);
     await assign(r, "fleet", FB, "cus_b", EARLY);
     // 05:10 in FB, moves to FA at 05:40; 06:10 in FA, moves back to FB at 06:40.
-    r.ingest([
+    await r.ingest([
       used(SIM_A, FB, iso("05:10"), 1),
       used(SIM_A, FA, iso("05:40"), 2),
       used(SIM_A, FA, iso("06:10"), 100),
       used(SIM_A, FB, iso("06:40"), 200),
     ]);
     await r.reportUntilDone();
-    expect(customerOf(r, SIM_A, "05:00"), "05:00 began in FB").toBe("cus_b");
-    expect(customerOf(r, SIM_A, "06:00"), "06:00 began in FA").toBe("cus_a");
-    expect(customerOf(r, SIM_A, "07:00"), "from 06:40 the SIM is in FB").toBe("cus_b");
+    expect(await customerOf(r, SIM_A, "05:00"), "05:00 began in FB").toBe("cus_b");
+    expect(await customerOf(r, SIM_A, "06:00"), "06:00 began in FA").toBe("cus_a");
+    expect(await customerOf(r, SIM_A, "07:00"), "from 06:40 the SIM is in FB").toBe("cus_b");
     expect(inStripe(r)).toEqual({
       cus_a: { [iso("06:00")]: 300 },
       cus_b: { [iso("05:00")]: 3 },
@@ -327,18 +397,18 @@ describe("an hour's customer is decided by what was true during that hour", () =
     await assign(r, "fleet", F2, "cus_b", EARLY);
     // F1 at 09:30, F2 at 10:30, back in F1 from 11:10. Delivered: 10:30, then 09:30 (late), then
     // a 12:30 event without fleet_sid (its hour is the latest observed fleet's: F2 so far).
-    r.ingest([used(SIM_A, F2, iso("10:30"), 2000)]);
-    r.ingest([used(SIM_A, F1, iso("09:30"), 1000)]);
-    r.ingest([used(SIM_A, null, iso("12:30"), 500)]);
+    await r.ingest([used(SIM_A, F2, iso("10:30"), 2000)]);
+    await r.ingest([used(SIM_A, F1, iso("09:30"), 1000)]);
+    await r.ingest([used(SIM_A, null, iso("12:30"), 500)]);
     await r.reportUntilDone();
     expect(inStripe(r)).toEqual({
       cus_a: { [iso("09:00")]: 1000 },
       cus_b: { [iso("10:00")]: 2000, [iso("12:00")]: 500 },
     });
     // The 11:10 event (late too) shows the SIM back in F1: 12:00 was F1's hour, so cus_a's.
-    r.ingest([used(SIM_A, F1, iso("11:10"), 300)]);
-    expect(customerOf(r, SIM_A, "12:00")).toBe("cus_a");
-    expectBilledOrListed(r);
+    await r.ingest([used(SIM_A, F1, iso("11:10"), 300)]);
+    expect(await customerOf(r, SIM_A, "12:00")).toBe("cus_a");
+    await expectBilledOrListed(r);
     await r.reportUntilDone();
     expect(inStripe(r)).toEqual({
       cus_a: { [iso("09:00")]: 1000, [iso("11:00")]: 300, [iso("12:00")]: 500 },
@@ -349,7 +419,7 @@ describe("an hour's customer is decided by what was true during that hour", () =
   it("a backdated assignment that would move counted usage is refused without --rebill and names what moves; with --rebill exactly that usage moves", async () => {
     const r = await rigAt();
     await assign(r, "sim", SIM_A, "cus_a", EARLY);
-    r.ingest([
+    await r.ingest([
       used(SIM_A, F1, iso("09:30"), 1000),
       used(SIM_A, F1, iso("10:30"), 2000),
       used(SIM_A, F1, iso("11:30"), 3000),
@@ -359,7 +429,7 @@ describe("an hour's customer is decided by what was true during that hour", () =
       cus_a: { [iso("09:00")]: 1000, [iso("10:00")]: 2000, [iso("11:00")]: 3000 },
     });
     const sentBefore = r.emu.events().length;
-    const env = { DATABASE_PATH: r.dbPath, LOG_LEVEL: "warn" };
+    const env = r.env;
     const args = ["customers", "assign", SIM_A, "--sim", "--customer", "cus_b"];
     const what = `${SIM_A} cus_a → cus_b: 5000 bytes in 2 hour(s), ${iso("10:00")} to ${iso("11:00")}`;
 
@@ -369,7 +439,7 @@ describe("an hour's customer is decided by what was true during that hour", () =
     expect(refused.stderr).toContain("would move 5000 counted bytes in 2 SIM-hour(s)");
     expect(refused.stderr).toContain(what);
     expect(refused.stderr).toContain("--rebill");
-    expect(listAssignments(r.db).map((a) => a.customerId)).toEqual(["cus_a"]);
+    expect((await r.t.ledger.assignments.list()).map((a) => a.customerId)).toEqual(["cus_a"]);
     await r.reportUntilDone();
     expect(r.emu.events().length, "meter events sent after the refusal").toBe(sentBefore);
 

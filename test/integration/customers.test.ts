@@ -2,16 +2,15 @@ import { describe, expect, it } from "vitest";
 import {
   type AssignInput,
   assignCustomer,
-  customerResolver,
   InputError,
   importCustomersCsv,
-  listAssignments,
-  unmappedUsage,
 } from "../../src/customers/customers.ts";
-import { openDb } from "../../src/db/client.ts";
-import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
+import type { Ledger } from "../../src/ledger/port.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
-import { memoryIngest } from "../helpers/db.ts";
+import { openTestLedger, testIngest } from "../helpers/ledger.ts";
+import { customerAt } from "../helpers/seed.ts";
+
+// Every test runs on the backend of its vitest project (test/helpers/ledger.ts).
 
 const T = (iso: string) => Date.parse(iso);
 const NOW = T("2026-11-20T10:30:00Z");
@@ -24,8 +23,9 @@ const ICCID2 = "89883070000005381784";
 const FLEET = "HF0123456789abcdef0123456789abcdef";
 const OTHER_FLEET = "HF00000000000000000000000000000099";
 
-const rows = (db: ReturnType<typeof openDb>) =>
-  listAssignments(db).map((r) => ({
+type Row = { targetType: string; targetId: string; customerId: string; from: string };
+const rows = async (ledger: Ledger): Promise<Row[]> =>
+  (await ledger.assignments.list()).map((r) => ({
     targetType: r.targetType,
     targetId: r.targetId,
     customerId: r.customerId,
@@ -72,23 +72,23 @@ describe("assignCustomer", () => {
   ])(
     "rejects %s with a message naming the value, and stores nothing",
     async (_what, input, message) => {
-      const db = openDb(":memory:");
+      const { ledger } = await openTestLedger();
       let thrown: unknown;
       try {
-        await assignCustomer({ ledger: sqliteLedger(db), input, now: NOW });
+        await assignCustomer({ ledger, input, now: NOW });
       } catch (err) {
         thrown = err;
       }
       expect(thrown).toBeInstanceOf(InputError);
       expect((thrown as Error).message).toContain(message);
-      expect(listAssignments(db)).toEqual([]);
+      expect(await ledger.assignments.list()).toEqual([]);
     },
   );
 
   it("stores a valid assignment effective from the next whole hour after now", async () => {
-    const db = openDb(":memory:");
+    const { ledger } = await openTestLedger();
     const { assignment: a } = await assignCustomer({
-      ledger: sqliteLedger(db),
+      ledger,
       input: { targetType: "sim", targetId: SIM, customerId: "cus_A1" },
       now: NOW,
     });
@@ -99,13 +99,13 @@ describe("assignCustomer", () => {
       effectiveFrom: T("2026-11-20T11:00:00Z"),
       createdAt: NOW,
     });
-    expect(listAssignments(db)).toEqual([a]);
+    expect(await ledger.assignments.list()).toEqual([a]);
   });
 
   it("keeps an effective time that is already on the hour", async () => {
-    const db = openDb(":memory:");
+    const { ledger } = await openTestLedger();
     const { assignment: a } = await assignCustomer({
-      ledger: sqliteLedger(db),
+      ledger,
       input: {
         targetType: "fleet",
         targetId: FLEET,
@@ -119,7 +119,7 @@ describe("assignCustomer", () => {
 });
 
 describe("importCustomersCsv", () => {
-  it.each<[string, string, ReturnType<typeof rows>]>([
+  it.each<[string, string, Row[]]>([
     [
       "SIM SIDs",
       `sim_sid,stripe_customer_id\n${SIM},cus_A1\n${SIM2},cus_B2\n`,
@@ -228,10 +228,10 @@ describe("importCustomersCsv", () => {
       ],
     ],
   ])("imports every row of a good CSV of %s", async (_what, csv, expected) => {
-    const db = openDb(":memory:");
-    const r = await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: NOW });
+    const { ledger } = await openTestLedger();
+    const r = await importCustomersCsv({ ledger, csv, now: NOW });
     expect(r).toMatchObject({ imported: expected.length, unchanged: 0, errors: [], moves: [] });
-    expect(rows(db)).toEqual(expected);
+    expect(await rows(ledger)).toEqual(expected);
   });
 
   it.each<[string, string, number, string]>([
@@ -274,42 +274,42 @@ describe("importCustomersCsv", () => {
   ])(
     "imports nothing from a CSV with %s among good rows and reports its line number",
     async (_what, csv, line, message) => {
-      const db = openDb(":memory:");
-      const r = await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: NOW });
+      const { ledger } = await openTestLedger();
+      const r = await importCustomersCsv({ ledger, csv, now: NOW });
       expect(r.imported).toBe(0);
       expect(r.errors).toHaveLength(1);
       expect(r.errors[0]?.line).toBe(line);
       expect(r.errors[0]?.message).toContain(message);
-      expect(listAssignments(db)).toEqual([]);
+      expect(await ledger.assignments.list()).toEqual([]);
     },
   );
 
   it("reports every bad row, each with its own line number", async () => {
-    const db = openDb(":memory:");
+    const { ledger } = await openTestLedger();
     const r = await importCustomersCsv({
-      ledger: sqliteLedger(db),
+      ledger,
       csv: `sim_sid,stripe_customer_id\nHSnope,cus_A1\n${SIM},cus_B2\n${SIM2},bad\n`,
       now: NOW,
     });
     expect(r.imported).toBe(0);
     expect(r.errors.map((e) => e.line)).toEqual([2, 4]);
-    expect(listAssignments(db)).toEqual([]);
+    expect(await ledger.assignments.list()).toEqual([]);
   });
 
   it("leaves earlier assignments untouched when an import is refused", async () => {
-    const db = openDb(":memory:");
+    const { ledger } = await openTestLedger();
     const { assignment: before } = await assignCustomer({
-      ledger: sqliteLedger(db),
+      ledger,
       input: { targetType: "sim", targetId: SIM, customerId: "cus_A1" },
       now: NOW,
     });
     const r = await importCustomersCsv({
-      ledger: sqliteLedger(db),
+      ledger,
       csv: `sim_sid,stripe_customer_id\n${SIM2},cus_B2\nHSnope,cus_C3\n`,
       now: NOW,
     });
     expect(r.imported).toBe(0);
-    expect(listAssignments(db)).toEqual([before]);
+    expect(await ledger.assignments.list()).toEqual([before]);
   });
 
   it.each([
@@ -320,19 +320,19 @@ describe("importCustomersCsv", () => {
     ["a misspelt column", `sim_sid,stripe_customer\n${SIM},cus_A1\n`],
     ["no header at all (an empty file)", ""],
   ])("reports a header with %s on line 1 and imports nothing", async (_what, csv) => {
-    const db = openDb(":memory:");
-    const r = await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: NOW });
+    const { ledger } = await openTestLedger();
+    const r = await importCustomersCsv({ ledger, csv, now: NOW });
     expect(r.imported).toBe(0);
     expect(r.errors).toHaveLength(1);
     expect(r.errors[0]?.line).toBe(1);
     expect(r.errors[0]?.message).toContain("header must hold exactly one of");
-    expect(listAssignments(db)).toEqual([]);
+    expect(await ledger.assignments.list()).toEqual([]);
   });
 
   it("a quoted field may hold the delimiter, and the value is checked without the quotes", async () => {
-    const db = openDb(":memory:");
+    const { ledger } = await openTestLedger();
     const r = await importCustomersCsv({
-      ledger: sqliteLedger(db),
+      ledger,
       csv: `sim_sid,stripe_customer_id\n"${SIM}","cus_A1,cus_B2"\n`,
       now: NOW,
     });
@@ -344,26 +344,26 @@ describe("importCustomersCsv", () => {
 
   it("counts blank lines when reporting a bad row's line number", async () => {
     // Line 1 header, line 2 good, line 3 blank, line 4 good, line 5 bad.
-    const db = openDb(":memory:");
+    const { ledger } = await openTestLedger();
     const csv = `sim_sid,stripe_customer_id\n${SIM},cus_A1\n\n${SIM2},cus_B2\nHSnope,cus_C3\n`;
-    const r = await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: NOW });
+    const r = await importCustomersCsv({ ledger, csv, now: NOW });
     expect(r.imported).toBe(0);
     expect(r.errors.map((e) => e.line)).toEqual([5]);
   });
 
   it("counts the lines inside a multi-line quoted field when reporting a later bad row", async () => {
     // Line 1 header, lines 2-3 one record (quoted newline, itself bad), line 4 bad.
-    const db = openDb(":memory:");
+    const { ledger } = await openTestLedger();
     const csv = `sim_sid,stripe_customer_id\n${SIM},"cus_A1\nx"\nHSnope,cus_C3\n`;
-    const r = await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: NOW });
+    const r = await importCustomersCsv({ ledger, csv, now: NOW });
     expect(r.imported).toBe(0);
     expect(r.errors.map((e) => e.line)).toEqual([2, 4]);
   });
 
   it("accepts a CSV that starts with a UTF-8 byte order mark, as spreadsheet exports do", async () => {
-    const db = openDb(":memory:");
+    const { ledger } = await openTestLedger();
     const r = await importCustomersCsv({
-      ledger: sqliteLedger(db),
+      ledger,
       csv: `\ufeffsim_sid,stripe_customer_id\r\n${SIM},cus_A1\r\n`,
       now: NOW,
     });
@@ -371,11 +371,12 @@ describe("importCustomersCsv", () => {
   });
 });
 
-describe("customerResolver and unmappedUsage over ingested SIMs", () => {
+describe("the customer history and unmapped usage over ingested SIMs", () => {
   const HOUR_9 = T("2026-11-20T09:00:00Z");
+  const HOUR = 3_600_000;
 
-  function ingested() {
-    const t = memoryIngest({}, () => NOW);
+  async function ingested() {
+    const t = await testIngest({}, () => NOW);
     const ended = (
       n: number,
       simSid: string,
@@ -399,67 +400,75 @@ describe("customerResolver and unmappedUsage over ingested SIMs", () => {
         windowDown: bytes,
         cumulativeDown: bytes,
       });
-    const summary = t.ingest([
+    const summary = await t.ingest([
       ended(1, SIM, ICCID, FLEET, 1000),
       ended(2, OTHER_SIM, ICCID2, null, 500),
     ]);
     expect(summary).toMatchObject({ counted: 2, quarantined: 0 });
-    expect(t.usage()).toEqual({
+    expect(await t.usage()).toEqual({
       [`${SIM}@2026-11-20T09:00:00.000Z`]: 1000,
       [`${OTHER_SIM}@2026-11-20T09:00:00.000Z`]: 500,
     });
     return t;
   }
 
+  /** SIM SID → the customer of its usage in the 09:00 hour (ledger.customers.usageOwned) */
+  async function owners(ledger: Ledger): Promise<Record<string, string | null>> {
+    const owned = await ledger.customers.usageOwned(HOUR_9, HOUR_9 + HOUR);
+    return Object.fromEntries(owned.map((u) => [u.simSid, u.customer]));
+  }
+
   it("a SIM with no assignment resolves to no customer", async () => {
-    const { db } = ingested();
-    expect(customerResolver(db).resolve(SIM, HOUR_9)).toBeNull();
+    const { ledger } = await ingested();
+    expect((await owners(ledger))[SIM]).toBeNull();
   });
 
   it("a fleet assignment covers the fleet's SIMs and only them", async () => {
-    const { db } = ingested();
+    const { ledger } = await ingested();
     const { assignment: a } = await assignCustomer({
-      ledger: sqliteLedger(db),
+      ledger,
       input: { targetType: "fleet", targetId: FLEET, customerId: "cus_Fleet" },
       now: NOW,
     });
-    const r = customerResolver(db);
-    expect(r.resolve(SIM, HOUR_9)).toBe("cus_Fleet");
-    expect(r.resolve(OTHER_SIM, HOUR_9)).toBeNull();
-    expect(r.simsFor(a)).toEqual([SIM]);
-    expect(r.simsFor({ targetType: "fleet", targetId: OTHER_FLEET })).toEqual([]);
+    const o = await owners(ledger);
+    expect(o[SIM]).toBe("cus_Fleet");
+    expect(o[OTHER_SIM]).toBeNull();
+    expect(
+      await ledger.customers.covered([a, { targetType: "fleet", targetId: OTHER_FLEET }]),
+    ).toEqual([[SIM], []]);
   });
 
   it("an ICCID assignment covers the SIM with that ICCID", async () => {
-    const { db } = ingested();
+    const { ledger } = await ingested();
     const { assignment: a } = await assignCustomer({
-      ledger: sqliteLedger(db),
+      ledger,
       input: { targetType: "iccid", targetId: ICCID, customerId: "cus_Iccid" },
       now: NOW,
     });
-    const r = customerResolver(db);
-    expect(r.resolve(SIM, HOUR_9)).toBe("cus_Iccid");
-    expect(r.resolve(OTHER_SIM, HOUR_9)).toBeNull();
-    expect(r.simsFor(a)).toEqual([SIM]);
+    const o = await owners(ledger);
+    expect(o[SIM]).toBe("cus_Iccid");
+    expect(o[OTHER_SIM]).toBeNull();
+    expect(await ledger.customers.covered([a])).toEqual([[SIM]]);
   });
 
   it("a SIM SID assignment covers that SIM", async () => {
-    const { db } = ingested();
+    const { ledger } = await ingested();
     const { assignment: a } = await assignCustomer({
-      ledger: sqliteLedger(db),
+      ledger,
       input: { targetType: "sim", targetId: OTHER_SIM, customerId: "cus_Sim" },
       now: NOW,
     });
-    const r = customerResolver(db);
-    expect(r.resolve(OTHER_SIM, HOUR_9)).toBe("cus_Sim");
-    expect(r.resolve(SIM, HOUR_9)).toBeNull();
-    expect(r.simsFor(a)).toEqual([OTHER_SIM]);
+    const o = await owners(ledger);
+    expect(o[OTHER_SIM]).toBe("cus_Sim");
+    expect(o[SIM]).toBeNull();
+    expect(await ledger.customers.covered([a])).toEqual([[OTHER_SIM]]);
   });
 
   it("the SIM's own (ICCID) assignment wins over its fleet's in the hours it is in effect", async () => {
-    const { db } = ingested();
+    const t = await ingested();
+    const { ledger } = t;
     await assignCustomer({
-      ledger: sqliteLedger(db),
+      ledger,
       input: {
         targetType: "fleet",
         targetId: FLEET,
@@ -469,7 +478,7 @@ describe("customerResolver and unmappedUsage over ingested SIMs", () => {
       now: NOW,
     });
     await assignCustomer({
-      ledger: sqliteLedger(db),
+      ledger,
       input: {
         targetType: "iccid",
         targetId: ICCID,
@@ -478,14 +487,14 @@ describe("customerResolver and unmappedUsage over ingested SIMs", () => {
       },
       now: NOW,
     });
-    const r = customerResolver(db);
-    expect(r.resolve(SIM, HOUR_9)).toBe("cus_Fleet");
-    expect(r.resolve(SIM, T("2026-11-20T10:00:00Z"))).toBe("cus_Iccid");
+    expect((await owners(ledger))[SIM]).toBe("cus_Fleet");
+    // 10:00 has no usage: the resolver over the ledger's assignments and fleet history
+    expect(await customerAt(t, SIM, T("2026-11-20T10:00:00Z"))).toBe("cus_Iccid");
   });
 
   it("unmapped usage lists a SIM's usage until an assignment covers it", async () => {
-    const { db } = ingested();
-    expect(unmappedUsage(db)).toEqual(
+    const { ledger } = await ingested();
+    expect(await ledger.reads.unmapped()).toEqual(
       expect.arrayContaining([
         {
           simSid: SIM,
@@ -505,28 +514,28 @@ describe("customerResolver and unmappedUsage over ingested SIMs", () => {
         },
       ]),
     );
-    expect(unmappedUsage(db)).toHaveLength(2);
+    expect(await ledger.reads.unmapped()).toHaveLength(2);
 
     // Effective only from 11:00, after the usage: it still maps the earlier unmapped usage.
     await assignCustomer({
-      ledger: sqliteLedger(db),
+      ledger,
       input: { targetType: "fleet", targetId: FLEET, customerId: "cus_Fleet" },
       now: NOW,
     });
-    expect(unmappedUsage(db).map((u) => u.simSid)).toEqual([OTHER_SIM]);
+    expect((await ledger.reads.unmapped()).map((u) => u.simSid)).toEqual([OTHER_SIM]);
 
     await assignCustomer({
-      ledger: sqliteLedger(db),
+      ledger,
       input: { targetType: "sim", targetId: OTHER_SIM, customerId: "cus_Sim" },
       now: NOW,
     });
-    expect(unmappedUsage(db)).toEqual([]);
+    expect(await ledger.reads.unmapped()).toEqual([]);
   });
 });
 
 describe("a SIM's fleet over time", () => {
   it("an older event retried hours later does not move the SIM back to the fleet it left", async () => {
-    const t = memoryIngest();
+    const t = await testIngest();
     const at = (sid: string, ms: number, fleetSid: string) =>
       buildCloudEvent({
         eventSid: sid,
@@ -539,10 +548,9 @@ describe("a SIM's fleet over time", () => {
       });
     const fleetA = `HF${"a".repeat(32)}`;
     const fleetB = `HF${"b".repeat(32)}`;
-    t.ingest([at(`EZ${"1".repeat(32)}`, Date.parse("2026-11-27T10:00:00Z"), fleetA)]);
-    t.ingest([at(`EZ${"2".repeat(32)}`, Date.parse("2026-11-27T11:00:00Z"), fleetB)]);
-    t.ingest([at(`EZ${"3".repeat(32)}`, Date.parse("2026-11-27T10:30:00Z"), fleetA)]);
-    const row = t.db.$client.prepare("select fleet_sid from sims").get() as { fleet_sid: string };
-    expect(row.fleet_sid).toBe(fleetB);
+    await t.ingest([at(`EZ${"1".repeat(32)}`, Date.parse("2026-11-27T10:00:00Z"), fleetA)]);
+    await t.ingest([at(`EZ${"2".repeat(32)}`, Date.parse("2026-11-27T11:00:00Z"), fleetB)]);
+    await t.ingest([at(`EZ${"3".repeat(32)}`, Date.parse("2026-11-27T10:30:00Z"), fleetA)]);
+    expect(await t.sql("select fleet_sid from sims")).toEqual([{ fleet_sid: fleetB }]);
   });
 });

@@ -4,7 +4,6 @@ import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { startRedis } from "../../scripts/lib/redis-server.ts";
 import { assignCustomer } from "../../src/customers/customers.ts";
-import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import type { Logger } from "../../src/lib/logger.ts";
 import { createMetrics } from "../../src/lib/metrics.ts";
 import { createRedis } from "../../src/lib/redis.ts";
@@ -14,7 +13,8 @@ import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { waitFor } from "../helpers/process.ts";
 import { EVENT_NAME, type ReportingRig, reportingRig } from "../helpers/reporting.ts";
 
-// Each test runs its own redis-server: FLUSHALL and restarts must not touch the shared one that
+// The scheduler against Redis losing its state, on the ledger of the vitest project. Each test
+// runs its own redis-server: FLUSHALL and restarts must not touch the shared one that
 // parallel test files use.
 
 const SIM = `HS${"5".repeat(32)}`;
@@ -62,11 +62,11 @@ async function startScheduleWorker(redisUrl: string, rig: ReportingRig, logger: 
 function sessionReadings(rig: ReportingRig) {
   const start = Date.now() - 120_000;
   let n = 0;
-  return (cumulative: number) => {
+  return async (cumulative: number) => {
     rig.now.value = Date.now();
     const t = rig.now.value - 1000;
     n++;
-    rig.ingest([
+    await rig.ingest([
       buildCloudEvent({
         eventSid: `EZ${n.toString(16).padStart(32, "e")}`,
         kind: "data-session.updated",
@@ -90,7 +90,7 @@ async function schedulingRig(redisUrl: string): Promise<ReportingRig> {
   // The lease client reconnects by itself; its refused connects while Redis is down are expected.
   rig.redis.on("error", () => {});
   await assignCustomer({
-    ledger: sqliteLedger(rig.db),
+    ledger: rig.ledger,
     now: rig.now.value,
     input: {
       targetType: "sim",
@@ -138,7 +138,7 @@ describe("the report schedule", () => {
       Math.max(...(await Promise.all(workers.map((w) => w.lastSuccess()))));
     const reading = sessionReadings(rig);
 
-    reading(1000);
+    await reading(1000);
     await waitFor(() => inStripe(rig) === 1000, "the first reading in Stripe", 15_000);
     await waitFor(async () => (await lastSuccess()) > 0, "the last-success gauge to be set");
 
@@ -163,7 +163,7 @@ describe("the report schedule", () => {
     await waitFor(() => messages().some((m) => RECREATED.test(m)), "the re-creation warning");
     expect(messages().filter((m) => RECREATED.test(m)).length).toBeLessThanOrEqual(2);
 
-    reading(3000);
+    await reading(3000);
     await waitFor(() => inStripe(rig) === 3000, "usage counted after FLUSHALL in Stripe", 15_000);
     expect(rig.emu.stats().duplicateIdentifiers).toBe(0);
   });
@@ -177,7 +177,7 @@ describe("the report schedule", () => {
     const worker = await startScheduleWorker(redis.url, rig, logger);
     const reading = sessionReadings(rig);
 
-    reading(700);
+    await reading(700);
     await waitFor(() => inStripe(rig) === 700, "the first reading in Stripe", 15_000);
     await waitFor(async () => (await worker.lastSuccess()) > 0, "the last-success gauge to be set");
 
@@ -194,7 +194,7 @@ describe("the report schedule", () => {
     expect(await worker.lastSuccess()).toBeGreaterThan(restartedAt / 1000);
     await waitFor(() => messages().some((m) => RECREATED.test(m)), "the re-creation warning");
 
-    reading(2000);
+    await reading(2000);
     await waitFor(
       () => inStripe(rig) === 2000,
       "usage counted after the restart in Stripe",

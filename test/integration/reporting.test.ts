@@ -1,18 +1,19 @@
 import { afterEach, describe, expect, inject, it } from "vitest";
-import { assignCustomer, customerResolver } from "../../src/customers/customers.ts";
-import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
-import { failedReports, pendingReports, retryFailed } from "../../src/reporting/outbox.ts";
+import { assignCustomer } from "../../src/customers/customers.ts";
 import { hasDrift, reconcile } from "../../src/reporting/reconcile.ts";
 import { ensureMeter, findMeter } from "../../src/reporting/stripe-setup.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { fleet } from "../helpers/fleet.ts";
 import {
-  countedByCustomerHour,
+  countedUsage,
   EVENT_NAME,
   normalise,
   type ReportingRig,
   reportingRig,
 } from "../helpers/reporting.ts";
+
+// The reporter end to end (the ledger of the vitest project, a real Redis, the Stripe emulator):
+// what reaches Stripe equals the usage counted, through faults, re-assignments and late usage.
 
 const BASE = Date.parse("2026-11-20T00:00:00Z");
 const NOW = Date.parse("2026-11-23T10:30:00Z");
@@ -26,11 +27,14 @@ afterEach(async () => {
   rig = undefined;
 });
 
+/** the fleet's SIMs, by SIM SID, to `customers` customers in turn */
 async function assignFleetCustomers(r: ReportingRig, customers: number) {
-  const sims = r.db.$client.prepare("select sim_sid from sims").all() as { sim_sid: string }[];
+  const sims = await r.sql<{ sim_sid: string }>(
+    `select sim_sid from sims order by sim_sid${r.backend === "postgres" ? ' collate "C"' : ""}`,
+  );
   for (const [i, s] of sims.entries()) {
     await assignCustomer({
-      ledger: sqliteLedger(r.db),
+      ledger: r.ledger,
       now: BASE - 86_400_000,
       input: {
         targetType: "sim",
@@ -64,10 +68,7 @@ function session(sessionSid: string, start: string, readings: [string, number][]
 }
 
 const emulatorTotals = (r: ReportingRig) => normalise(r.emu.totalsByCustomerHour(EVENT_NAME));
-const counted = (r: ReportingRig) => {
-  const resolver = customerResolver(r.db);
-  return countedByCustomerHour(r.db, (s, h) => resolver.resolve(s, h));
-};
+const counted = (r: ReportingRig) => countedUsage(r.ledger);
 
 describe("reporting usage to Stripe Billing Meters", () => {
   it("stripe setup creates the meter once and is safe to run again", async () => {
@@ -94,24 +95,22 @@ describe("reporting usage to Stripe Billing Meters", () => {
       },
     });
     const { events } = fleet(120, 5);
-    for (let i = 0; i < events.length; i += 200) rig.ingest(events.slice(i, i + 200));
+    for (let i = 0; i < events.length; i += 200) await rig.ingest(events.slice(i, i + 200));
     await assignFleetCustomers(rig, 6);
     const runs = await rig.reportUntilDone(30);
     const stats = rig.emu.stats();
     expect(stats.injected500 + stats.injected429).toBeGreaterThan(0);
     expect(stats.injectedDelays).toBeGreaterThan(0);
-    expect(emulatorTotals(rig)).toEqual(counted(rig));
+    expect(emulatorTotals(rig)).toEqual(await counted(rig));
     expect(stats.concurrencyViolations).toBe(0);
     expect(stats.idempotencyErrors).toBe(0);
-    expect(pendingReports(rig.db)).toEqual([]);
-    const calls = rig.db.$client.prepare("select count(*) as n from meter_reports").get() as {
-      n: number;
-    };
+    expect(await rig.ledger.outbox.pending()).toEqual([]);
+    const [calls] = await rig.sql<{ n: number }>("select count(*) as n from meter_reports");
     console.log(
-      `faulty Stripe: ${events.length} events → ${calls.n} meter events, ${stats.meterEventCalls} calls, ${runs} runs, ${stats.injected500} 500s, ${stats.injected429} 429s, ${stats.injectedDelays} delayed`,
+      `faulty Stripe (${rig.backend}): ${events.length} events → ${calls?.n} meter events, ${stats.meterEventCalls} calls, ${runs} runs, ${stats.injected500} 500s, ${stats.injected429} 429s, ${stats.injectedDelays} delayed`,
     );
     const drift = await reconcile({
-      ledger: sqliteLedger(rig.db),
+      ledger: rig.ledger,
       stripe: rig.stripe,
       meterId: (await findMeter(rig.stripe, EVENT_NAME))?.id ?? null,
       from: BASE - 86_400_000,
@@ -128,13 +127,13 @@ describe("reporting usage to Stripe Billing Meters", () => {
       ["2026-11-23T09:18:00Z", 400],
     ]);
     await assignCustomer({
-      ledger: sqliteLedger(rig.db),
+      ledger: rig.ledger,
       now: NOW,
       input: { targetType: "sim", targetId: SIM_A, customerId: "cus_a", effectiveFrom: BASE },
     });
-    rig.ingest(events.slice(0, 1));
+    await rig.ingest(events.slice(0, 1));
     await rig.reportUntilDone();
-    rig.ingest(events.slice(1));
+    await rig.ingest(events.slice(1));
     await rig.reportUntilDone();
     expect(rig.emu.events().map((e) => e.value)).toEqual([100, 300]);
     expect(rig.emu.events().map((e) => e.identifier)).toEqual([
@@ -146,7 +145,7 @@ describe("reporting usage to Stripe Billing Meters", () => {
   it("a late reading that moves bytes from one hour to another produces a negative and a positive event", async () => {
     rig = await reportingRig({ redisUrl: inject("redisUrl"), now: NOW });
     await assignCustomer({
-      ledger: sqliteLedger(rig.db),
+      ledger: rig.ledger,
       now: NOW,
       input: { targetType: "sim", targetId: SIM_A, customerId: "cus_a", effectiveFrom: BASE },
     });
@@ -154,9 +153,9 @@ describe("reporting usage to Stripe Billing Meters", () => {
       ["2026-11-23T08:50:00Z", 3000],
       ["2026-11-23T09:10:00Z", 4000],
     ]);
-    rig.ingest([ended]);
+    await rig.ingest([ended]);
     await rig.reportUntilDone();
-    rig.ingest([update]);
+    await rig.ingest([update]);
     await rig.reportUntilDone();
     const values = rig.emu
       .events()
@@ -179,12 +178,12 @@ describe("reporting usage to Stripe Billing Meters", () => {
       ["2026-11-23T11:30:00Z", 600],
       ["2026-11-23T12:30:00Z", 1000],
     ]);
-    rig.ingest(events.slice(0, 2));
+    await rig.ingest(events.slice(0, 2));
     const first = await rig.report();
     expect(first).toMatchObject({ planned: 0, calls: 0, unmappedBytes: 300 });
     // Assigned at 10:30: effective from 11:00, and the earlier unmapped usage goes to it too.
     await assignCustomer({
-      ledger: sqliteLedger(rig.db),
+      ledger: rig.ledger,
       now: NOW,
       input: { targetType: "sim", targetId: SIM_A, customerId: "cus_old" },
     });
@@ -193,11 +192,11 @@ describe("reporting usage to Stripe Billing Meters", () => {
       cus_old: { "2026-11-23T05:00:00.000Z": 100, "2026-11-23T06:00:00.000Z": 200 },
     });
     rig.now.value = H("2026-11-23T12:40:00Z");
-    rig.ingest(events.slice(2));
+    await rig.ingest(events.slice(2));
     // The SIM moved to another customer at 12:00, recorded a little later (as happens): its 12:00
     // hour is already counted for cus_old, so moving it is a re-bill the operator must ask for.
     const move = {
-      ledger: sqliteLedger(rig.db),
+      ledger: rig.ledger,
       now: rig.now.value,
       input: {
         targetType: "sim",
@@ -229,7 +228,7 @@ describe("reporting usage to Stripe Billing Meters", () => {
     });
     rig.emu.addCustomer("cus_known");
     const { events } = fleet(20, 9);
-    rig.ingest(events);
+    await rig.ingest(events);
     await assignFleetCustomers(rig, 2);
     rig.emu.addCustomer("cus_fleet0");
     // cus_fleet1 has a subscription, but Stripe refuses its meter events for good.
@@ -238,7 +237,7 @@ describe("reporting usage to Stripe Billing Meters", () => {
     const s = await rig.report();
     expect(s.failed).toBeGreaterThan(0);
     expect(s.sent).toBeGreaterThan(0);
-    const failed = failedReports(rig.db);
+    const failed = await rig.ledger.outbox.failed();
     expect(new Set(failed.map((f) => f.customerId))).toEqual(new Set(["cus_fleet1"]));
     expect(failed[0]?.lastError).toMatch(/cus_fleet1/);
     expect(Object.keys(emulatorTotals(rig))).toEqual(["cus_fleet0"]);
@@ -246,31 +245,28 @@ describe("reporting usage to Stripe Billing Meters", () => {
     const again = await rig.report();
     expect(again).toMatchObject({ planned: 0, calls: 0 });
     rig.emu.setFaults({});
-    expect(retryFailed(rig.db)).toBe(failed.length);
+    expect(await rig.ledger.outbox.retryFailed()).toBe(failed.length);
     await rig.reportUntilDone();
-    expect(failedReports(rig.db)).toEqual([]);
-    expect(emulatorTotals(rig)).toEqual(counted(rig));
+    expect(await rig.ledger.outbox.failed()).toEqual([]);
+    expect(emulatorTotals(rig)).toEqual(await counted(rig));
   });
 
   it("usage of a month whose invoice has closed is reported now and flagged late, not dropped", async () => {
     const now = Date.parse("2026-12-01T02:00:00Z");
     rig = await reportingRig({ redisUrl: inject("redisUrl"), now });
     await assignCustomer({
-      ledger: sqliteLedger(rig.db),
+      ledger: rig.ledger,
       now,
       input: { targetType: "sim", targetId: SIM_A, customerId: "cus_a", effectiveFrom: BASE },
     });
-    rig.ingest(
+    await rig.ingest(
       session("PI4000000000000000000000000000000d", "2026-11-30T20:00:00Z", [
         ["2026-11-30T20:30:00Z", 500],
       ]),
     );
     await rig.reportUntilDone();
-    const row = rig.db.$client.prepare("select late, timestamp from meter_reports").get() as {
-      late: number;
-      timestamp: number;
-    };
-    expect(row).toEqual({ late: 1, timestamp: Math.floor(now / 1000) });
+    const rows = await rig.sql("select late, timestamp from meter_reports");
+    expect(rows).toEqual([{ late: 1, timestamp: Math.floor(now / 1000) }]);
     expect(rig.emu.events()[0]?.timestamp).toBe(Math.floor(now / 1000));
   });
 
@@ -281,7 +277,7 @@ describe("reporting usage to Stripe Billing Meters", () => {
       emulator: { faults: { delayAfterRecordRate: 0 } },
     });
     const { events } = fleet(60, 13);
-    rig.ingest(events);
+    await rig.ingest(events);
     await assignFleetCustomers(rig, 3);
     const [a, b] = await Promise.all([rig.report(), rig.report()]);
     await rig.reportUntilDone();
@@ -289,19 +285,19 @@ describe("reporting usage to Stripe Billing Meters", () => {
       (a?.sent ?? 0) + (b?.sent ?? 0) + (a?.duplicates ?? 0) + (b?.duplicates ?? 0),
     ).toBeGreaterThan(0);
     expect(rig.emu.stats().concurrencyViolations).toBe(0);
-    expect(emulatorTotals(rig)).toEqual(counted(rig));
+    expect(emulatorTotals(rig)).toEqual(await counted(rig));
   });
 
   it("reconcile reports zero drift after reporting and non-zero drift after a Stripe-side tamper", async () => {
     rig = await reportingRig({ redisUrl: inject("redisUrl"), now: NOW });
     const { events } = fleet(30, 21);
-    rig.ingest(events);
+    await rig.ingest(events);
     await assignFleetCustomers(rig, 3);
     await rig.reportUntilDone();
     const meterId = (await findMeter(rig.stripe, EVENT_NAME))?.id ?? null;
     const range = { from: BASE - 86_400_000, to: NOW + 3_600_000 };
     const clean = await reconcile({
-      ledger: sqliteLedger(rig.db),
+      ledger: rig.ledger,
       stripe: rig.stripe,
       meterId,
       ...range,
@@ -314,7 +310,7 @@ describe("reporting usage to Stripe Billing Meters", () => {
       timestamp: Math.floor(H("2026-11-21T03:00:00Z") / 1000),
     });
     const tampered = await reconcile({
-      ledger: sqliteLedger(rig.db),
+      ledger: rig.ledger,
       stripe: rig.stripe,
       meterId,
       ...range,
@@ -328,12 +324,12 @@ describe("values beyond Stripe's 15 significant digits", () => {
   it("a difference larger than 999,999,999,999,999 bytes is sent in parts that Stripe accepts", async () => {
     rig = await reportingRig({ redisUrl: inject("redisUrl"), now: NOW });
     await assignCustomer({
-      ledger: sqliteLedger(rig.db),
+      ledger: rig.ledger,
       now: NOW,
       input: { targetType: "sim", targetId: SIM_A, customerId: "cus_huge", effectiveFrom: BASE },
     });
     const huge = 2_500_000_000_000_000;
-    rig.ingest(
+    await rig.ingest(
       session("PI5000000000000000000000000000000e", "2026-11-23T08:00:00Z", [
         ["2026-11-23T08:30:00Z", huge],
       ]),
@@ -343,6 +339,6 @@ describe("values beyond Stripe's 15 significant digits", () => {
       999_999_999_999_999, 999_999_999_999_999, 500_000_000_000_002,
     ]);
     expect(rig.emu.totalsByCustomer(EVENT_NAME).get("cus_huge")).toBe(huge);
-    expect(failedReports(rig.db)).toEqual([]);
+    expect(await rig.ledger.outbox.failed()).toEqual([]);
   });
 });

@@ -1,15 +1,14 @@
 import type { Redis } from "ioredis";
 import Stripe from "stripe";
 import { describe, expect, it } from "vitest";
-import { openDb } from "../../src/db/client.ts";
-import { meterReports } from "../../src/db/schema.ts";
-import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createLogger } from "../../src/lib/logger.ts";
 import { type ReporterSettings, runReport } from "../../src/reporting/reporter.ts";
 import { meterUnavailable } from "../../src/reporting/stripe.ts";
+import { openTestLedger, type TestLedger } from "../helpers/ledger.ts";
 
 // The reporter's retry semantics (p-retry for the attempts of a row, p-limit for the customers)
-// against a scripted Stripe: what each answer does to the row, the run and the waits.
+// against a scripted Stripe: what each answer does to the row, the run and the waits. The outbox
+// is the ledger of the vitest project.
 
 const HOUR = Date.parse("2026-11-23T09:00:00Z");
 const NOW = HOUR + 30 * 60_000;
@@ -47,31 +46,37 @@ const errorFor = (a: Exclude<Answer, "ok">): Error => {
 };
 
 /**
- * A reporter over an in-memory outbox holding `rows` (customer, seq), a Stripe that answers each
- * call from `answers` in turn, a lease that is always free, and a sleep that only records.
+ * A reporter over an empty ledger whose outbox holds `rows` (customer, seq), a Stripe that answers
+ * each call from `answers` in turn, a lease that is always free, and a sleep that only records.
  */
-function harness(
+async function harness(
   rows: [customer: string, seq: number][],
   answers: Answer[],
   settings: Partial<ReporterSettings> = {},
   /** runs when a customer's lease is taken (another reporter's writes before ours) */
-  onLease?: (db: ReturnType<typeof openDb>) => void,
+  onLease?: (sql: TestLedger["sql"]) => Promise<void>,
+  /**
+   * the first call is answered only once this many calls are in flight (or after 5 s): whether
+   * calls overlap is then the reporter's doing, not how long each customer's ledger writes before
+   * its first call take (milliseconds of commits on PostgreSQL, none on SQLite)
+   */
+  firstCallWaitsFor = 1,
 ) {
-  const db = openDb(":memory:");
+  const t = await openTestLedger();
   for (const [customerId, seq] of rows)
-    db.insert(meterReports)
-      .values({
-        identifier: `v1:${customerId}:${HOUR / 1000}:${seq}`,
-        customerId,
-        hour: HOUR,
-        seq,
-        value: 100 + seq,
-        timestamp: HOUR / 1000,
-        late: false,
-        state: "pending",
-        createdAt: NOW,
-      })
-      .run();
+    await t.sql(
+      `insert into meter_reports
+         (identifier, customer_id, hour, seq, value, timestamp, late, state, created_at)
+       values (?, ?, ?, ?, ?, ?, ?, 'pending', ?)`,
+      `v1:${customerId}:${HOUR / 1000}:${seq}`,
+      customerId,
+      HOUR,
+      seq,
+      100 + seq,
+      HOUR / 1000,
+      false,
+      NOW,
+    );
   const log: string[] = [];
   const calls: { identifier: string; key: string; retries: number | undefined; at: number }[] = [];
   const inFlight = new Map<string, number>();
@@ -99,6 +104,12 @@ function harness(
             maxInFlight,
             [...inFlight.values()].reduce((x, y) => x + y, 0),
           );
+          if (calls.length === 1) {
+            const until = performance.now() + 5000;
+            const inFlightNow = () => [...inFlight.values()].reduce((x, y) => x + y, 0);
+            while (inFlightNow() < firstCallWaitsFor && performance.now() < until)
+              await new Promise((r) => setTimeout(r, 1));
+          }
           await new Promise((r) => setTimeout(r, 5));
           inFlight.set(customer, (inFlight.get(customer) ?? 0) - 1);
           if (a !== "ok") throw errorFor(a);
@@ -109,7 +120,7 @@ function harness(
   } as unknown as Stripe;
   const redis = {
     set: async () => {
-      onLease?.(db);
+      await onLease?.(t.sql);
       return "OK";
     },
     eval: async (script: string) => {
@@ -119,7 +130,7 @@ function harness(
   } as unknown as Redis;
   const run = () =>
     runReport({
-      ledger: sqliteLedger(db),
+      ledger: t.ledger,
       stripe,
       redis,
       logger: createLogger("silent"),
@@ -138,18 +149,17 @@ function harness(
       },
     });
   const outbox = () =>
-    db.$client
-      .prepare(
-        "select customer_id as c, seq, state, attempts, in_doubt as d, first_call_at as f from meter_reports order by customer_id, seq",
-      )
-      .all() as { c: string; seq: number; state: string; attempts: number; d: number; f: number }[];
+    t.sql<{ c: string; seq: number; state: string; attempts: number; d: number; f: number }>(
+      `select customer_id as c, seq, state, attempts, in_doubt as d, first_call_at as f
+         from meter_reports order by customer_id, seq`,
+    );
   const overlap = () => ({ total: maxInFlight, perCustomer: maxPerCustomer });
   return { run, calls, log, outbox, overlap };
 }
 
 describe("the reporter's retries", () => {
   it("a 500 on every call: attemptsPerRun calls, each under the next Idempotency-Key and without SDK retries, p-retry's backoff between them; the row stays pending, in doubt", async () => {
-    const h = harness([["cus_a", 0]], ["500", "500", "500"], { attemptsPerRun: 3 });
+    const h = await harness([["cus_a", 0]], ["500", "500", "500"], { attemptsPerRun: 3 });
     const s = await h.run();
     expect(s).toMatchObject({ calls: 3, sent: 0, failed: 0, stillPending: 1, fatal: null });
     const id = `v1:cus_a:${HOUR / 1000}:0`;
@@ -163,24 +173,22 @@ describe("the reporter's retries", () => {
     expect(gaps[0]).toBeGreaterThanOrEqual(124);
     expect(gaps[1]).toBeGreaterThanOrEqual(249);
     expect(h.log.filter((l) => l.startsWith("sleep"))).toEqual([]);
-    expect(h.outbox()).toMatchObject([{ state: "pending", attempts: 3, d: 1, f: NOW }]);
+    expect(await h.outbox()).toMatchObject([{ state: "pending", attempts: 3, d: 1, f: NOW }]);
   });
 
   it("reads the row again under the lease: an attempt another reporter counted meanwhile moves the Idempotency-Key on; a row it sent is not called", async () => {
     const id = (seq: number) => `v1:cus_a:${HOUR / 1000}:${seq}`;
-    const h = harness(
+    const h = await harness(
       [
         ["cus_a", 0],
         ["cus_a", 1],
       ],
       ["ok"],
       {},
-      (db) => {
+      async (sql) => {
         // between this reporter's read of the pending rows and its lease
-        db.$client.prepare("update meter_reports set attempts = 2 where identifier = ?").run(id(0));
-        db.$client
-          .prepare("update meter_reports set state = 'sent' where identifier = ?")
-          .run(id(1));
+        await sql("update meter_reports set attempts = 2 where identifier = ?", id(0));
+        await sql("update meter_reports set state = 'sent' where identifier = ?", id(1));
       },
     );
     const s = await h.run();
@@ -189,7 +197,7 @@ describe("the reporter's retries", () => {
   });
 
   it("a timed-out call is waited out for 2 × the timeout before the next call, and after the last attempt before the lease is released", async () => {
-    const h = harness([["cus_a", 0]], ["timeout", "timeout"], { attemptsPerRun: 2 });
+    const h = await harness([["cus_a", 0]], ["timeout", "timeout"], { attemptsPerRun: 2 });
     const s = await h.run();
     expect(s).toMatchObject({ calls: 2, stillPending: 1 });
     expect(h.log).toEqual([
@@ -199,22 +207,24 @@ describe("the reporter's retries", () => {
       "sleep 600",
       "release",
     ]);
-    expect(h.outbox()).toMatchObject([{ state: "pending", d: 1 }]);
+    expect(await h.outbox()).toMatchObject([{ state: "pending", d: 1 }]);
   });
 
   it("a 429 is retried without a wait-out and, refused outright, leaves the row out of doubt", async () => {
-    const refused = harness([["cus_a", 0]], ["429", "429"], { attemptsPerRun: 2 });
+    const refused = await harness([["cus_a", 0]], ["429", "429"], { attemptsPerRun: 2 });
     expect(await refused.run()).toMatchObject({ calls: 2, stillPending: 1 });
     expect(refused.log.filter((l) => l.startsWith("sleep"))).toEqual([]);
-    expect(refused.outbox()).toMatchObject([{ state: "pending", attempts: 2, d: 0, f: null }]);
+    expect(await refused.outbox()).toMatchObject([
+      { state: "pending", attempts: 2, d: 0, f: null },
+    ]);
 
-    const thenOk = harness([["cus_a", 0]], ["429", "ok"]);
+    const thenOk = await harness([["cus_a", 0]], ["429", "ok"]);
     expect(await thenOk.run()).toMatchObject({ calls: 2, sent: 1, stillPending: 0 });
-    expect(thenOk.outbox()).toMatchObject([{ state: "sent" }]);
+    expect(await thenOk.outbox()).toMatchObject([{ state: "sent" }]);
   });
 
   it("a row left unconfirmed keeps the customer's later rows for the next run, in order", async () => {
-    const h = harness(
+    const h = await harness(
       [
         ["cus_a", 0],
         ["cus_a", 1],
@@ -223,11 +233,11 @@ describe("the reporter's retries", () => {
       { attemptsPerRun: 1 },
     );
     expect(await h.run()).toMatchObject({ calls: 1, stillPending: 2 });
-    expect(h.outbox().map((r) => r.state)).toEqual(["pending", "pending"]);
+    expect((await h.outbox()).map((r) => r.state)).toEqual(["pending", "pending"]);
   });
 
   it("a permanent refusal stops only its row (no retry); the customer's next row is sent", async () => {
-    const h = harness(
+    const h = await harness(
       [
         ["cus_a", 0],
         ["cus_a", 1],
@@ -235,7 +245,7 @@ describe("the reporter's retries", () => {
       ["no_customer", "ok"],
     );
     expect(await h.run()).toMatchObject({ calls: 2, failed: 1, sent: 1, stillPending: 0 });
-    expect(h.outbox()).toMatchObject([
+    expect(await h.outbox()).toMatchObject([
       { seq: 0, state: "failed", d: 0 },
       { seq: 1, state: "sent" },
     ]);
@@ -247,7 +257,7 @@ describe("the reporter's retries", () => {
   ])(
     "a fatal answer ($answer) stops the run: no call starts after it, every row stays pending and out of doubt",
     async ({ answer, message }) => {
-      const h = harness(
+      const h = await harness(
         [
           ["cus_a", 0],
           ["cus_a", 1],
@@ -259,7 +269,7 @@ describe("the reporter's retries", () => {
       const s = await h.run();
       expect(s.fatal).toMatch(message);
       expect(s).toMatchObject({ calls: 1, failed: 0, sent: 0, stillPending: 3 });
-      expect(h.outbox()).toMatchObject([
+      expect(await h.outbox()).toMatchObject([
         { c: "cus_a", state: "pending", attempts: 1, d: 0, f: null },
         { c: "cus_a", state: "pending", attempts: 0, d: 0, f: null },
         { c: "cus_b", state: "pending", attempts: 0, d: 0, f: null },
@@ -268,7 +278,7 @@ describe("the reporter's retries", () => {
   );
 
   it("customers run in parallel up to the concurrency, one call at a time each", async () => {
-    const h = harness(
+    const h = await harness(
       [
         ["cus_a", 0],
         ["cus_a", 1],
@@ -277,6 +287,8 @@ describe("the reporter's retries", () => {
       ],
       [],
       { concurrency: 2 },
+      undefined,
+      2,
     );
     expect(await h.run()).toMatchObject({ calls: 4, sent: 4 });
     expect(h.overlap()).toEqual({ total: 2, perCustomer: 1 });
