@@ -1,10 +1,6 @@
 import type { Response } from "express";
 
-export type ApiErrorCode =
-  | "invalid_parameter"
-  | "unauthorized"
-  | "not_found"
-  | "internal_error";
+export type ApiErrorCode = "invalid_parameter" | "unauthorized" | "not_found" | "internal_error";
 
 /** The admin listener's one error body: { error: { code, message, param? } } (docs/json.md). */
 export function apiError(

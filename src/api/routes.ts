@@ -275,12 +275,7 @@ export const ROUTES: Route[] = [
 export const ApiError = z
   .object({
     error: z.object({
-      code: z.enum([
-        "invalid_parameter",
-        "unauthorized",
-        "not_found",
-        "internal_error",
-      ]),
+      code: z.enum(["invalid_parameter", "unauthorized", "not_found", "internal_error"]),
       // 401 unauthorized: token missing or wrong; 403 unauthorized: no token configured and the
       // request's Host is not a loopback name
       message: z.string(),

@@ -129,7 +129,9 @@ export async function periodLedger(
     pending: 0,
     unreported: 0,
   };
-  for (const u of await ledger.customers.usageOwned(start, end)) {
+  // usage and outbox from one snapshot: a planning pass between two reads would misstate both
+  const { usage, reports } = await ledger.customers.accounts(start, end);
+  for (const u of usage) {
     if (u.bytes === 0 || u.customer !== customerId) continue;
     out.counted += u.bytes;
     const s = out.bySim.get(u.simSid) ?? { bytes: 0, byDay: new Map<number, number>() };
@@ -140,7 +142,7 @@ export async function periodLedger(
   }
   const lateIn = new Map<number, number>();
   let rowsForOwnHours = 0;
-  for (const r of await ledger.outbox.touching(start, end)) {
+  for (const r of reports) {
     if (r.customerId !== customerId || !COUNTED_STATES.has(r.state)) continue;
     const t = r.timestamp * 1000;
     const ownHour = r.hour >= start && r.hour < end;

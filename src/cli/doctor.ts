@@ -89,7 +89,13 @@ async function doctorPostgresLedger(config: Config, add: Add): Promise<Ledger | 
   await doctorPostgres(config, add);
   try {
     return (await openLedger(config, { mode: "read", role: "doctor" })).ledger;
-  } catch {
+  } catch (err) {
+    // Never silently fewer checks: the contents checks that cannot run fail here, by name.
+    add(
+      "ledger contents",
+      "fail",
+      `cannot open the ledger to check quarantine, unmapped usage, the outbox and reporting: ${(err as Error).message}`,
+    );
     return null;
   }
 }
@@ -108,8 +114,9 @@ async function runDoctor(config: Config): Promise<Check[]> {
   const ledger = postgres
     ? await doctorPostgresLedger(config, add)
     : sqliteOf(doctorDatabase(config, add));
-  const redis = await doctorRedis(config, add);
+  let redis: Awaited<ReturnType<typeof doctorRedis>> = null;
   try {
+    redis = await doctorRedis(config, add);
     if (ledger) await doctorLedger(config, ledger, add);
     if (ledger && config.STRIPE_SECRET_KEY) await doctorReporting(config, ledger, redis, add);
     doctorWebhook(config, add);

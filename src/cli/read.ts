@@ -444,17 +444,19 @@ async function requeueCommand(
         (jobId, end) => {
           const job = byId.get(jobId);
           if (!job) return;
-          tallied.push(
-            requeueOutcomes(ledger, job, end).then((outcomes) => {
-              for (const x of outcomes) {
-                tally.done++;
-                if (x.outcome === "counted") tally.counted++;
-                if (x.outcome === "duplicate") tally.duplicate++;
-                if (x.outcome === "quarantined") tally.quarantined++;
-              }
-              show();
-            }),
-          );
+          const read = requeueOutcomes(ledger, job, end).then((outcomes) => {
+            for (const x of outcomes) {
+              tally.done++;
+              if (x.outcome === "counted") tally.counted++;
+              if (x.outcome === "duplicate") tally.duplicate++;
+              if (x.outcome === "quarantined") tally.quarantined++;
+            }
+            show();
+          });
+          // Handled now (a failed read during the wait must not end the process unhandled);
+          // the Promise.all below still throws it, after the wait.
+          read.catch(() => {});
+          tallied.push(read);
         },
       );
       await Promise.all(tallied);

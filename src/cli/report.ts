@@ -73,6 +73,71 @@ export async function reportPass(
   }
 }
 
+/** `report --status`: the outbox and what the next pass would hold; exit 1 on stopped or held rows. */
+async function reportStatus(config: Config, ledger: Ledger, json: boolean): Promise<void> {
+  // Usage no invoice would carry yet: what the next pass would hold, and why (by fresh
+  // subscription periods when Stripe can be asked).
+  const billing = await lookUpWithoutStoring(config, ledger);
+  const status = await reportStatusView(ledger, {
+    now: Date.now(),
+    settings: planSettings(config),
+    ...(billing ? { billing } : {}),
+  });
+  if (json) {
+    process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
+  } else {
+    printJsonOrTable(false, status.states, "the outbox is empty");
+    if (status.stopped.length > 0)
+      process.stdout.write(
+        `\nstopped rows (fix the cause, then simmeter report --retry-failed):\n${table(status.stopped)}\n`,
+      );
+    if (status.pending.rows > 0)
+      process.stdout.write(
+        `\n${status.pending.rows} row(s) pending (${status.pending.bytes} bytes), oldest from ${status.pending.oldest_created_at}\n`,
+      );
+    if (status.held.length > 0)
+      process.stdout.write(
+        `\nheld, not sent (no invoice would carry it; sent once the cause is fixed):\n${table(status.held)}\n`,
+      );
+  }
+  const failed = status.stopped;
+  const held = status.held;
+  if (failed.length > 0 || held.length > 0) process.exitCode = 1;
+}
+
+/** `report --dry-run`: what the next pass would send; nothing is written. */
+async function reportDryRun(config: Config, ledger: Ledger, json: boolean): Promise<void> {
+  const billing = await lookUpWithoutStoring(config, ledger);
+  const plan = await ledger.plan({
+    ...(billing ? { billing } : {}),
+    now: Date.now(),
+    settings: planSettings(config),
+    dryRun: true,
+  });
+  const rows = [
+    ...(await ledger.outbox.pending()).map((r) => ({ ...r, note: "pending" })),
+    ...plan.rows.map((r) => ({ ...r, note: "new" })),
+  ].map((r) => ({
+    identifier: r.identifier,
+    customer_id: r.customerId,
+    hour: iso(r.hour),
+    value: r.value,
+    timestamp: iso(r.timestamp * 1000),
+    late: r.late ? "late" : "",
+    note: r.note,
+  }));
+  printJsonOrTable(json, rows, "nothing to report");
+  if (plan.unmappedBytes > 0)
+    process.stderr.write(
+      `${plan.unmappedBytes} bytes in these hours belong to unmapped SIMs (simmeter usage --unmapped)\n`,
+    );
+  const heldBytes = plan.held.reduce((n, h) => n + h.bytes, 0);
+  if (heldBytes !== 0)
+    process.stderr.write(
+      `${heldBytes} bytes would be held: no invoice would carry them (simmeter report --status)\n`,
+    );
+}
+
 export function registerReportCommands(program: Command): void {
   program
     .command("report")
@@ -88,73 +153,14 @@ export function registerReportCommands(program: Command): void {
     .option("--json", "print JSON")
     .action(
       async (o: { dryRun?: boolean; status?: boolean; retryFailed?: boolean; json?: boolean }) => {
-        if (o.status) {
+        if (o.status || o.dryRun) {
           const { config, opened } = await cliLedger({ db: "read" }, "warn");
-          const { ledger } = opened;
-          // Usage no invoice would carry yet: what the next pass would hold, and why (by fresh
-          // subscription periods when Stripe can be asked).
-          const billing = await lookUpWithoutStoring(config, ledger);
-          const status = await reportStatusView(ledger, {
-            now: Date.now(),
-            settings: planSettings(config),
-            ...(billing ? { billing } : {}),
-          });
-          if (o.json) {
-            process.stdout.write(`${JSON.stringify(status, null, 2)}\n`);
-          } else {
-            printJsonOrTable(false, status.states, "the outbox is empty");
-            if (status.stopped.length > 0)
-              process.stdout.write(
-                `\nstopped rows (fix the cause, then simmeter report --retry-failed):\n${table(status.stopped)}\n`,
-              );
-            if (status.pending.rows > 0)
-              process.stdout.write(
-                `\n${status.pending.rows} row(s) pending (${status.pending.bytes} bytes), oldest from ${status.pending.oldest_created_at}\n`,
-              );
-            if (status.held.length > 0)
-              process.stdout.write(
-                `\nheld, not sent (no invoice would carry it; sent once the cause is fixed):\n${table(status.held)}\n`,
-              );
+          try {
+            if (o.status) await reportStatus(config, opened.ledger, Boolean(o.json));
+            else await reportDryRun(config, opened.ledger, Boolean(o.json));
+          } finally {
+            await opened.ledger.admin.close();
           }
-          const failed = status.stopped;
-          const held = status.held;
-          if (failed.length > 0 || held.length > 0) process.exitCode = 1;
-          await ledger.admin.close();
-          return;
-        }
-        if (o.dryRun) {
-          const { config, opened } = await cliLedger({ db: "read" }, "warn");
-          const { ledger } = opened;
-          const billing = await lookUpWithoutStoring(config, ledger);
-          const plan = await ledger.plan({
-            ...(billing ? { billing } : {}),
-            now: Date.now(),
-            settings: planSettings(config),
-            dryRun: true,
-          });
-          const rows = [
-            ...(await ledger.outbox.pending()).map((r) => ({ ...r, note: "pending" })),
-            ...plan.rows.map((r) => ({ ...r, note: "new" })),
-          ].map((r) => ({
-            identifier: r.identifier,
-            customer_id: r.customerId,
-            hour: iso(r.hour),
-            value: r.value,
-            timestamp: iso(r.timestamp * 1000),
-            late: r.late ? "late" : "",
-            note: r.note,
-          }));
-          printJsonOrTable(Boolean(o.json), rows, "nothing to report");
-          if (plan.unmappedBytes > 0)
-            process.stderr.write(
-              `${plan.unmappedBytes} bytes in these hours belong to unmapped SIMs (simmeter usage --unmapped)\n`,
-            );
-          const heldBytes = plan.held.reduce((n, h) => n + h.bytes, 0);
-          if (heldBytes !== 0)
-            process.stderr.write(
-              `${heldBytes} bytes would be held: no invoice would carry them (simmeter report --status)\n`,
-            );
-          await ledger.admin.close();
           return;
         }
         const { config, opened } = await cliLedger({ stripe: true, db: "write" }, "warn");

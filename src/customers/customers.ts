@@ -402,7 +402,9 @@ export function sqliteFleets(db: Db, only?: ReadonlySet<string>): FleetSource {
     "select hour, fleet_sid as fleetSid from sim_fleet_hours where sim_sid = ? order by hour, fleet_sid",
   );
   const simsInFleet = c
-    .prepare<[string], string>("select distinct sim_sid from sim_fleet_hours where fleet_sid = ?")
+    .prepare<[string], string>(
+      "select distinct sim_sid from sim_fleet_hours where fleet_sid = ? order by sim_sid",
+    )
     .pluck();
   const simRow = c.prepare<[string], SimInfo>(
     "select sim_sid as simSid, iccid, fleet_sid as fleetSid from sims where sim_sid = ?",
@@ -789,45 +791,48 @@ export function unmappedUsage(db: Db): {
   firstHour: string;
   lastHour: string;
 }[] {
-  const resolver = customerResolver(db);
-  const info = new Map(
-    db
-      .select()
-      .from(sims)
-      .all()
-      .map((s) => [s.simSid, s]),
-  );
-  const bySim = new Map<string, { hour: number; bytes: number }[]>();
-  for (const u of db.select().from(usageHourly).all()) {
-    if (u.bytes === 0) continue;
-    const list = bySim.get(u.simSid) ?? [];
-    list.push(u);
-    bySim.set(u.simSid, list);
-  }
-  const out: ReturnType<typeof unmappedUsage> = [];
-  for (const [simSid, rows] of bySim) {
-    const customers = resolver.resolveHours(
-      simSid,
-      rows.map((r) => r.hour),
+  // One read transaction: one snapshot while a worker writes.
+  return db.$client.transaction(() => {
+    const resolver = customerResolver(db);
+    const info = new Map(
+      db
+        .select()
+        .from(sims)
+        .all()
+        .map((s) => [s.simSid, s]),
     );
-    let bytes = 0;
-    let first = Number.POSITIVE_INFINITY;
-    let last = Number.NEGATIVE_INFINITY;
-    rows.forEach((r, i) => {
-      if (customers[i] !== null) return;
-      bytes += r.bytes;
-      first = Math.min(first, r.hour);
-      last = Math.max(last, r.hour);
-    });
-    if (bytes === 0 && first === Number.POSITIVE_INFINITY) continue;
-    out.push({
-      simSid,
-      iccid: info.get(simSid)?.iccid ?? null,
-      fleetSid: info.get(simSid)?.fleetSid ?? null,
-      bytes,
-      firstHour: new Date(first).toISOString(),
-      lastHour: new Date(last).toISOString(),
-    });
-  }
-  return out;
+    const bySim = new Map<string, { hour: number; bytes: number }[]>();
+    for (const u of db.select().from(usageHourly).all()) {
+      if (u.bytes === 0) continue;
+      const list = bySim.get(u.simSid) ?? [];
+      list.push(u);
+      bySim.set(u.simSid, list);
+    }
+    const out: ReturnType<typeof unmappedUsage> = [];
+    for (const [simSid, rows] of bySim) {
+      const customers = resolver.resolveHours(
+        simSid,
+        rows.map((r) => r.hour),
+      );
+      let bytes = 0;
+      let first = Number.POSITIVE_INFINITY;
+      let last = Number.NEGATIVE_INFINITY;
+      rows.forEach((r, i) => {
+        if (customers[i] !== null) return;
+        bytes += r.bytes;
+        first = Math.min(first, r.hour);
+        last = Math.max(last, r.hour);
+      });
+      if (bytes === 0 && first === Number.POSITIVE_INFINITY) continue;
+      out.push({
+        simSid,
+        iccid: info.get(simSid)?.iccid ?? null,
+        fleetSid: info.get(simSid)?.fleetSid ?? null,
+        bytes,
+        firstHour: new Date(first).toISOString(),
+        lastHour: new Date(last).toISOString(),
+      });
+    }
+    return out;
+  })();
 }

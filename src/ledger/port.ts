@@ -106,6 +106,11 @@ export interface Ledger {
      * hour by the assignment and fleet history (src/customers/resolve.ts).
      */
     usageOwned(from: number, to: number): Promise<OwnedUsage[]>;
+    /**
+     * usageOwned and outbox.touching of one range from one snapshot: what reconcile and invoice
+     * parity compare (two reads apart, a planning pass in between would show a false drift).
+     */
+    accounts(from: number, to: number): Promise<{ usage: OwnedUsage[]; reports: MeterReport[] }>;
     /** the sims rows of these SIMs (ICCID, unique name, fleet), by SIM SID */
     sims(simSids: readonly string[]): Promise<Map<string, Sim>>;
     /**

@@ -53,10 +53,11 @@ export async function reconcile({
     }
     return r;
   };
-  for (const u of await ledger.customers.usageOwned(from, to))
-    if (u.customer) row(u.customer).counted += u.bytes;
+  // usage and outbox from one snapshot: a planning pass between two reads would show drift
+  const { usage, reports } = await ledger.customers.accounts(from, to);
+  for (const u of usage) if (u.customer) row(u.customer).counted += u.bytes;
   const sentByTs = new Map<string, number>();
-  for (const m of await ledger.outbox.touching(from, to)) {
+  for (const m of reports) {
     const inHour = m.hour >= from && m.hour < to;
     if (inHour && m.state === "sent") row(m.customerId).reported += m.value;
     if (inHour && m.state === "pending") row(m.customerId).pending += m.value;

@@ -571,11 +571,9 @@ describe("the console without ADMIN_TOKEN (loopback only)", () => {
       .run(SIM, hour);
     const logger = createLogger("silent");
     const api = {
-      db,
       ledger: sqliteLedger(db),
       now: Date.now,
       planSettings: { graceSeconds: 3600 },
-      billing: () => new Map(),
     };
     const app = createAdminApp({
       logger,

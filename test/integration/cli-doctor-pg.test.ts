@@ -237,6 +237,11 @@ describe("simmeter doctor on PostgreSQL (CLI)", { timeout: 120_000 }, () => {
       `lacks migration(s) ${(m.migrations_pending as string[]).join(", ")} (0 of ${m.migrations_expected} applied)`,
     );
     expect(m.detail).toContain("start simmeter work once to apply them");
+    // the contents checks cannot run on it, and say so by failing, never by vanishing
+    expect(j.check("ledger contents")?.status).toBe("fail");
+    expect(j.check("ledger contents")?.detail).toMatch(
+      /^cannot open the ledger to check .*lacks migrations/,
+    );
     // the checks that need no migrated schema still ran
     expect(j.check("postgres version")?.status).toBe("ok");
     expect(j.check("redis")?.status).toBe("ok");

@@ -1,7 +1,6 @@
 // `simmeter start` and `replay` with DATABASE_URL: the worker thread opens the PostgreSQL ledger
-// (migrated at start-up), /readyz includes PostgreSQL, the read commands refuse an unmigrated
-// database rather than migrate it, and the parts that still read SQLite only say
-// so instead of reading the wrong ledger.
+// (migrated at start-up), /readyz includes PostgreSQL, /api and /console read the same ledger,
+// and the read commands refuse an unmigrated database rather than migrate it.
 import { randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";

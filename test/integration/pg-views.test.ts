@@ -278,6 +278,10 @@ describe("the views' reads on PostgreSQL equal SQLite's", () => {
   it("reconcile's reads: the outbox rows touching a range", async () => {
     const touching = await same((l) => l.outbox.touching(FROM, FROM + 4 * HOUR));
     expect(touching.length).toBeGreaterThan(0);
+    // reconcile's and parity's one-snapshot read: the same usage and rows as the two reads
+    const accounts = await same((l) => l.customers.accounts(FROM, FROM + 4 * HOUR));
+    expect(accounts.reports).toEqual(touching);
+    expect(accounts.usage).toEqual(await lite.customers.usageOwned(FROM, FROM + 4 * HOUR));
   });
 
   it("reconcile --repair's observed rows: the same rows, and a touched hour skipped", async () => {

@@ -1,8 +1,9 @@
 import type pg from "pg";
 import { loadedFleets, resolverOver } from "../../customers/customers.ts";
 import { installInt8Parser } from "../../db/pg/client.ts";
-import type { Sim } from "../../db/schema.ts";
+import type { MeterReport, Sim } from "../../db/schema.ts";
 import type { AssignmentTarget, OwnedUsage } from "../port.ts";
+import { touchingOn } from "./outbox.ts";
 import { pgPlanOps } from "./plan.ts";
 import { withTx } from "./tx.ts";
 
@@ -11,26 +12,43 @@ import { withTx } from "./tx.ts";
 
 installInt8Parser();
 
+type Q = Pick<pg.PoolClient, "query">;
+
+/** the usage rows of [from, to) by hour then SIM, each resolved, on the client's snapshot */
+async function usageOwnedOn(c: Q, from: number, to: number): Promise<OwnedUsage[]> {
+  const usage = await c.query<{ simSid: string; hour: number; bytes: number }>(
+    `select sim_sid as "simSid", hour, bytes from usage_hourly
+      where hour >= $1 and hour < $2
+      order by hour, sim_sid collate "C"`,
+    [from, to],
+  );
+  if (usage.rows.length === 0) return [];
+  const ops = pgPlanOps(c);
+  const simSids = [...new Set(usage.rows.map((u) => u.simSid))];
+  const resolver = resolverOver(await ops.directory(), await ops.fleetsOf(simSids));
+  return usage.rows.map((u) => ({ ...u, customer: resolver.resolve(u.simSid, u.hour) }));
+}
+
 /**
  * The usage rows of [from, to) with each hour's customer. One REPEATABLE READ READ ONLY snapshot:
  * the usage, the assignments and the fleet histories it is resolved by are of one instant.
  */
 export function usageOwnedPg(pool: pg.Pool, from: number, to: number): Promise<OwnedUsage[]> {
+  return withTx(pool, (c) => usageOwnedOn(c, from, to), { barrier: "none", snapshot: true });
+}
+
+/** usageOwnedPg and the outbox rows touching the range, from one snapshot */
+export function accountsPg(
+  pool: pg.Pool,
+  from: number,
+  to: number,
+): Promise<{ usage: OwnedUsage[]; reports: MeterReport[] }> {
   return withTx(
     pool,
-    async (c) => {
-      const usage = await c.query<{ simSid: string; hour: number; bytes: number }>(
-        `select sim_sid as "simSid", hour, bytes from usage_hourly
-          where hour >= $1 and hour < $2
-          order by hour, sim_sid collate "C"`,
-        [from, to],
-      );
-      if (usage.rows.length === 0) return [];
-      const ops = pgPlanOps(c);
-      const simSids = [...new Set(usage.rows.map((u) => u.simSid))];
-      const resolver = resolverOver(await ops.directory(), await ops.fleetsOf(simSids));
-      return usage.rows.map((u) => ({ ...u, customer: resolver.resolve(u.simSid, u.hour) }));
-    },
+    async (c) => ({
+      usage: await usageOwnedOn(c, from, to),
+      reports: await touchingOn(c, from, to),
+    }),
     { barrier: "none", snapshot: true },
   );
 }

@@ -1,7 +1,7 @@
 import type pg from "pg";
 import { pingPg, redactUrl } from "../../db/pg/client.ts";
 import type { Ledger } from "../port.ts";
-import { coveredPg, simsPg, usageOwnedPg } from "./accounts.ts";
+import { accountsPg, coveredPg, simsPg, usageOwnedPg } from "./accounts.ts";
 import { pgAssignments } from "./assignments.ts";
 import { pgBilledCustomers, pgBilling } from "./billing.ts";
 import { ingestJobPg } from "./ingest.ts";
@@ -32,6 +32,7 @@ export function pgLedger(
     customers: {
       billed: () => pgBilledCustomers(pool),
       usageOwned: (from, to) => usageOwnedPg(pool, from, to),
+      accounts: (from, to) => accountsPg(pool, from, to),
       sims: (simSids) => simsPg(pool, simSids),
       covered: (targets) => coveredPg(pool, targets),
     },

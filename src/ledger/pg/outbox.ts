@@ -129,8 +129,12 @@ async function compactPg(pool: pg.Pool, now: number, maxGroups = 5000): Promise<
 }
 
 /** rows whose own hour or whose timestamp (seconds) is in [from, to), as SQLite returns them */
-export async function touchingPg(pool: pg.Pool, from: number, to: number): Promise<MeterReport[]> {
-  const r = await pool.query<MeterReport>(
+export async function touchingOn(
+  c: Pick<pg.PoolClient, "query">,
+  from: number,
+  to: number,
+): Promise<MeterReport[]> {
+  const r = await c.query<MeterReport>(
     `select ${REPORT_COLUMNS} from meter_reports
       where (hour >= $1 and hour < $2)
          or (timestamp * 1000 >= $1 and timestamp * 1000 < $2)
@@ -286,7 +290,7 @@ export function pgOutbox(pool: pg.Pool): OutboxPort {
 
     compact: (now, maxGroups) => compactPg(pool, now, maxGroups),
 
-    touching: (from, to) => touchingPg(pool, from, to),
+    touching: (from, to) => touchingOn(pool, from, to),
 
     recordObserved: (diffs, now, comparedAt) => recordObservedPg(pool, diffs, now, comparedAt),
 

@@ -20,24 +20,56 @@ import type { AssignmentTarget, OwnedUsage } from "../port.ts";
 /** SQLite's bound-parameter limit is 32,766; stay well inside it */
 const IN_CHUNK = 500;
 
+/**
+ * The usage rows of [from, to), by hour then SIM, each with its hour's customer; one read
+ * transaction (one snapshot while a worker writes), each SIM's hours resolved in one pass.
+ */
 export function usageOwnedSqlite(db: Db, from: number, to: number): OwnedUsage[] {
-  const resolver = customerResolver(db);
-  return db
-    .select()
-    .from(usageHourly)
-    .where(and(gte(usageHourly.hour, from), lt(usageHourly.hour, to)))
-    .all()
-    .map((u) => ({
-      simSid: u.simSid,
-      hour: u.hour,
-      bytes: u.bytes,
-      customer: resolver.resolve(u.simSid, u.hour),
-    }));
+  return db.$client.transaction(() => {
+    const rows = db
+      .select()
+      .from(usageHourly)
+      .where(and(gte(usageHourly.hour, from), lt(usageHourly.hour, to)))
+      .orderBy(usageHourly.hour, usageHourly.simSid)
+      .all();
+    const bySim = new Map<string, number[]>();
+    rows.forEach((u, i) => {
+      const list = bySim.get(u.simSid) ?? [];
+      list.push(i);
+      bySim.set(u.simSid, list);
+    });
+    const resolver = customerResolver(db);
+    const out: OwnedUsage[] = rows.map((u) => ({ ...u, customer: null }));
+    for (const [sim, idx] of bySim) {
+      const owners = resolver.resolveHours(
+        sim,
+        idx.map((i) => (rows[i] as (typeof rows)[number]).hour),
+      );
+      idx.forEach((i, k) => {
+        (out[i] as OwnedUsage).customer = owners[k] ?? null;
+      });
+    }
+    return out;
+  })();
+}
+
+/** usageOwnedSqlite and touchingSqlite of one range, from one snapshot */
+export function accountsSqlite(
+  db: Db,
+  from: number,
+  to: number,
+): { usage: OwnedUsage[]; reports: MeterReport[] } {
+  return db.$client.transaction(() => ({
+    usage: usageOwnedSqlite(db, from, to),
+    reports: touchingSqlite(db, from, to),
+  }))();
 }
 
 export function coveredSqlite(db: Db, targets: readonly AssignmentTarget[]): string[][] {
-  const resolver = customerResolver(db);
-  return targets.map((t) => resolver.simsFor(t));
+  return db.$client.transaction(() => {
+    const resolver = customerResolver(db);
+    return targets.map((t) => resolver.simsFor(t));
+  })();
 }
 
 export function simsSqlite(db: Db, simSids: readonly string[]): Map<string, Sim> {
@@ -64,6 +96,7 @@ export function touchingSqlite(db: Db, from: number, to: number): MeterReport[] 
         and(gte(meterReports.timestamp, from / 1000), lt(meterReports.timestamp, to / 1000)),
       ),
     )
+    .orderBy(sql`"meter_reports"."rowid"`)
     .all();
 }
 

@@ -20,6 +20,7 @@ import {
 } from "../../reporting/outbox.ts";
 import type { Ledger } from "../port.ts";
 import {
+  accountsSqlite,
   coveredSqlite,
   recordObservedSqlite,
   simsSqlite,
@@ -113,6 +114,7 @@ export function sqliteLedger(db: Db): Ledger {
     customers: {
       billed: sync(assignmentCustomers),
       usageOwned: sync(usageOwnedSqlite),
+      accounts: sync(accountsSqlite),
       sims: sync(simsSqlite),
       covered: sync(coveredSqlite),
     },

@@ -135,14 +135,16 @@ function requeueCandidates(db: Db, f: QuarantineFilter): RequeueCandidate[] {
 }
 
 function quarantineIds(db: Db, ids: readonly number[]): number[] {
-  return chunks([...new Set(ids)]).flatMap((part) =>
-    db
-      .select({ id: quarantine.id })
-      .from(quarantine)
-      .where(inArray(quarantine.id, part))
-      .all()
-      .map((r) => r.id),
-  );
+  return chunks([...new Set(ids)])
+    .flatMap((part) =>
+      db
+        .select({ id: quarantine.id })
+        .from(quarantine)
+        .where(inArray(quarantine.id, part))
+        .all()
+        .map((r) => r.id),
+    )
+    .sort((a, b) => a - b);
 }
 
 function quarantineRaw(db: Db, ids: readonly number[]): Map<number, string> {

@@ -179,6 +179,10 @@ export function simRecordSqlite(db: Db, simSid: string, sessionLimit: number): S
 }
 
 export function quarantineBacklogSqlite(db: Db): { events: number; newest: number | null } {
+  return db.$client.transaction(() => quarantineBacklogIn(db))();
+}
+
+function quarantineBacklogIn(db: Db): { events: number; newest: number | null } {
   const r = db.$client
     .prepare(
       `select count(distinct q.event_sid) as sids,
