@@ -25,7 +25,7 @@ import {
 } from "../../src/ingest/requeue.ts";
 import type { IngestSettings } from "../../src/ingest/unit-of-work.ts";
 import { pgLedger } from "../../src/ledger/pg/index.ts";
-import { pgUnmappedUsage } from "../../src/ledger/pg/reads.ts";
+import { pgUnmapped } from "../../src/ledger/pg/reads.ts";
 import type { Ledger } from "../../src/ledger/port.ts";
 import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { Rng, simulateFleet } from "../../src/simulate/fleet.ts";
@@ -369,7 +369,7 @@ describe("the read side: PostgreSQL equals SQLite", { timeout: 120_000 }, () => 
     expect(got).toEqual(want);
     for (const pageSims of [1, 2, 5])
       expect(
-        (await pgUnmappedUsage(b.pool, pageSims)).sort((x, y) => (x.simSid < y.simSid ? -1 : 1)),
+        (await pgUnmapped(b.pool, pageSims)).sort((x, y) => (x.simSid < y.simSid ? -1 : 1)),
       ).toEqual(want);
     const unmapped = new Set(want.map((u) => u.simSid));
     const [s0, s1, s2] = data.sims as [string, string, string];

@@ -12,7 +12,6 @@ import type {
   RequeueCandidate,
   UnmappedUsage,
 } from "../reads-port.ts";
-import { UNMAPPED_PAGE_SIMS } from "./customers.ts";
 import { pgPlanOps } from "./plan.ts";
 import { withTx } from "./tx.ts";
 
@@ -90,7 +89,13 @@ async function usage(pool: pg.Pool, q: UsageQuery): Promise<UsageRow[]> {
  * by the same resolver, a page of SIMs at a time (their usage and whole fleet histories read
  * together), all in one read-only snapshot.
  */
-async function unmapped(pool: pg.Pool, pageSims = UNMAPPED_PAGE_SIMS): Promise<UnmappedUsage[]> {
+/** SIMs resolved per round: their usage and whole fleet histories are read together */
+export const UNMAPPED_PAGE_SIMS = 200;
+
+export async function pgUnmapped(
+  pool: pg.Pool,
+  pageSims = UNMAPPED_PAGE_SIMS,
+): Promise<UnmappedUsage[]> {
   return withTx(
     pool,
     async (c) => {
@@ -333,7 +338,7 @@ async function counts(pool: pg.Pool): Promise<{ quarantined: number; anomalies: 
 export function pgReads(pool: pg.Pool): ReadsPort {
   return {
     usage: (q) => usage(pool, q),
-    unmapped: () => unmapped(pool),
+    unmapped: () => pgUnmapped(pool),
     quarantine: (f) => quarantine(pool, f),
     quarantineByDelivery: (ids) => quarantineByDelivery(pool, ids),
     requeueCandidates: (f) => requeueCandidates(pool, f),
@@ -348,6 +353,3 @@ export function pgReads(pool: pg.Pool): ReadsPort {
     counts: () => counts(pool),
   };
 }
-
-/** for tests: the unmapped pass with small pages */
-export const pgUnmappedUsage = unmapped;
