@@ -779,6 +779,40 @@ export function assignmentCustomers(db: Db): string[] {
 }
 
 /**
+ * One SIM's unmapped usage (the hours the resolver gives no customer), or null when it has none:
+ * what `usage --unmapped` lists, from the SIM's usage rows with bytes, on either ledger.
+ */
+export function unmappedOfSim(
+  resolver: Pick<CustomerResolver, "resolveHours">,
+  simSid: string,
+  rows: readonly { hour: number; bytes: number }[],
+  info: Pick<SimInfo, "iccid" | "fleetSid"> | undefined,
+): ReturnType<typeof unmappedUsage>[number] | null {
+  const customers = resolver.resolveHours(
+    simSid,
+    rows.map((r) => r.hour),
+  );
+  let bytes = 0;
+  let first = Number.POSITIVE_INFINITY;
+  let last = Number.NEGATIVE_INFINITY;
+  rows.forEach((r, i) => {
+    if (customers[i] !== null) return;
+    bytes += r.bytes;
+    first = Math.min(first, r.hour);
+    last = Math.max(last, r.hour);
+  });
+  if (first === Number.POSITIVE_INFINITY) return null;
+  return {
+    simSid,
+    iccid: info?.iccid ?? null,
+    fleetSid: info?.fleetSid ?? null,
+    bytes,
+    firstHour: new Date(first).toISOString(),
+    lastHour: new Date(last).toISOString(),
+  };
+}
+
+/**
  * Usage that no assignment covers, per SIM: kept, listed by `simmeter usage --unmapped`, and
  * reported as soon as a mapping covers it. The same resolver as the reporter's, so every byte is
  * either billed or listed here.
@@ -810,28 +844,8 @@ export function unmappedUsage(db: Db): {
     }
     const out: ReturnType<typeof unmappedUsage> = [];
     for (const [simSid, rows] of bySim) {
-      const customers = resolver.resolveHours(
-        simSid,
-        rows.map((r) => r.hour),
-      );
-      let bytes = 0;
-      let first = Number.POSITIVE_INFINITY;
-      let last = Number.NEGATIVE_INFINITY;
-      rows.forEach((r, i) => {
-        if (customers[i] !== null) return;
-        bytes += r.bytes;
-        first = Math.min(first, r.hour);
-        last = Math.max(last, r.hour);
-      });
-      if (bytes === 0 && first === Number.POSITIVE_INFINITY) continue;
-      out.push({
-        simSid,
-        iccid: info.get(simSid)?.iccid ?? null,
-        fleetSid: info.get(simSid)?.fleetSid ?? null,
-        bytes,
-        firstHour: new Date(first).toISOString(),
-        lastHour: new Date(last).toISOString(),
-      });
+      const u = unmappedOfSim(resolver, simSid, rows, info.get(simSid));
+      if (u) out.push(u);
     }
     return out;
   })();

@@ -1,5 +1,5 @@
 import type pg from "pg";
-import { resolverOver } from "../../customers/customers.ts";
+import { resolverOver, unmappedOfSim } from "../../customers/customers.ts";
 import { installInt8Parser } from "../../db/pg/client.ts";
 import type { QuarantineFilter } from "../../ingest/requeue.ts";
 import type { Granularity, UsageQuery, UsageRow } from "../../usage/query.ts";
@@ -128,28 +128,8 @@ export async function pgUnmapped(
           bySim.set(r.sim_sid, list);
         }
         for (const [simSid, list] of bySim) {
-          const customers = resolver.resolveHours(
-            simSid,
-            list.map((r) => r.hour),
-          );
-          let bytes = 0;
-          let first = Number.POSITIVE_INFINITY;
-          let last = Number.NEGATIVE_INFINITY;
-          list.forEach((r, i) => {
-            if (customers[i] !== null) return;
-            bytes += r.bytes;
-            first = Math.min(first, r.hour);
-            last = Math.max(last, r.hour);
-          });
-          if (first === Number.POSITIVE_INFINITY) continue;
-          out.push({
-            simSid,
-            iccid: info.get(simSid)?.iccid ?? null,
-            fleetSid: info.get(simSid)?.fleetSid ?? null,
-            bytes,
-            firstHour: new Date(first).toISOString(),
-            lastHour: new Date(last).toISOString(),
-          });
+          const u = unmappedOfSim(resolver, simSid, list, info.get(simSid));
+          if (u) out.push(u);
         }
       }
       return out;
