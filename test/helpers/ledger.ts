@@ -61,6 +61,8 @@ export type TestLedger = {
    * return no rows resolve to [].
    */
   sql: <R = Record<string, unknown>>(text: string, ...params: unknown[]) => Promise<R[]>;
+  /** usage_hourly as `${sim}@${ISO hour}` → bytes, zeros left out (usageOf's shape) */
+  usage: () => Promise<Record<string, number>>;
   /** empties every ledger table (identities restarted): a fresh ledger, for property runs */
   reset: () => Promise<void>;
   /** closes the ledger; PostgreSQL: drops its database. Idempotent. */
@@ -125,6 +127,16 @@ export function numberPlaceholders(text: string): string {
 
 // --- opening ----------------------------------------------------------------------------------
 
+/** usage_hourly through `sql`, as usageOf (test/helpers/process.ts) reads a SQLite file */
+async function usageVia(sql: TestLedger["sql"]): Promise<Record<string, number>> {
+  const rows = await sql<{ sim_sid: string; hour: number; bytes: number }>(
+    "select sim_sid, hour, bytes from usage_hourly where bytes != 0 order by sim_sid, hour",
+  );
+  return Object.fromEntries(
+    rows.map((r) => [`${r.sim_sid}@${new Date(r.hour).toISOString()}`, r.bytes]),
+  );
+}
+
 function openSqlite(o: OpenTestLedgerOptions): TestLedger {
   const dir = o.file ? mkdtempSync(join(tmpdir(), "simmeter-ledger-")) : null;
   const path = dir ? join(dir, "ledger.db") : ":memory:";
@@ -151,6 +163,7 @@ function openSqlite(o: OpenTestLedgerOptions): TestLedger {
       return { DATABASE_PATH: path, DATABASE_URL: undefined };
     },
     sql: async (text, ...params) => run(text, params),
+    usage: () => usageVia(async (text, ...params) => run(text, params)),
     reset: async () => {
       const tables = run<{ name: string }>(
         "select name from sqlite_master where type = 'table' and name not like 'sqlite_%' and name not like '__drizzle%'",
@@ -196,6 +209,7 @@ async function openPostgres(o: OpenTestLedgerOptions): Promise<TestLedger> {
     backend: "postgres",
     env: { DATABASE_URL: database.url, DATABASE_PATH: undefined },
     sql,
+    usage: () => usageVia(sql),
     reset: async () => {
       if (resetText === undefined) {
         const tables = await sql<{ t: string }>(
@@ -247,8 +261,6 @@ export type TestIngest = TestLedger & {
     job: IngestJobData,
     o?: { settings?: Partial<IngestSettings>; now?: () => number },
   ) => Promise<IngestSummary>;
-  /** usage_hourly as `${sim}@${ISO hour}` → bytes, zeros left out (memoryIngest's usage) */
-  usage: () => Promise<Record<string, number>>;
 };
 
 /**
@@ -290,14 +302,7 @@ export async function testIngest(
     },
     ingestJob: (job, over = {}) =>
       t.ledger.ingestJob(job, { ...full, ...over.settings }, over.now ?? now),
-    usage: async () => {
-      const rows = await t.sql<{ sim_sid: string; hour: number; bytes: number }>(
-        "select sim_sid, hour, bytes from usage_hourly where bytes != 0 order by sim_sid, hour",
-      );
-      return Object.fromEntries(
-        rows.map((r) => [`${r.sim_sid}@${new Date(r.hour).toISOString()}`, r.bytes]),
-      );
-    },
+    usage: t.usage,
   };
 }
 

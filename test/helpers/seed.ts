@@ -11,6 +11,7 @@ import type { FleetObservation } from "../../src/customers/resolve.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
 import type { Assignment } from "../../src/db/schema.ts";
 import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
+import type { Ledger } from "../../src/ledger/port.ts";
 import { sqliteAssignmentsSync } from "../../src/ledger/sqlite/assignments.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { defaultSettings } from "./db.ts";
@@ -36,6 +37,21 @@ export function ingestFixture(dbPath: string, id: string): void {
     },
   );
   db.$client.close();
+}
+
+/**
+ * ingestFixture through the port, on either backend: the fixture event in one replayed delivery
+ * `id`, counted with the default settings.
+ */
+export async function ingestFixtureVia(ledger: Ledger, id: string): Promise<void> {
+  await ledger.ingestJob(
+    {
+      v: 1,
+      deliveries: [{ id, receivedAt: Date.now(), source: "replay", events: [fixtureEvent()] }],
+    },
+    defaultSettings,
+    Date.now,
+  );
 }
 
 export type SimAssignment = {
@@ -72,6 +88,15 @@ export function assignNow(
   a: { input: AssignInput; now: number; rebill?: boolean },
 ): Assignment {
   return sqliteAssignmentsSync(db).assign(a.input, a.now, { rebill: a.rebill ?? false }).assignment;
+}
+
+/** assignSim through the port, on either backend (what `simmeter customers assign` does) */
+export async function assignSimVia(ledger: Ledger, a: SimAssignment): Promise<void> {
+  await ledger.assignments.assign(
+    { targetType: "sim", targetId: a.sim, customerId: a.customer, effectiveFrom: a.effectiveFrom },
+    a.now ?? Date.now(),
+    { rebill: false },
+  );
 }
 
 /** assignSim in the database file at `dbPath` (created and migrated if need be), then closed. */
