@@ -17,7 +17,7 @@ export type SimmeterProcess = {
   /** the admin listener: /healthz, /readyz, /metrics, /api */
   adminUrl: string;
   adminPort: number;
-  env: Record<string, string>;
+  env: Record<string, string | undefined>;
   child: ChildProcess;
   output: () => string;
   /** SIGKILL: no shutdown code runs */
@@ -33,7 +33,7 @@ export function tempDir(prefix = "simmeter-test-"): string {
 /** Starts `simmeter <role>` as a real child process and waits until it is up. */
 export async function startSimmeter(
   role: "start" | "serve" | "work",
-  env: Record<string, string>,
+  env: Record<string, string | undefined>,
 ): Promise<SimmeterProcess> {
   const port = env.PORT ? Number(env.PORT) : await freePort();
   const adminPort = env.ADMIN_PORT ? Number(env.ADMIN_PORT) : await freePort();
