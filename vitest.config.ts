@@ -18,6 +18,14 @@ const BOTH_BACKENDS = [
   "test/integration/customer-history.test.ts",
   "test/integration/requeue.test.ts",
   "test/integration/admin-listener.test.ts",
+  "test/integration/clock-skew.test.ts",
+  "test/integration/billing-periods.property.test.ts",
+  "test/integration/receiver.test.ts",
+  "test/integration/replay.test.ts",
+  "test/integration/replay-strict.test.ts",
+  "test/integration/startup.test.ts",
+  "test/integration/start-split.test.ts",
+  "test/unit/ledger-gauges.test.ts",
 ];
 
 // Projects do not inherit the root's test options (no `extends: true`: that would also copy

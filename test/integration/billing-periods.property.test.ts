@@ -1,15 +1,9 @@
 import fc from "fast-check";
 import type Stripe from "stripe";
 import { describe, expect, inject, it } from "vitest";
-import { assignCustomer, customerResolver } from "../../src/customers/customers.ts";
-import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
+import { assignCustomer } from "../../src/customers/customers.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
-import {
-  countedByCustomerHour,
-  EVENT_NAME,
-  type ReportingRig,
-  reportingRig,
-} from "../helpers/reporting.ts";
+import { countedUsage, EVENT_NAME, type ReportingRig, reportingRig } from "../helpers/reporting.ts";
 import { shuffle } from "../helpers/sessions.ts";
 
 // For any delivery order and any report timing around period boundaries (inside the grace, after
@@ -133,7 +127,7 @@ async function runScenario(s: Scenario): Promise<void> {
     });
     for (const sim of SIMS)
       await assignCustomer({
-        ledger: sqliteLedger(rig.db),
+        ledger: rig.ledger,
         now: T0,
         input: {
           targetType: "sim",
@@ -202,14 +196,13 @@ async function runScenario(s: Scenario): Promise<void> {
       const rest = deliveries.filter((d) => d.arrival > at);
       deliveries.splice(0, deliveries.length, ...rest);
       if (due.length > 0)
-        rig.ingest(shuffle(due, s.orderSeed + batch++).map((d) => d.event) as unknown[]);
+        await rig.ingest(shuffle(due, s.orderSeed + batch++).map((d) => d.event) as unknown[]);
       seen.reports += await rig.reportUntilDone();
     }
     expect(deliveries).toEqual([]);
 
-    const resolver = customerResolver(rig.db);
-    const counted = countedByCustomerHour(rig.db, (sim, h) => resolver.resolve(sim, h));
-    const rows = rig.db.$client.prepare("select * from meter_reports").all() as Row[];
+    const counted = await countedUsage(rig.ledger);
+    const rows = await rig.sql<Row>("select * from meter_reports");
     expect(rows.filter((r) => r.state !== "sent")).toEqual([]);
     seen.rows += rows.length;
     seen.late += rows.filter((r) => r.late).length;

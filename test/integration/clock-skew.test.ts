@@ -1,9 +1,7 @@
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { type StripeEmulator, startStripeEmulator } from "../../scripts/stripe-emulator.ts";
 import { assignCustomer } from "../../src/customers/customers.ts";
-import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { clockSkewCheck, stripeClockSkew } from "../../src/reporting/clock.ts";
-import { failedReports, pendingReports } from "../../src/reporting/outbox.ts";
 import { createStripe } from "../../src/reporting/stripe.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { type ReportingRig, reportingRig } from "../helpers/reporting.ts";
@@ -32,7 +30,7 @@ describe("a host clock ahead of Stripe's", () => {
       emulator: { clockOffsetMs: -10 * MIN },
     });
     await assignCustomer({
-      ledger: sqliteLedger(rig.db),
+      ledger: rig.ledger,
       now: NOW,
       input: {
         targetType: "sim",
@@ -41,7 +39,7 @@ describe("a host clock ahead of Stripe's", () => {
         effectiveFrom: HOUR_START - 86_400_000,
       },
     });
-    rig.ingest([
+    await rig.ingest([
       buildCloudEvent({
         eventSid: `EZ${"7".repeat(32)}`,
         kind: "data-session.updated",
@@ -60,8 +58,8 @@ describe("a host clock ahead of Stripe's", () => {
     // The row is stamped at 10:00; Stripe's clock says 09:52, so 10:00 is beyond its 5 minutes.
     const skewed = await rig.report({ sleep: noWait });
     expect(skewed).toMatchObject({ sent: 0, failed: 0, stillPending: 1, fatal: null });
-    expect(failedReports(rig.db)).toEqual([]);
-    const [row] = pendingReports(rig.db);
+    expect(await rig.ledger.outbox.failed()).toEqual([]);
+    const [row] = await rig.ledger.outbox.pending();
     expect(row?.timestamp).toBe(HOUR_START / 1000);
     expect(row?.lastError).toMatch(/timestamp_in_future|in the future/);
     expect(row?.lastError).toMatch(/host clock looks ahead of Stripe's/);
@@ -71,7 +69,7 @@ describe("a host clock ahead of Stripe's", () => {
 
     rig.emu.setClockOffsetMs(0);
     expect(await rig.report({ sleep: noWait })).toMatchObject({ sent: 1, stillPending: 0 });
-    expect(pendingReports(rig.db)).toEqual([]);
+    expect(await rig.ledger.outbox.pending()).toEqual([]);
     expect(rig.emu.events().map((e) => [e.customer, e.value, e.timestamp])).toEqual([
       ["cus_skew", 4096, HOUR_START / 1000],
     ]);

@@ -1,17 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { signKore } from "../../src/receive/kore-signature.ts";
 import { signTwilio } from "../../src/receive/twilio-signature.ts";
-import {
-  readDb,
-  type SimmeterProcess,
-  startSimmeter,
-  tempDir,
-  usageOf,
-  waitFor,
-} from "../helpers/process.ts";
+import { openTestLedger, type TestLedger } from "../helpers/ledger.ts";
+import { type SimmeterProcess, startSimmeter, waitFor } from "../helpers/process.ts";
+
+// The webhook receiver as a real `simmeter start` process, on the ledger of the vitest project
+// (a SQLite file or a PostgreSQL database, its `env` given to the process), read with `sql`.
 
 const fixtures = new URL("../fixtures/", import.meta.url);
 const raw = (name: string) => readFileSync(new URL(name, fixtures));
@@ -26,16 +22,16 @@ const KORE_SECRET = "12345";
 const PATH = "/webhooks/event-streams";
 const CAPTURED_SIM = "HS2f71995b834d803ff5376799ba59bd1d";
 
-describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
+describe("the webhook receiver through real HTTP, Redis and the ledger", () => {
   let app: SimmeterProcess;
-  let dbPath: string;
+  let t: TestLedger;
 
   beforeAll(async () => {
-    dbPath = join(tempDir(), "simmeter.db");
+    t = await openTestLedger({ file: true, autoClose: false });
     app = await startSimmeter("start", {
       REDIS_URL: inject("redisUrl"),
       REDIS_PREFIX: `t${randomUUID().slice(0, 8)}`,
-      DATABASE_PATH: dbPath,
+      ...t.env,
       PUBLIC_URL,
       TWILIO_AUTH_TOKEN: `rotated-old-token,${TOKEN}`,
       KORE_WEBHOOK_SECRET: KORE_SECRET,
@@ -44,6 +40,7 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
   });
   afterAll(async () => {
     await app?.stop();
+    await t?.close();
   });
 
   const postTwilio = (body: Buffer | string, token = TOKEN) => {
@@ -64,13 +61,12 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
       },
       body: typeof body === "string" ? body : new Uint8Array(body),
     });
-  const counted = (sid: string) =>
-    readDb<{ n: number }>(
-      dbPath,
-      "select count(*) as n from seen_events where event_sid = ?",
-      sid,
+  const counted = async (sid: string) =>
+    (
+      await t.sql<{ n: number }>("select count(*) as n from seen_events where event_sid = ?", sid)
     )[0]?.n ?? 0;
-  const waitCounted = (sid: string) => waitFor(() => counted(sid) === 1, `${sid} counted`);
+  const waitCounted = (sid: string) =>
+    waitFor(async () => (await counted(sid)) === 1, `${sid} counted`);
 
   it("the published Event Streams test event verifies with its test vector and is acknowledged, not billed", async () => {
     const body = raw("twilio-test-event.json");
@@ -112,7 +108,7 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
     await waitCounted("EZeb42ec296e094786c6dd34aab7b15fac");
     await waitCounted("EZe7d61405c00f984884d2006f117ad10b");
     await waitCounted(accepted[0].data.event_sid);
-    expect(usageOf(dbPath)).toEqual({ [`${CAPTURED_SIM}@2022-12-14T13:00:00.000Z`]: 1536 });
+    expect(await t.usage()).toEqual({ [`${CAPTURED_SIM}@2022-12-14T13:00:00.000Z`]: 1536 });
   });
 
   it("a tampered body, a wrong signature or no signature is refused and stores nothing", async () => {
@@ -144,9 +140,8 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
     // A valid delivery afterwards proves the queue was flowing while the bad ones were refused.
     expect((await postKore(good)).status).toBe(200);
     await waitCounted(sid);
-    const q = readDb<{ n: number }>(
-      dbPath,
-      "select count(*) as n from quarantine where raw like '%evil%'",
+    const q = (
+      await t.sql<{ n: number }>("select count(*) as n from quarantine where raw like '%evil%'")
     )[0]?.n;
     expect(q).toBe(0);
   });
@@ -160,17 +155,18 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
     expect(res.status).toBe(200);
     await waitCounted(good.data.event_sid);
     const q = await waitFor(
-      () =>
-        readDb<{ reason: string; raw: string }>(
-          dbPath,
-          "select reason, raw from quarantine where event_sid = ?",
-          bad.data.event_sid,
+      async () =>
+        (
+          await t.sql<{ reason: string; raw: string }>(
+            "select reason, raw from quarantine where event_sid = ?",
+            bad.data.event_sid,
+          )
         )[0],
       "quarantine row",
     );
     expect(q.reason).toMatch(/sim_sid/);
     expect(JSON.parse(q.raw).data.sim_sid).toBe("not-a-sim");
-    expect(counted(bad.data.event_sid)).toBe(0);
+    expect(await counted(bad.data.event_sid)).toBe(0);
   });
 
   it("the same delivery sent 3 times is counted once", async () => {
@@ -186,20 +182,19 @@ describe("the webhook receiver through real HTTP, Redis and SQLite", () => {
         m,
       );
     }, "duplicates processed");
-    const sessions = readDb<{ total_bytes: number }>(
-      dbPath,
+    const sessions = await t.sql<{ total_bytes: number }>(
       "select total_bytes from sessions where session_sid = ?",
       ev.data.data_session_sid,
     );
     expect(sessions).toEqual([{ total_bytes: 1536 }]);
-    expect(usageOf(dbPath)[`${CAPTURED_SIM}@2022-12-14T13:00:00.000Z`]).toBe(1536 * 2);
+    expect((await t.usage())[`${CAPTURED_SIM}@2022-12-14T13:00:00.000Z`]).toBe(1536 * 2);
   });
 
   it("an authenticated body that is not JSON is acknowledged and quarantined verbatim", async () => {
     const res = await postTwilio("{not json");
     expect(res.status).toBe(200);
     await waitFor(
-      () => readDb(dbPath, "select 1 from quarantine where raw = '{not json'").length === 1,
+      async () => (await t.sql("select 1 from quarantine where raw = '{not json'")).length === 1,
       "raw body quarantined",
     );
   });

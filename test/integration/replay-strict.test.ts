@@ -2,7 +2,12 @@ import { randomUUID } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, inject, it } from "vitest";
-import { readDb, runCli, startSimmeter, tempDir, usageOf, waitFor } from "../helpers/process.ts";
+import { openTestLedger, type TestLedger } from "../helpers/ledger.ts";
+import { runCli, startSimmeter, tempDir, waitFor } from "../helpers/process.ts";
+
+// The webhook (`simmeter start`) and `simmeter replay` as real child processes, each on its own
+// ledger of the vitest project (a SQLite file or a PostgreSQL database, its `env` given to the
+// process), read with `sql` and `usage`.
 
 const fixtures = new URL("../fixtures/", import.meta.url);
 const CAPTURED_SIM = "HS2f71995b834d803ff5376799ba59bd1d";
@@ -25,29 +30,28 @@ const hugeText = () =>
     .replace('"data_total":1536', '"data_total":999')
     .replace('"data_session_data_total":1536', '"data_session_data_total":1e400');
 
-const env = (dir: string) => ({
+const env = (t: TestLedger) => ({
   REDIS_URL: inject("redisUrl"),
   REDIS_PREFIX: `rs${randomUUID().slice(0, 8)}`,
-  DATABASE_PATH: join(dir, "simmeter.db"),
+  ...t.env,
   RETENTION_DAYS: "100000", // the fixtures are from 2022
   LOG_LEVEL: "warn",
 });
 
 type Quarantined = { event_sid: string; reason: string };
-const quarantined = (dbPath: string) =>
-  readDb<Quarantined>(dbPath, "select event_sid, reason from quarantine order by event_sid");
+const quarantined = (t: TestLedger) =>
+  t.sql<Quarantined>("select event_sid, reason from quarantine order by event_sid");
 
-/** `simmeter replay FILE` with its own worker, database and queue; its summary and database. */
+/** `simmeter replay FILE` with its own worker, ledger and queue; its summary and ledger. */
 async function replay(fileName: string, content: string) {
-  const dir = tempDir();
-  const file = join(dir, fileName);
+  const t = await openTestLedger({ file: true });
+  const file = join(tempDir(), fileName);
   writeFileSync(file, content);
-  const e = env(dir);
-  const r = await runCli(["replay", file], e, 120_000);
+  const r = await runCli(["replay", file], env(t), 120_000);
   expect(r.status, r.stderr).toBe(0);
   return {
     summary: JSON.parse(r.stdout.trim().split("\n").pop() ?? "{}"),
-    dbPath: e.DATABASE_PATH,
+    t,
   };
 }
 
@@ -63,8 +67,8 @@ describe("simmeter replay validates events exactly as the webhook does", () => {
     ];
 
     // The webhook: the real receiver and worker.
-    const dir = tempDir();
-    const app = await startSimmeter("start", { ...env(dir), ALLOW_UNSIGNED: "true" });
+    const t = await openTestLedger({ file: true });
+    const app = await startSimmeter("start", { ...env(t), ALLOW_UNSIGNED: "true" });
     let webhookRows: Quarantined[];
     try {
       const res = await fetch(`${app.url}/webhooks/event-streams`, {
@@ -73,16 +77,15 @@ describe("simmeter replay validates events exactly as the webhook does", () => {
         body: `[${huge},${good}]`,
       });
       expect(res.status).toBe(200);
-      const dbPath = app.env.DATABASE_PATH as string;
       await waitFor(
-        () =>
-          quarantined(dbPath).length === 1 &&
-          readDb(dbPath, "select 1 from seen_events").length === 1,
+        async () =>
+          (await quarantined(t)).length === 1 &&
+          (await t.sql("select 1 from seen_events")).length === 1,
         "webhook delivery processed",
       );
-      webhookRows = quarantined(dbPath);
+      webhookRows = await quarantined(t);
       expect(webhookRows).toEqual(expectedRows);
-      expect(usageOf(dbPath)).toEqual({ [`${CAPTURED_SIM}@${HOUR}`]: 1536 });
+      expect(await t.usage()).toEqual({ [`${CAPTURED_SIM}@${HOUR}`]: 1536 });
     } finally {
       await app.stop();
     }
@@ -91,8 +94,8 @@ describe("simmeter replay validates events exactly as the webhook does", () => {
     const lines = await replay("events.jsonl", `${huge}\n${good}\n`);
     for (const r of [array, lines]) {
       expect(r.summary).toMatchObject({ events: 2, counted: 1, duplicates: 0, quarantined: 1 });
-      expect(quarantined(r.dbPath)).toEqual(webhookRows);
-      expect(usageOf(r.dbPath)).toEqual({ [`${CAPTURED_SIM}@${HOUR}`]: 1536 });
+      expect(await quarantined(r.t)).toEqual(webhookRows);
+      expect(await r.t.usage()).toEqual({ [`${CAPTURED_SIM}@${HOUR}`]: 1536 });
     }
   }, 180_000);
 
@@ -103,7 +106,7 @@ describe("simmeter replay validates events exactly as the webhook does", () => {
     const lines = await replay("bom.jsonl", `${BOM}${good}\n`);
     for (const r of [array, lines]) {
       expect(r.summary).toMatchObject({ events: 1, counted: 1, quarantined: 0 });
-      expect(usageOf(r.dbPath)).toEqual({ [`${CAPTURED_SIM}@${HOUR}`]: 1536 });
+      expect(await r.t.usage()).toEqual({ [`${CAPTURED_SIM}@${HOUR}`]: 1536 });
     }
   }, 120_000);
 });

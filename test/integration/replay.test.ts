@@ -1,15 +1,17 @@
-import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { describe, expect, inject, it } from "vitest";
 import { fleet, truthOf } from "../helpers/fleet.ts";
-import { tempDir, usageOf } from "../helpers/process.ts";
+import { openTestLedger } from "../helpers/ledger.ts";
+import { runCli, tempDir } from "../helpers/process.ts";
 
-const BIN = resolve(import.meta.dirname, "../../bin/simmeter.mjs");
+// `simmeter replay` as a real child process, on the ledger of the vitest project (a SQLite file
+// or a PostgreSQL database, its `env` given to the process), read with `usage`.
 
 describe("simmeter replay", () => {
-  it("replays a generated 100,000-event JSON-lines file through the queue and worker; usage equals the ground truth", () => {
+  it("replays a generated 100,000-event JSON-lines file through the queue and worker; usage equals the ground truth", async () => {
+    const t = await openTestLedger({ file: true });
     const dir = tempDir();
     let events: unknown[] = [];
     for (let seed = 1; events.length < 100_000; seed++)
@@ -19,19 +21,17 @@ describe("simmeter replay", () => {
     const expected = truthOf(events);
     const file = join(dir, "events.jsonl");
     writeFileSync(file, `${events.map((e) => JSON.stringify(e)).join("\n")}\n`);
-    const dbPath = join(dir, "replay.db");
-    const r = spawnSync(process.execPath, [BIN, "replay", file], {
-      env: {
-        ...process.env,
+    const r = await runCli(
+      ["replay", file],
+      {
         REDIS_URL: inject("redisUrl"),
         REDIS_PREFIX: `r${randomUUID().slice(0, 8)}`,
-        DATABASE_PATH: dbPath,
+        ...t.env,
         RETENTION_DAYS: "100000",
         LOG_LEVEL: "warn",
       },
-      encoding: "utf8",
-      timeout: 240_000,
-    });
+      240_000,
+    );
     expect(r.status, r.stderr).toBe(0);
     const summary = JSON.parse(r.stdout.trim().split("\n").pop() ?? "{}");
     expect(summary).toMatchObject({
@@ -40,7 +40,7 @@ describe("simmeter replay", () => {
       duplicates: 0,
       quarantined: 0,
     });
-    expect(usageOf(dbPath)).toEqual(expected);
+    expect(await t.usage()).toEqual(expected);
     console.log(`replay: ${JSON.stringify(summary)}`);
   }, 300_000);
 });

@@ -3,13 +3,16 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, inject, it } from "vitest";
 import { WORKER_THREAD_KIND } from "../../src/runtime/thread-protocol.ts";
-import { readDb, startSimmeter, tempDir, waitFor } from "../helpers/process.ts";
+import { openTestLedger, type TestLedger } from "../helpers/ledger.ts";
+import { startSimmeter, tempDir, waitFor } from "../helpers/process.ts";
 import { EVENT_NAME } from "../helpers/reporting.ts";
-import { assignSimInFile, recentSession } from "../helpers/seed.ts";
+import { assignSimVia, recentSession } from "../helpers/seed.ts";
 import { emulatorWithMeter, stripeEnv } from "../helpers/stripe.ts";
 
 // `simmeter start` runs the receiver on the main thread and the worker role (ingest worker,
-// reporter, prune) in a worker thread of the same process (src/runtime/worker-host.ts).
+// reporter, prune) in a worker thread of the same process (src/runtime/worker-host.ts). Each
+// test's process runs on a ledger of the vitest project (a SQLite file or a PostgreSQL database,
+// its `env` given to the process), read with `sql`.
 
 const HOUR = 3_600_000;
 
@@ -19,8 +22,8 @@ const session = (simSid: string, n: number) => ({
   bytes: n * 1000,
 });
 
-const seen = (dbPath: string) =>
-  readDb<{ n: number }>(dbPath, "select count(*) as n from seen_events")[0]?.n ?? 0;
+const seen = async (t: TestLedger) =>
+  (await t.sql<{ n: number }>("select count(*) as n from seen_events"))[0]?.n ?? 0;
 
 const post = (url: string, events: unknown[]) =>
   fetch(`${url}/webhooks/event-streams`, { method: "POST", body: JSON.stringify(events) });
@@ -52,15 +55,19 @@ describe("simmeter start: receiver on the main thread, worker role in a worker t
   const emu = emulatorWithMeter();
 
   it("acknowledges and counts a delivery, reports it, shows both threads' metrics on /metrics, and exits 0 on SIGTERM within the deadline", async () => {
-    const dbPath = join(tempDir(), "split.db");
+    const t = await openTestLedger({ file: true });
     const simSid = `HS${"5".repeat(32)}`;
     const customer = "cus_split";
-    assignSimInFile(dbPath, { sim: simSid, customer, effectiveFrom: Date.now() - 48 * HOUR });
+    await assignSimVia(t.ledger, {
+      sim: simSid,
+      customer,
+      effectiveFrom: Date.now() - 48 * HOUR,
+    });
     const shutdownMs = 5000;
     const app = await startSimmeter("start", {
       REDIS_URL: inject("redisUrl"),
       REDIS_PREFIX: `split${randomUUID().slice(0, 8)}`,
-      DATABASE_PATH: dbPath,
+      ...t.env,
       ALLOW_UNSIGNED: "true",
       LOG_LEVEL: "info",
       ...stripeEnv(emu()),
@@ -73,7 +80,12 @@ describe("simmeter start: receiver on the main thread, worker role in a worker t
       const res = await post(app.url, events);
       expect(res.status).toBe(200);
       expect(((await res.json()) as { accepted: number }).accepted).toBe(3);
-      await waitFor(() => seen(dbPath) === 3, "the delivery's 3 events counted", 30_000, 100);
+      await waitFor(
+        async () => (await seen(t)) === 3,
+        "the delivery's 3 events counted",
+        30_000,
+        100,
+      );
       await waitFor(
         () => emu().totalsByCustomer(EVENT_NAME).get(customer) === bytes,
         "the usage reported to Stripe",
@@ -136,8 +148,8 @@ describe("simmeter start: receiver on the main thread, worker role in a worker t
 
   for (const mode of ["throw", "exit"] as const) {
     it(`exits non-zero, refusing deliveries, when the worker thread dies (${mode === "throw" ? "an uncaught error" : "the thread exits"}); what it acknowledged is counted after a restart`, async () => {
+      const t = await openTestLedger({ file: true });
       const dir = tempDir();
-      const dbPath = join(dir, "crash.db");
       const trigger = join(dir, "crash-now");
       // Injected with --require, which Node also runs in every worker thread (--import is not),
       // tsx's loader thread included: only in simmeter's worker thread (its workerData names
@@ -160,7 +172,7 @@ if (workerData && workerData.kind === ${JSON.stringify(WORKER_THREAD_KIND)}) {
       const env = {
         REDIS_URL: inject("redisUrl"),
         REDIS_PREFIX: `crash${randomUUID().slice(0, 8)}`,
-        DATABASE_PATH: dbPath,
+        ...t.env,
         ALLOW_UNSIGNED: "true",
         LOG_LEVEL: "info",
         // A job the dead thread held is retried once its lock expires and the stalled check runs:
@@ -181,7 +193,7 @@ if (workerData && workerData.kind === ${JSON.stringify(WORKER_THREAD_KIND)}) {
         const first = session(`HS${"6".repeat(32)}`, 2);
         expect((await post(app.url, first.events)).status).toBe(200);
         acked += first.events.length;
-        await waitFor(() => seen(dbPath) === 2, "the first delivery counted", 30_000, 100);
+        await waitFor(async () => (await seen(t)) === 2, "the first delivery counted", 30_000, 100);
 
         // Acknowledged just before the crash: counted or not by then, it must not be lost.
         const second = session(`HS${"8".repeat(32)}`, 2);
@@ -218,7 +230,12 @@ if (workerData && workerData.kind === ${JSON.stringify(WORKER_THREAD_KIND)}) {
       // Whatever the crashed process acknowledged waits in Redis and is counted by its successor.
       const again = await startSimmeter("start", env);
       try {
-        await waitFor(() => seen(dbPath) === acked, "acknowledged events counted", 30_000, 100);
+        await waitFor(
+          async () => (await seen(t)) === acked,
+          "acknowledged events counted",
+          30_000,
+          100,
+        );
       } finally {
         expect(await again.stop()).toBe(0);
       }

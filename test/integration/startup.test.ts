@@ -1,7 +1,11 @@
-import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { startRedis } from "../../scripts/lib/redis-server.ts";
-import { runCli, startSimmeter, tempDir, waitFor } from "../helpers/process.ts";
+import { openTestLedger } from "../helpers/ledger.ts";
+import { runCli, startSimmeter, waitFor } from "../helpers/process.ts";
+
+// Real simmeter processes configured for the ledger of the vitest project (a SQLite file or a
+// PostgreSQL database, its `env` given to the process): the refusals come before the ledger is
+// opened, with either backend's configuration beside the bad value.
 
 /** stderr must be JSON log lines only; the last is the fatal refusal. */
 function fatalLine(stderr: string): { level: number; msg: string; err: string } {
@@ -17,8 +21,9 @@ function fatalLine(stderr: string): { level: number; msg: string; err: string } 
 
 describe("starting the service", () => {
   it("refuses to start a receiver with no secret and no ALLOW_UNSIGNED, naming the variables", async () => {
+    const t = await openTestLedger({ file: true });
     const r = await runCli(["serve"], {
-      DATABASE_PATH: join(tempDir(), "s.db"),
+      ...t.env,
       TWILIO_AUTH_TOKEN: "",
       KORE_WEBHOOK_SECRET: "",
       ALLOW_UNSIGNED: "",
@@ -31,8 +36,9 @@ describe("starting the service", () => {
   });
 
   it("refuses a bad value with a message naming the variable", async () => {
+    const t = await openTestLedger({ file: true });
     const r = await runCli(["start"], {
-      DATABASE_PATH: join(tempDir(), "s.db"),
+      ...t.env,
       ALLOW_UNSIGNED: "true",
       BILLING_MODE: "hourly",
     });
@@ -43,11 +49,9 @@ describe("starting the service", () => {
 
 describe("checks at start-up", () => {
   it("warns when Redis may evict keys (BullMQ loses jobs unless maxmemory-policy is noeviction)", async () => {
+    const t = await openTestLedger({ file: true });
     const redis = await startRedis({ evictionPolicy: "allkeys-lru" });
-    const worker = await startSimmeter("work", {
-      REDIS_URL: redis.url,
-      DATABASE_PATH: join(tempDir(), "w.db"),
-    });
+    const worker = await startSimmeter("work", { REDIS_URL: redis.url, ...t.env });
     try {
       await waitFor(
         () => worker.output().includes("maxmemory-policy is allkeys-lru"),

@@ -1,35 +1,131 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import pg from "pg";
 import { Registry } from "prom-client";
-import { describe, expect, it } from "vitest";
-import { migrateLedger } from "../../src/cli/migrate-ledger.ts";
-import { assignCustomer, unmappedUsage } from "../../src/customers/customers.ts";
-import type { Db } from "../../src/db/client.ts";
+import { describe, expect, it, onTestFinished, vi } from "vitest";
+import { assignCustomer } from "../../src/customers/customers.ts";
 import { createPool } from "../../src/db/pg/client.ts";
 import { pgUnmappedBytes } from "../../src/ledger/pg/customers.ts";
 import { pgGaugeReads } from "../../src/ledger/pg/gauges.ts";
-import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import {
+  type LedgerGaugeReads,
   registerLedgerGauges,
+  sqliteGaugeReads,
   unmappedBytesInSlices,
 } from "../../src/observability/ledger-gauges.ts";
 import { registerQueueGauges } from "../../src/observability/queue-gauges.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
-import { memoryIngest } from "../helpers/db.ts";
-import { createTestDatabase } from "../helpers/pg.ts";
-import { assignNow } from "../helpers/seed.ts";
+import { type TestIngest, type TestLedger, testBackend, testIngest } from "../helpers/ledger.ts";
 
-// The ledger gauges against a real, migrated SQLite database (openDb(":memory:") through
-// memoryIngest): usage counted by the real ingest, customers by the real assignments, outbox and
-// quarantine rows as the reporter and the worker write them.
+// The ledger gauges against a real, migrated ledger on the backend under test (testIngest:
+// SQLite :memory: or a PostgreSQL database of its own), read as the worker reads it
+// (src/ledger/open.ts: sqliteGaugeReads on SQLite, pgGaugeReads on PostgreSQL): usage counted by
+// the real ingest, customers by the real assignments, outbox and quarantine rows as the reporter
+// and the worker write them.
 
+const backend = testBackend();
 const T = (iso: string) => Date.parse(iso);
 const NOW = T("2026-11-23T13:30:00Z");
 const HOUR = 3_600_000;
 const ACCOUNT = "ACe7ea554f7fc0fad65e689bb5899bb6c3";
 const sim = (c: string) => `HS${c.repeat(32)}`;
 const fleet = (c: string) => `HF${c.repeat(32)}`;
+// The unmapped-bytes pass on PostgreSQL is a few queries over the pool, which on a loaded machine
+// may outlast a scrape's default 500 ms wait (then the scrape shows the last total, 0): the
+// scrapes that check the total wait for the pass (on SQLite it is done in a few ms either way).
+const WAIT = { scrapeWaitMs: 30_000 };
+
+/** what the worker's gauges read on this ledger (src/ledger/open.ts) */
+function gaugeReads(t: Pick<TestLedger, "sqlite" | "pool">): LedgerGaugeReads {
+  if (t.sqlite) return sqliteGaugeReads(t.sqlite);
+  if (t.pool) return pgGaugeReads(t.pool);
+  throw new Error("a test ledger has a SQLite connection or a pool");
+}
+
+/**
+ * The test's clock as the gauges' performance.now too: a reading that takes t ms waits BUSY_FACTOR
+ * times t before it runs again, which on a loaded machine (a PostgreSQL read of tens of ms) would
+ * space readings out beyond the scrapes these tests make. With the clock standing still during a
+ * reading, readings are spaced by minIntervalMs alone, which is what these tests are about.
+ */
+function durationsByClock(clock: { now: number }): void {
+  const spy = vi.spyOn(performance, "now").mockImplementation(() => clock.now);
+  onTestFinished(() => spy.mockRestore());
+}
+
+/**
+ * Records every statement the ledger is asked for from now on: SQLite prepares on the
+ * connection; PostgreSQL: queries on the pool, and each client checked out of it (a transaction).
+ */
+function recordStatements(t: Pick<TestLedger, "sqlite" | "pool">): string[] {
+  const statements: string[] = [];
+  const textOf = (q: unknown) =>
+    typeof q === "string" ? q : String((q as { text?: unknown })?.text ?? q);
+  if (t.sqlite) {
+    const c = t.sqlite.$client;
+    const prepare = c.prepare.bind(c);
+    c.prepare = ((source: string) => {
+      statements.push(source);
+      return prepare(source);
+    }) as typeof c.prepare;
+  } else if (t.pool) {
+    const pool = t.pool;
+    const query = pool.query.bind(pool) as (...a: unknown[]) => unknown;
+    pool.query = ((...a: unknown[]) => {
+      statements.push(textOf(a[0]));
+      return query(...a);
+    }) as typeof pool.query;
+    const connect = pool.connect.bind(pool) as (...a: unknown[]) => unknown;
+    pool.connect = ((...a: unknown[]) => {
+      statements.push("connect");
+      return connect(...a);
+    }) as typeof pool.connect;
+  }
+  return statements;
+}
+
+/**
+ * Gauge reads the test can break, and how: SQLite: the ledger's connection, closed. PostgreSQL:
+ * a pool of the gauges' own on the ledger (the worker's gauges share the ledger's pool, which the
+ * test ledger must still close and drop), whose connections the server drops and which is then
+ * ended, so every read fails at once: connections refused by a database that accepts none would
+ * fail too, but each refusal takes a connection attempt (tens of ms here), and the gauges space a
+ * slow read out by BUSY_FACTOR times its duration, so a scrape could legitimately skip one.
+ */
+function breakableReads(t: Pick<TestLedger, "sqlite" | "env">): {
+  reads: LedgerGaugeReads;
+  breakLedger: () => Promise<void>;
+} {
+  const db = t.sqlite;
+  if (db)
+    return {
+      reads: sqliteGaugeReads(db),
+      breakLedger: async () => {
+        db.$client.close();
+      },
+    };
+  const pool = createPool(t.env.DATABASE_URL ?? "", { role: "test-gauges", max: 2 });
+  onTestFinished(async () => {
+    if (!pool.ending) await pool.end();
+  });
+  return {
+    reads: pgGaugeReads(pool),
+    breakLedger: async () => {
+      // the server drops the pool's connections (a restart, a failover): the pool survives it
+      const admin = new pg.Client({ connectionString: t.env.DATABASE_URL });
+      admin.on("error", () => {});
+      await admin.connect();
+      try {
+        const dropped = await admin.query(
+          `select pg_terminate_backend(pid) from pg_stat_activity
+            where datname = current_database() and application_name = 'simmeter-test-gauges'`,
+        );
+        expect(dropped.rowCount).toBeGreaterThan(0);
+      } finally {
+        await admin.end();
+      }
+      await pool.end();
+    },
+  };
+}
 
 let n = 0;
 /** One data session of `simSid` that ends at `at` having used `bytes`. */
@@ -63,20 +159,19 @@ type OutboxRow = {
 };
 
 let seq = 0;
-function outbox(db: Db, rows: OutboxRow[]) {
-  const insert = db.$client.prepare(
-    `insert into meter_reports (identifier, customer_id, hour, seq, value, timestamp, late, kind, state, created_at)
-     values (?, 'cus_a', ?, ?, ?, ?, 0, ?, ?, ?)`,
-  );
+async function outbox(t: Pick<TestLedger, "sql">, rows: OutboxRow[]) {
   for (const r of rows) {
     seq++;
     const hour = T("2026-11-23T10:00:00Z");
-    insert.run(
+    await t.sql(
+      `insert into meter_reports (identifier, customer_id, hour, seq, value, timestamp, late, kind, state, created_at)
+       values (?, 'cus_a', ?, ?, ?, ?, ?, ?, ?, ?)`,
       `v1:cus_a:${hour / 1000}:${seq}`,
       hour,
       seq,
       r.value,
       hour / 1000,
+      false,
       r.kind ?? "usage",
       r.state,
       r.createdAt,
@@ -96,16 +191,15 @@ async function scrape(registry: Registry): Promise<Map<string, number>> {
 }
 
 /** A ledger with one of everything each gauge reads. */
-function ledger(clock: { now: number }) {
-  const m = memoryIngest({}, () => clock.now);
-  const { db } = m;
+async function ledger(clock: { now: number }): Promise<TestIngest> {
+  const m = await testIngest({}, () => clock.now);
   // A: own assignment from 12:00; its 10:00 usage predates its first coverage, so it goes to
   //    that first customer (resolve.ts rule 3): mapped.
   // B: no assignment, no fleet: all unmapped.
   // C: in fleet F1, which is assigned: mapped.
   // D: in F1 at 11:40, then its events name F2 (not assigned): its 11:00 hour is mapped, its
   //    12:00 and 13:00 hours unmapped (a SIM that left every assigned fleet).
-  m.ingest([
+  await m.ingest([
     used(sim("a"), null, "2026-11-23T10:20:00Z", 1_000),
     used(sim("b"), null, "2026-11-23T10:30:00Z", 20_000),
     used(sim("b"), null, "2026-11-23T11:30:00Z", 300_000),
@@ -119,14 +213,15 @@ function ledger(clock: { now: number }) {
     ["sim", sim("a"), "cus_a", at("2026-11-23T12:00:00Z")],
     ["fleet", fleet("1"), "cus_f", at("2026-11-01T00:00:00Z")],
   ] as const)
-    assignNow(db, {
+    await assignCustomer({
+      ledger: m.ledger,
       now: clock.now,
       input: { targetType, targetId, customerId, effectiveFrom: from },
     });
   // Two authenticated events that cannot be counted (no usable fields): quarantined.
-  const q = m.ingest([{ specversion: "1.0", id: "x1" }, { nonsense: true }]);
+  const q = await m.ingest([{ specversion: "1.0", id: "x1" }, { nonsense: true }]);
   expect(q.quarantined).toBe(2);
-  outbox(db, [
+  await outbox(m, [
     { state: "pending", value: 1_000, createdAt: clock.now - 2 * HOUR },
     { state: "pending", value: -300, createdAt: clock.now - 600_000 },
     { state: "failed", value: 50, createdAt: clock.now - 3 * HOUR },
@@ -135,26 +230,63 @@ function ledger(clock: { now: number }) {
     { state: "superseded", value: 77_777, createdAt: clock.now - 6 * HOUR },
     { state: "sent", value: 12, createdAt: clock.now - 7 * HOUR, kind: "observed" },
   ]);
-  return { ...m, db };
+  return m;
 }
 
 const UNMAPPED = 20_000 + 300_000 + 7_000_000_000 + 600_000_000;
 
+/** what `simmeter usage --unmapped` lists, summed: what the gauge must show */
+async function unmappedTotal(t: Pick<TestLedger, "ledger">): Promise<number> {
+  return (await t.ledger.reads.unmapped()).reduce((s, u) => s + u.bytes, 0);
+}
+
+/**
+ * A larger ledger: 60 SIMs in five fleets, 6 sessions each in varied hours; fleets 0 and 2
+ * assigned from 05:00.
+ */
+async function largerLedger(clock: { now: number }): Promise<TestIngest> {
+  const m = await testIngest({}, () => clock.now);
+  const events: unknown[] = [];
+  let k = 0;
+  for (let i = 0; i < 60; i++) {
+    const simSid = `HS${i.toString(16).padStart(32, "0")}`;
+    for (let h = 0; h < 6; h++) {
+      k++;
+      // Every 7th SIM moves to fleet 9 (never assigned) for its later sessions.
+      const f = i % 7 === 0 && h >= 3 ? fleet("9") : fleet(String(i % 4));
+      const at = new Date(T("2026-11-23T00:20:00Z") + ((k * 5) % 13) * HOUR).toISOString();
+      events.push(used(simSid, f, at, 1000 + k));
+    }
+  }
+  await m.ingest(events);
+  for (const [f, c] of [
+    ["0", "cus_0"],
+    ["2", "cus_2"],
+  ] as const)
+    await assignCustomer({
+      ledger: m.ledger,
+      now: clock.now,
+      input: {
+        targetType: "fleet",
+        targetId: fleet(f),
+        customerId: c,
+        effectiveFrom: T("2026-11-23T05:00:00Z"),
+      },
+    });
+  return m;
+}
+
 describe("ledger gauges (simmeter_unreported_bytes, _outbox_oldest_pending_age_seconds, _quarantine_rows, _unmapped_bytes)", () => {
   it("shows each figure of the ledger exactly", async () => {
     const clock = { now: NOW };
-    const { db } = ledger(clock);
+    const t = await ledger(clock);
     // The hours D's usage fell into, as the gauge must resolve them (guards the fixture itself).
-    expect(
-      unmappedUsage(db)
-        .map((u) => [u.simSid, u.bytes])
-        .sort(),
-    ).toEqual([
+    expect((await t.ledger.reads.unmapped()).map((u) => [u.simSid, u.bytes]).sort()).toEqual([
       [sim("b"), 320_000],
       [sim("d"), 7_600_000_000],
     ]);
     const registry = new Registry();
-    registerLedgerGauges(registry, db, { now: () => clock.now });
+    registerLedgerGauges(registry, gaugeReads(t), { now: () => clock.now, ...WAIT });
     const s = await scrape(registry);
     expect(s.get('simmeter_unreported_bytes{state="pending"}')).toBe(700);
     expect(s.get('simmeter_unreported_bytes{state="failed"}')).toBe(57);
@@ -174,9 +306,9 @@ describe("ledger gauges (simmeter_unreported_bytes, _outbox_oldest_pending_age_s
   });
 
   it("shows 0 for an empty ledger (no pending row: age 0)", async () => {
-    const { db } = memoryIngest({}, () => NOW);
+    const t = await testIngest({}, () => NOW);
     const registry = new Registry();
-    registerLedgerGauges(registry, db, { now: () => NOW });
+    registerLedgerGauges(registry, gaugeReads(t), { now: () => NOW, ...WAIT });
     const s = await scrape(registry);
     expect(s.get('simmeter_unreported_bytes{state="pending"}')).toBe(0);
     expect(s.get('simmeter_unreported_bytes{state="failed"}')).toBe(0);
@@ -187,22 +319,20 @@ describe("ledger gauges (simmeter_unreported_bytes, _outbox_oldest_pending_age_s
 
   it("reads the ledger at most every minIntervalMs; the age still moves with the clock", async () => {
     const clock = { now: NOW };
-    const { db, ingest } = ledger(clock);
+    const t = await ledger(clock);
+    durationsByClock(clock);
     const registry = new Registry();
-    registerLedgerGauges(registry, db, { now: () => clock.now, minIntervalMs: 15_000 });
+    registerLedgerGauges(registry, gaugeReads(t), {
+      now: () => clock.now,
+      minIntervalMs: 15_000,
+      ...WAIT,
+    });
     await scrape(registry);
     // The ledger changes: a new quarantined event, a newly unmapped SIM, the old pending row sent.
-    ingest([{ broken: 1 }]);
-    ingest([used(sim("e"), null, "2026-11-23T13:10:00Z", 5)]);
-    db.$client
-      .prepare("update meter_reports set state = 'sent' where state = 'pending' and value = 1000")
-      .run();
-    const statements: string[] = [];
-    const prepare = db.$client.prepare.bind(db.$client);
-    db.$client.prepare = ((source: string) => {
-      statements.push(source);
-      return prepare(source);
-    }) as typeof db.$client.prepare;
+    await t.ingest([{ broken: 1 }]);
+    await t.ingest([used(sim("e"), null, "2026-11-23T13:10:00Z", 5)]);
+    await t.sql("update meter_reports set state = 'sent' where state = 'pending' and value = 1000");
+    const statements = recordStatements(t);
     clock.now += 14_000;
     let s = await scrape(registry);
     expect(statements).toEqual([]);
@@ -219,18 +349,22 @@ describe("ledger gauges (simmeter_unreported_bytes, _outbox_oldest_pending_age_s
     expect(s.get("simmeter_outbox_oldest_pending_age_seconds")).toBe(600 + 15);
   });
 
-  it("keeps the last values through SQLite errors, counts them, logs at most once a minute", async () => {
+  it("keeps the last values through ledger errors (SQLite: a closed connection; PostgreSQL: dropped connections, a closed pool), counts them, logs at most once a minute", async () => {
     const clock = { now: NOW };
-    const { db } = ledger(clock);
+    const t = await ledger(clock);
+    durationsByClock(clock);
     const registry = new Registry();
     const warnings: unknown[] = [];
-    registerLedgerGauges(registry, db, {
+    const { reads, breakLedger } = breakableReads(t);
+    registerLedgerGauges(registry, reads, {
       now: () => clock.now,
       minIntervalMs: 1_000,
       logger: { warn: (...args: unknown[]) => warnings.push(args) },
+      ...WAIT,
     });
     const before = await scrape(registry);
-    db.$client.close();
+    expect(before.get("simmeter_unmapped_bytes")).toBe(UNMAPPED);
+    await breakLedger();
     for (let i = 0; i < 10; i++) {
       clock.now += 5_000;
       const s = await scrape(registry);
@@ -259,53 +393,55 @@ describe("ledger gauges (simmeter_unreported_bytes, _outbox_oldest_pending_age_s
     expect(warnings).toHaveLength(2);
   });
 
-  it("computes unmapped bytes in slices that yield, equal to unmappedUsage on a larger ledger", async () => {
-    const clock = { now: NOW };
-    const m = memoryIngest({}, () => clock.now);
-    // 60 SIMs in five fleets, 6 sessions each in varied hours; fleets 0 and 2 assigned from 05:00.
-    const events: unknown[] = [];
-    let k = 0;
-    for (let i = 0; i < 60; i++) {
-      const simSid = `HS${i.toString(16).padStart(32, "0")}`;
-      for (let h = 0; h < 6; h++) {
-        k++;
-        // Every 7th SIM moves to fleet 9 (never assigned) for its later sessions.
-        const f = i % 7 === 0 && h >= 3 ? fleet("9") : fleet(String(i % 4));
-        const at = new Date(T("2026-11-23T00:20:00Z") + ((k * 5) % 13) * HOUR).toISOString();
-        events.push(used(simSid, f, at, 1000 + k));
-      }
-    }
-    m.ingest(events);
-    for (const [f, c] of [
-      ["0", "cus_0"],
-      ["2", "cus_2"],
-    ] as const)
-      await assignCustomer({
-        ledger: sqliteLedger(m.db),
-        now: clock.now,
-        input: {
-          targetType: "fleet",
-          targetId: fleet(f),
-          customerId: c,
-          effectiveFrom: T("2026-11-23T05:00:00Z"),
-        },
+  // unmappedBytesInSlices is the SQLite pass (synchronous statements, so it must slice itself);
+  // PostgreSQL's pass (pgUnmappedBytes) pages SIMs through the pool: tested below on its own.
+  it.runIf(backend === "sqlite")(
+    "computes unmapped bytes in slices that yield, equal to the unmapped list on a larger ledger (SQLite)",
+    async () => {
+      const clock = { now: NOW };
+      const t = await largerLedger(clock);
+      const db = t.sqlite;
+      if (!db) throw new Error("a SQLite ledger");
+      const expected = await unmappedTotal(t);
+      expect(expected).toBeGreaterThan(0);
+      let yields = 0;
+      const spin = setInterval(() => yields++, 0);
+      const r = await unmappedBytesInSlices(db, {
+        sliceMs: 0,
+        hoursPerStep: 2,
+        simsPerResolver: 7,
       });
-    const expected = unmappedUsage(m.db).reduce((s, u) => s + u.bytes, 0);
-    expect(expected).toBeGreaterThan(0);
-    let yields = 0;
-    const spin = setInterval(() => yields++, 0);
-    const r = await unmappedBytesInSlices(m.db, {
-      sliceMs: 0,
-      hoursPerStep: 2,
-      simsPerResolver: 7,
-    });
-    clearInterval(spin);
-    expect(r.bytes).toBe(expected);
-    // sliceMs 0: one step (2 hours of a SIM) per slice, the event loop ran between them.
-    expect(yields).toBeGreaterThan(0);
-    // The defaults (whole SIMs per step, one resolver) give the same total.
-    expect((await unmappedBytesInSlices(m.db)).bytes).toBe(expected);
-  });
+      clearInterval(spin);
+      expect(r.bytes).toBe(expected);
+      // sliceMs 0: one step (2 hours of a SIM) per slice, the event loop ran between them.
+      expect(yields).toBeGreaterThan(0);
+      // The defaults (whole SIMs per step, one resolver) give the same total.
+      expect((await unmappedBytesInSlices(db)).bytes).toBe(expected);
+    },
+  );
+
+  it.runIf(backend === "postgres")(
+    "computes unmapped bytes a page of SIMs at a time, giving the event loop back, equal to the unmapped list on a larger ledger (PostgreSQL)",
+    async () => {
+      const clock = { now: NOW };
+      const t = await largerLedger(clock);
+      const pool = t.pool;
+      if (!pool) throw new Error("a PostgreSQL ledger");
+      const expected = await unmappedTotal(t);
+      expect(expected).toBeGreaterThan(0);
+      let yields = 0;
+      const spin = setInterval(() => yields++, 0);
+      // 7 SIMs per page: SIMs resolved by one resolver, pages after pages.
+      const r = await pgUnmappedBytes(pool, { pageSims: 7 });
+      clearInterval(spin);
+      expect(r.bytes).toBe(expected);
+      // the pass waited for the server between its queries: the event loop ran meanwhile
+      expect(yields).toBeGreaterThan(0);
+      // one SIM per page, and the default page, give the same total
+      expect((await pgUnmappedBytes(pool, { pageSims: 1 })).bytes).toBe(expected);
+      expect((await pgUnmappedBytes(pool)).bytes).toBe(expected);
+    },
+  );
 });
 
 describe("simmeter_queue_depth", () => {
@@ -339,38 +475,5 @@ describe("simmeter_queue_depth", () => {
     expect(s.get('simmeter_queue_depth{state="waiting"}')).toBe(3);
     // One count in flight at a time, however many scrapes wait for it.
     expect(calls).toBe(1);
-  });
-});
-
-describe("the same gauges on a PostgreSQL ledger", () => {
-  it("shows the figures the SQLite ledger shows, once the ledger is copied there", async () => {
-    const clock = { now: NOW };
-    const { db } = ledger(clock);
-    const file = join(mkdtempSync(join(tmpdir(), "gauges-")), "ledger.db");
-    writeFileSync(file, db.$client.serialize());
-    const target = await createTestDatabase({ empty: true });
-    const pool = createPool(target.url, { role: "test", max: 2 });
-    try {
-      const copied = await migrateLedger({
-        path: file,
-        url: target.url,
-        batchRows: 1000,
-        quiet: true,
-      });
-      expect(copied.ok, copied.error ?? "").toBe(true);
-      const lite = new Registry();
-      registerLedgerGauges(lite, db, { now: () => clock.now });
-      const pg = new Registry();
-      // a pass over the server may outlast a scrape's 500 ms wait: this scrape waits for it
-      registerLedgerGauges(pg, pgGaugeReads(pool), { now: () => clock.now, scrapeWaitMs: 30_000 });
-      const want = await scrape(lite);
-      expect(want.get("simmeter_unmapped_bytes")).toBe(UNMAPPED);
-      expect(await scrape(pg)).toEqual(want);
-      // paging SIMs one at a time gives the same total
-      expect((await pgUnmappedBytes(pool, { pageSims: 1 })).bytes).toBe(UNMAPPED);
-    } finally {
-      await pool.end();
-      await target.drop();
-    }
   });
 });
