@@ -26,6 +26,9 @@ const BOTH_BACKENDS = [
   "test/integration/startup.test.ts",
   "test/integration/start-split.test.ts",
   "test/unit/ledger-gauges.test.ts",
+  "test/integration/outbox-durability.test.ts",
+  "test/integration/report-crash.test.ts",
+  "test/integration/report-missing-meter.test.ts",
 ];
 
 // Projects do not inherit the root's test options (no `extends: true`: that would also copy

@@ -1,16 +1,14 @@
 import { spawn } from "node:child_process";
-import { join, resolve } from "node:path";
+import { resolve } from "node:path";
 import { describe, expect, inject, it } from "vitest";
 import { startStripeEmulator } from "../../scripts/stripe-emulator.ts";
 import { assignCustomer } from "../../src/customers/customers.ts";
-import { openDb } from "../../src/db/client.ts";
-import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
-import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createStripe } from "../../src/reporting/stripe.ts";
 import { ensureMeter } from "../../src/reporting/stripe-setup.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { defaultSettings } from "../helpers/db.ts";
-import { readDb, runCli, tempDir, waitFor } from "../helpers/process.ts";
+import { openTestLedger } from "../helpers/ledger.ts";
+import { runCli, waitFor } from "../helpers/process.ts";
 import { EVENT_NAME } from "../helpers/reporting.ts";
 
 const BIN = resolve(import.meta.dirname, "../../bin/simmeter.mjs");
@@ -23,8 +21,8 @@ describe("the reporter process", () => {
       autoSubscribe: true,
       faults: { delayAfterRecordRate: 1, delayMs: 3000, seed: 1 },
     });
-    const dbPath = join(tempDir(), "r.db");
-    const db = openDb(dbPath);
+    // the test's ledger (SQLite: a file) stays open beside the child processes; reads go through sql
+    const t = await openTestLedger({ file: true });
     const now = Date.now();
     const hour = 3_600_000;
     const start = Math.floor(now / hour) * hour - 3 * hour;
@@ -43,12 +41,13 @@ describe("the reporter process", () => {
         cumulativeDown: i * 1000,
       }),
     );
-    ingestDeliveries(
-      { db, stmts: prepareIngest(db), settings: defaultSettings, now: () => now },
+    await t.ledger.ingestJob(
       { v: 1, deliveries: [{ id: "d", receivedAt: now, source: "replay", events }] },
+      defaultSettings,
+      () => now,
     );
     await assignCustomer({
-      ledger: sqliteLedger(db),
+      ledger: t.ledger,
       now,
       input: {
         targetType: "sim",
@@ -57,7 +56,6 @@ describe("the reporter process", () => {
         effectiveFrom: start - hour,
       },
     });
-    db.$client.close();
     await ensureMeter(
       createStripe({
         STRIPE_SECRET_KEY: emu.apiKey,
@@ -68,7 +66,7 @@ describe("the reporter process", () => {
     );
     const env = {
       ...process.env,
-      DATABASE_PATH: dbPath,
+      ...t.env,
       REDIS_URL: inject("redisUrl"),
       REDIS_PREFIX: `crash${Math.random().toString(36).slice(2, 7)}`,
       STRIPE_SECRET_KEY: emu.apiKey,
@@ -82,8 +80,11 @@ describe("the reporter process", () => {
       await waitFor(() => emu.events().length === 1, "first meter event recorded", 30_000, 10);
       child.kill("SIGKILL");
       await new Promise((r) => child.once("exit", r));
-      const rows = readDb<{ state: string }>(dbPath, "select state from meter_reports");
-      expect(rows.map((r) => r.state)).toEqual(["pending", "pending", "pending"]);
+      const states = async () =>
+        (await t.sql<{ state: string }>("select state from meter_reports order by hour, seq")).map(
+          (r) => r.state,
+        );
+      expect(await states()).toEqual(["pending", "pending", "pending"]);
 
       emu.setFaults({});
       await new Promise((r) => setTimeout(r, 3200)); // let the held answer finish, as Stripe would
@@ -100,9 +101,7 @@ describe("the reporter process", () => {
       expect(emu.stats().idempotentReplays + emu.stats().duplicateIdentifiers).toBe(1);
       // One row, one request: the retry of the killed call sent the same parameters.
       expect(emu.stats().idempotencyErrors).toBe(0);
-      expect(
-        readDb<{ state: string }>(dbPath, "select state from meter_reports").map((r) => r.state),
-      ).toEqual(["sent", "sent", "sent"]);
+      expect(await states()).toEqual(["sent", "sent", "sent"]);
 
       const reconcileOk = await runCli(["reconcile"], env);
       expect(reconcileOk.status, reconcileOk.stdout + reconcileOk.stderr).toBe(0);

@@ -1,31 +1,26 @@
 import { randomUUID } from "node:crypto";
-import { join } from "node:path";
 import { Writable } from "node:stream";
 import { Redis } from "ioredis";
 import pino from "pino";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { startStripeEmulator } from "../../scripts/stripe-emulator.ts";
 import { HOUR_MS, hourStart } from "../../src/accounting/buckets.ts";
-import { customerResolver } from "../../src/customers/customers.ts";
-import { type Db, openDb } from "../../src/db/client.ts";
-import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
-import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
-import { failedReports, pendingReports } from "../../src/reporting/outbox.ts";
+import type { Ledger } from "../../src/ledger/port.ts";
 import { type ReporterSettings, runReport } from "../../src/reporting/reporter.ts";
 import { ensureMeter, findMeter } from "../../src/reporting/stripe-setup.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { stripeCliWorkspace } from "../helpers/cli.ts";
 import { defaultSettings } from "../helpers/db.ts";
 import { fleet } from "../helpers/fleet.ts";
-import { tempDir } from "../helpers/process.ts";
+import { openTestLedger, type TestLedger } from "../helpers/ledger.ts";
 import {
-  countedByCustomerHour,
+  countedUsage,
   EVENT_NAME,
   normalise,
   type ReportingRig,
   reportingRig,
 } from "../helpers/reporting.ts";
-import { assignSim } from "../helpers/seed.ts";
+import { assignSimVia } from "../helpers/seed.ts";
 import { stripeFor } from "../helpers/stripe.ts";
 
 // Issue 9: a meter Stripe cannot take events on (none has STRIPE_METER_EVENT_NAME, or it was
@@ -59,42 +54,41 @@ function capturedLogger() {
 }
 
 /** Every SIM the fleet can use, mapped before any usage (cus_m0..cus_m2). */
-function assignAll(db: Db) {
-  FLEET_SIMS.forEach((sim, i) => {
-    assignSim(db, {
+async function assignAll(ledger: Ledger) {
+  for (const [i, sim] of FLEET_SIMS.entries())
+    await assignSimVia(ledger, {
       sim,
       customer: `cus_m${i % CUSTOMERS}`,
       effectiveFrom: BASE - 86_400_000,
       now: BASE - 86_400_000,
     });
-  });
 }
 
-function ingestInto(db: Db, now: number, events: unknown[], id: string) {
-  ingestDeliveries(
-    { db, stmts: prepareIngest(db), settings: defaultSettings, now: () => now },
+async function ingestInto(ledger: Ledger, now: number, events: unknown[], id: string) {
+  await ledger.ingestJob(
     { v: 1, deliveries: [{ id, receivedAt: now, source: "replay", events }] },
+    defaultSettings,
+    () => now,
   );
 }
 
-const counted = (db: Db) => {
-  const resolver = customerResolver(db);
-  return countedByCustomerHour(db, (s, h) => resolver.resolve(s, h));
-};
+/** counted usage per customer hour, through the port */
+const counted = (ledger: Ledger) => countedUsage(ledger);
 
 type Row = { state: string; in_doubt: number; first_call_at: number | null; last_error: string };
-const outboxRows = (db: Db) =>
-  db.$client
-    .prepare("select state, in_doubt, first_call_at, last_error from meter_reports")
-    .all() as Row[];
+const outboxRows = (t: Pick<TestLedger, "sql">) =>
+  t.sql<Row>("select state, in_doubt, first_call_at, last_error from meter_reports");
 
 /** The rows a stopped run leaves: all pending, none failed, none in doubt. */
-function expectAllPendingNoneInDoubt(db: Db, pendingBefore: number) {
-  const rows = outboxRows(db).filter((r) => r.state !== "sent");
+async function expectAllPendingNoneInDoubt(
+  t: Pick<TestLedger, "ledger" | "sql">,
+  pendingBefore: number,
+) {
+  const rows = (await outboxRows(t)).filter((r) => r.state !== "sent");
   expect(rows.length).toBeGreaterThan(0);
   expect(rows.length).toBe(pendingBefore);
   expect(new Set(rows.map((r) => r.state))).toEqual(new Set(["pending"]));
-  expect(failedReports(db)).toEqual([]);
+  expect(await t.ledger.outbox.failed()).toEqual([]);
   expect(rows.filter((r) => r.in_doubt !== 0 || r.first_call_at !== null)).toEqual([]);
 }
 
@@ -110,8 +104,8 @@ function expectOneStopMessage(lines: ReturnType<typeof capturedLogger>["lines"],
 async function rigWithFirstHalfSent(): Promise<{ rig: ReportingRig; second: unknown[] }> {
   const rig = await reportingRig({ redisUrl: inject("redisUrl"), now: NOW });
   cleanups.push(() => rig.close());
-  assignAll(rig.db);
-  rig.ingest(fleet(20, 31).events);
+  await assignAll(rig.ledger);
+  await rig.ingest(fleet(20, 31).events);
   await rig.reportUntilDone();
   expect(rig.emu.events().length).toBeGreaterThan(0);
   return { rig, second: fleet(20, 32).events };
@@ -133,7 +127,7 @@ describe("a meter Stripe cannot take events on stops the run, rows stay pending"
     const meter = await findMeter(rig.stripe, EVENT_NAME);
     if (!meter) throw new Error("no meter");
     await rig.stripe.billing.meters.deactivate(meter.id);
-    rig.ingest(second);
+    await rig.ingest(second);
     const sentBefore = rig.emu.events().length;
     const callsBefore = rig.emu.stats().meterEventCalls;
 
@@ -144,8 +138,8 @@ describe("a meter Stripe cannot take events on stops the run, rows stay pending"
       expect(s.fatal).toContain("run simmeter stripe setup --reactivate");
       // One call, refused; no other row or customer was tried.
       expect(s).toMatchObject({ calls: 1, sent: 0, failed: 0, duplicates: 0 });
-      expect(s.stillPending).toBe(pendingReports(rig.db).length);
-      expectAllPendingNoneInDoubt(rig.db, s.stillPending);
+      expect(s.stillPending).toBe((await rig.ledger.outbox.pending()).length);
+      await expectAllPendingNoneInDoubt(rig, s.stillPending);
       expectOneStopMessage(lines, s.fatal as string);
     }
     expect(rig.emu.stats().meterEventCalls - callsBefore).toBe(2);
@@ -155,9 +149,9 @@ describe("a meter Stripe cannot take events on stops the run, rows stay pending"
       "reactivated",
     );
     await rig.reportUntilDone();
-    expect(pendingReports(rig.db)).toEqual([]);
-    expect(failedReports(rig.db)).toEqual([]);
-    expect(normalise(rig.emu.totalsByCustomerHour(EVENT_NAME))).toEqual(counted(rig.db));
+    expect(await rig.ledger.outbox.pending()).toEqual([]);
+    expect(await rig.ledger.outbox.failed()).toEqual([]);
+    expect(normalise(rig.emu.totalsByCustomerHour(EVENT_NAME))).toEqual(await counted(rig.ledger));
     const ids = rig.emu.events().map((e) => e.identifier);
     expect(new Set(ids).size).toBe(ids.length);
     expect(rig.emu.stats().duplicateIdentifiers).toBe(0);
@@ -166,7 +160,7 @@ describe("a meter Stripe cannot take events on stops the run, rows stay pending"
   it("no meter with the configured event name (STRIPE_METER_EVENT_NAME renamed, periods looked up minutes ago): calls in flight end, none starts after the first answer; after `simmeter stripe setup` every row is sent exactly once", async () => {
     const { rig, second } = await rigWithFirstHalfSent();
     const renamed = `${EVENT_NAME}_v2`;
-    rig.ingest(second);
+    await rig.ingest(second);
     const callsBefore = rig.emu.stats().meterEventCalls;
     const { logger, lines } = capturedLogger();
     const s = await stop(rig, logger, { eventName: renamed });
@@ -178,16 +172,16 @@ describe("a meter Stripe cannot take events on stops the run, rows stay pending"
     expect(s.calls).toBeLessThanOrEqual(CUSTOMERS);
     expect(rig.emu.stats().meterEventCalls - callsBefore).toBe(s.calls);
     expect(s).toMatchObject({ sent: 0, failed: 0 });
-    expectAllPendingNoneInDoubt(rig.db, s.stillPending);
+    await expectAllPendingNoneInDoubt(rig, s.stillPending);
     expectOneStopMessage(lines, s.fatal as string);
 
     rig.settings.eventName = renamed;
     expect((await ensureMeter(rig.stripe, renamed)).action).toBe("created");
     await rig.reportUntilDone();
-    expect(pendingReports(rig.db)).toEqual([]);
-    expect(failedReports(rig.db)).toEqual([]);
+    expect(await rig.ledger.outbox.pending()).toEqual([]);
+    expect(await rig.ledger.outbox.failed()).toEqual([]);
     // Both meters together hold what was counted, each outbox row once.
-    expect(normalise(rig.emu.totalsByCustomerHour())).toEqual(counted(rig.db));
+    expect(normalise(rig.emu.totalsByCustomerHour())).toEqual(await counted(rig.ledger));
     const ids = rig.emu.events().map((e) => e.identifier);
     expect(new Set(ids).size).toBe(ids.length);
     expect(rig.emu.events().filter((e) => e.eventName === renamed).length).toBeGreaterThan(0);
@@ -200,16 +194,15 @@ describe("a meter Stripe cannot take events on stops the run, rows stay pending"
       autoSubscribe: true,
       now: () => now.value,
     });
-    const db = openDb(join(tempDir(), "simmeter.db"));
+    const t = await openTestLedger();
     const redis = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
     cleanups.push(async () => {
       await emu.close();
       redis.disconnect();
-      db.$client.close();
     });
     const stripe = stripeFor(emu);
-    assignAll(db);
-    ingestInto(db, NOW, fleet(20, 33).events, "d1");
+    await assignAll(t.ledger);
+    await ingestInto(t.ledger, NOW, fleet(20, 33).events, "d1");
     const settings: ReporterSettings = {
       eventName: EVENT_NAME,
       graceSeconds: 3600,
@@ -219,7 +212,7 @@ describe("a meter Stripe cannot take events on stops the run, rows stay pending"
       redisPrefix: `mm${randomUUID().slice(0, 8)}`,
     };
     const { logger, lines } = capturedLogger();
-    const ledger = sqliteLedger(db);
+    const ledger = t.ledger;
     const report = () =>
       runReport({ ledger, stripe, redis, logger, settings, now: () => now.value });
 
@@ -229,14 +222,14 @@ describe("a meter Stripe cannot take events on stops the run, rows stay pending"
     );
     expect(s).toMatchObject({ planned: 0, calls: 0, failed: 0, stillPending: 0 });
     expect(emu.stats().meterEventCalls).toBe(0);
-    expect(outboxRows(db)).toEqual([]);
+    expect(await outboxRows(t)).toEqual([]);
     expectOneStopMessage(lines, s.fatal as string);
 
     await ensureMeter(stripe, EVENT_NAME);
     const after = await report();
     expect(after).toMatchObject({ fatal: null, failed: 0, stillPending: 0 });
     expect(after.sent).toBe(after.planned);
-    expect(normalise(emu.totalsByCustomerHour(EVENT_NAME))).toEqual(counted(db));
+    expect(normalise(emu.totalsByCustomerHour(EVENT_NAME))).toEqual(await counted(ledger));
     expect(emu.events()).toHaveLength(after.planned);
   });
 });
@@ -281,25 +274,26 @@ async function cliWorkspace() {
     emulator: { autoSubscribe: true, acceptAnyCustomer: true },
     cleanup: (close) => cleanups.push(close),
   });
-  const dbPath = w.dbPath;
-  const seed = (n: number, hour: number, bytes: number, assign: boolean) => {
-    const db = openDb(dbPath);
-    try {
-      ingestInto(db, Date.now(), sessionEvents(n, hour, bytes), `seed${n}`);
-      if (assign) assignSim(db, { sim: SIM, customer: "cus_cli", effectiveFrom: pastHour(48) });
-    } finally {
-      db.$client.close();
-    }
+  // the test's ledger (SQLite: a file) in place of the workspace's DATABASE_PATH
+  const t = await openTestLedger({ file: true });
+  const cli = (args: string[]) => w.cli(args, t.env);
+  const seed = async (n: number, hour: number, bytes: number, assign: boolean) => {
+    await ingestInto(t.ledger, Date.now(), sessionEvents(n, hour, bytes), `seed${n}`);
+    if (assign)
+      await assignSimVia(t.ledger, { sim: SIM, customer: "cus_cli", effectiveFrom: pastHour(48) });
   };
-  const status = () =>
-    w.json<{ stopped: unknown[]; pending: { rows: number } }>(["report", "--status", "--json"]);
-  return { ...w, seed, status };
+  const status = async () =>
+    JSON.parse((await cli(["report", "--status", "--json"])).stdout) as {
+      stopped: unknown[];
+      pending: { rows: number };
+    };
+  return { ...w, cli, seed, status };
 }
 
 describe("simmeter report (CLI) without a usable meter", () => {
   it("before `stripe setup`: exits 1 naming STRIPE_METER_EVENT_NAME and `run simmeter stripe setup` on stderr, calls nothing; after setup exits 0 and sends once", async () => {
     const w = await cliWorkspace();
-    w.seed(1, pastHour(2), 7000, true);
+    await w.seed(1, pastHour(2), 7000, true);
     const r = await w.cli(["report"]);
     expect(r.status).toBe(1);
     expect(r.stderr).toContain(
@@ -318,9 +312,9 @@ describe("simmeter report (CLI) without a usable meter", () => {
   it("with the meter deactivated: exits 1 naming `simmeter stripe setup --reactivate`, the row stays pending (not failed); after it exits 0 and sends the row once", async () => {
     const w = await cliWorkspace();
     expect((await w.cli(["stripe", "setup"])).status).toBe(0);
-    w.seed(1, pastHour(3), 1000, true);
+    await w.seed(1, pastHour(3), 1000, true);
     expect((await w.cli(["report"])).status).toBe(0);
-    w.seed(2, pastHour(2), 2000, false);
+    await w.seed(2, pastHour(2), 2000, false);
     const meter = await findMeter(w.stripe, EVENT_NAME);
     if (!meter) throw new Error("no meter");
     await w.stripe.billing.meters.deactivate(meter.id);
