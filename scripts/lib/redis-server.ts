@@ -13,7 +13,25 @@ export type RedisHandle = {
   start: () => Promise<void>;
 };
 
+/** ports this process has handed out: the kernel may offer a just-closed port again */
+const handedOut = new Set<number>();
+
+/**
+ * A port free on 127.0.0.1 now, never one this process handed out before (two calls in a row
+ * could otherwise get the same port, and the second listener fails with EADDRINUSE).
+ */
 export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const port = await probePort();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  throw new Error("no free port that this process has not handed out already (50 tries)");
+}
+
+async function probePort(): Promise<number> {
   return await new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();

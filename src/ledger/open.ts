@@ -1,6 +1,6 @@
 import type { Config } from "../config.ts";
 import { DatabaseOpenError, type OpenMode, openDb } from "../db/client.ts";
-import { createPool, describeUrl, migratePg, pgMigrationStatus } from "../db/pg/client.ts";
+import { createPool, describeUrl, migratePg, pgMigrationStatus, scrub } from "../db/pg/client.ts";
 import { redactUrl } from "../lib/redact-url.ts";
 import { type LedgerGaugeReads, sqliteGaugeReads } from "../observability/ledger-gauges.ts";
 import { pgGaugeReads } from "./pg/gauges.ts";
@@ -57,8 +57,8 @@ export async function openLedger(config: Config, o: LedgerOpenOptions): Promise<
     const status = await pgMigrationStatus(pool);
     if (status.pending.length > 0)
       throw new DatabaseOpenError(
-        `the PostgreSQL ledger at ${describeUrl(url)} lacks migrations ${status.pending.join(", ")}: ` +
-          "start simmeter work (or start) once to apply them",
+        `the PostgreSQL ledger at ${describeUrl(url)} lacks migrations ${status.pending.join(", ")} ` +
+          `(${status.applied} of ${status.expected} applied): start simmeter work (or start) once to apply them`,
       );
     if (status.unknown > 0)
       throw new DatabaseOpenError(
@@ -67,7 +67,11 @@ export async function openLedger(config: Config, o: LedgerOpenOptions): Promise<
       );
   } catch (err) {
     await pool.end().catch(() => {});
-    throw err;
+    if (err instanceof DatabaseOpenError) throw err;
+    // a server or database that is not there (read mode has not connected before): name it
+    throw new DatabaseOpenError(
+      `cannot open the PostgreSQL ledger at ${describeUrl(url)}: ${scrub((err as Error).message, url)}`,
+    );
   }
   return { ledger: pgLedger(pool, url), gaugeReads: pgGaugeReads(pool) };
 }

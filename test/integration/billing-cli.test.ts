@@ -2,15 +2,14 @@ import { parse } from "csv-parse/sync";
 import type Stripe from "stripe";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DAY_MS, dayStart, HOUR_MS, hourStart } from "../../src/accounting/buckets.ts";
-import { openDb } from "../../src/db/client.ts";
-import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
 import { stripeCliWorkspace } from "../helpers/cli.ts";
 import { defaultSettings } from "../helpers/db.ts";
+import { openTestLedger } from "../helpers/ledger.ts";
 import { EVENT_NAME } from "../helpers/reporting.ts";
-import { assignSim, sessionInHour } from "../helpers/seed.ts";
+import { assignSimVia, sessionInHour } from "../helpers/seed.ts";
 
-// `simmeter statement` and `simmeter reconcile --period` as real child processes against an
-// in-process Stripe emulator on the real clock, each customer subscribed so that its current
+// `simmeter statement` and `simmeter reconcile --period` as real child processes, on a ledger of
+// the test's backend (SIMMETER_TEST_BACKEND), against an in-process Stripe emulator on the real clock, each customer subscribed so that its current
 // period (monthly, anchored 10 days ago) contains now.
 
 const SIM_A = { sid: `HS${"a".repeat(32)}`, iccid: "89883070000005381783" };
@@ -22,13 +21,20 @@ afterAll(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-const workspace = () =>
-  stripeCliWorkspace({
+/** stripeCliWorkspace with a ledger of the test's backend, whose env every `cli` call runs with */
+async function workspace() {
+  const w = await stripeCliWorkspace({
     dirPrefix: "simmeter-billing-cli-",
     redisPrefix: "bcli",
     emulator: { acceptAnyCustomer: true, autoSubscribe: false },
     cleanup: (close) => cleanups.push(close),
   });
+  const t = await openTestLedger({ file: true, autoClose: false });
+  cleanups.push(() => t.close());
+  const cli: typeof w.cli = (args, extraEnv = {}) => w.cli(args, { ...t.env, ...extraEnv });
+  const json = async <T>(args: string[]) => JSON.parse((await cli(args)).stdout) as T;
+  return { ...w, t, env: { ...w.env, ...t.env }, cli, json };
+}
 
 /**
  * Two customers on monthly metered subscriptions anchored 10 days ago, with counted usage on two
@@ -50,25 +56,21 @@ async function billedWorkspace() {
     { sim: SIM_B, hour: yesterday, bytes: 777 },
     { sim: SIM_C, hour: yesterday, bytes: 5000 },
   ];
-  const db = openDb(w.dbPath);
-  try {
-    for (const [sim, customer] of [
-      [SIM_A, "cus_alpha"],
-      [SIM_B, "cus_alpha"],
-      [SIM_C, "cus_beta"],
-    ] as const)
-      assignSim(db, { sim: sim.sid, customer, effectiveFrom: anchor, now });
-    const events = usage.flatMap((u, n) =>
-      sessionInHour(u.sim.sid, u.sim.iccid, n + 1, u.hour, u.bytes),
-    );
-    const s = ingestDeliveries(
-      { db, stmts: prepareIngest(db), settings: defaultSettings, now: Date.now },
-      { v: 1, deliveries: [{ id: "seed", receivedAt: Date.now(), source: "replay", events }] },
-    );
-    expect(s.counted).toBe(events.length);
-  } finally {
-    db.$client.close();
-  }
+  for (const [sim, customer] of [
+    [SIM_A, "cus_alpha"],
+    [SIM_B, "cus_alpha"],
+    [SIM_C, "cus_beta"],
+  ] as const)
+    await assignSimVia(w.t.ledger, { sim: sim.sid, customer, effectiveFrom: anchor, now });
+  const events = usage.flatMap((u, n) =>
+    sessionInHour(u.sim.sid, u.sim.iccid, n + 1, u.hour, u.bytes),
+  );
+  const s = await w.t.ledger.ingestJob(
+    { v: 1, deliveries: [{ id: "seed", receivedAt: Date.now(), source: "replay", events }] },
+    defaultSettings,
+    Date.now,
+  );
+  expect(s.counted).toBe(events.length);
   const report = await w.cli(["report", "--json"]);
   expect(report.stderr).toBe("");
   expect(report.status).toBe(0);

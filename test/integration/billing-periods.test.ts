@@ -2,27 +2,25 @@ import { rmSync } from "node:fs";
 import { createServer, type IncomingMessage, request } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import pg from "pg";
 import type Stripe from "stripe";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import type { Attribution } from "../../src/accounting/attribute.ts";
 import { invoiceParity, parityProblem, statement } from "../../src/billing/parity.ts";
-import { loadBilling, refreshBilling } from "../../src/billing/subscriptions.ts";
-import { customerResolver } from "../../src/customers/customers.ts";
-import { type Db, openDb } from "../../src/db/client.ts";
+import { refreshBilling } from "../../src/billing/subscriptions.ts";
+import { assignCustomer } from "../../src/customers/customers.ts";
+import { openDb } from "../../src/db/client.ts";
+import { createPool } from "../../src/db/pg/client.ts";
+import { pgLedger } from "../../src/ledger/pg/index.ts";
+import type { Ledger } from "../../src/ledger/port.ts";
 import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createLogger } from "../../src/lib/logger.ts";
-import { pendingReports, planReports } from "../../src/reporting/outbox.ts";
 import { runReport } from "../../src/reporting/reporter.ts";
 import { createStripe } from "../../src/reporting/stripe.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
+import type { TestLedger } from "../helpers/ledger.ts";
 import { waitFor } from "../helpers/process.ts";
-import {
-  countedByCustomerHour,
-  EVENT_NAME,
-  type ReportingRig,
-  reportingRig,
-} from "../helpers/reporting.ts";
-import { assignNow } from "../helpers/seed.ts";
+import { countedUsage, EVENT_NAME, type ReportingRig, reportingRig } from "../helpers/reporting.ts";
 
 // Usage billed by each customer's own subscription period, end to end: the reporter, the outbox,
 // the Stripe emulator's cycle invoices (drafts that freeze at finalization) and previews, all
@@ -73,8 +71,9 @@ afterEach(async () => {
   rig = undefined;
 });
 
-function assign(r: ReportingRig, sim: Sim, customerId: string, from: number) {
-  assignNow(r.db, {
+async function assign(r: ReportingRig, sim: Sim, customerId: string, from: number) {
+  await assignCustomer({
+    ledger: r.ledger,
     now: r.now.value,
     input: { targetType: "sim", targetId: sim.sid, customerId, effectiveFrom: from },
   });
@@ -106,13 +105,13 @@ type Row = {
   state: string;
   attempts: number;
 };
-const rowsOf = (db: Db) =>
-  db.$client.prepare("select * from meter_reports order by hour, customer_id, seq").all() as Row[];
+/** every outbox row, through raw SQL on either backend (the rig's ledger unless another's `sql`) */
+const rowsOf = (from: { sql: TestLedger["sql"] }) =>
+  from.sql<Row>("select * from meter_reports order by hour, customer_id, seq");
 
 /** Bytes counted for a customer over all time. */
-function countedTotal(r: ReportingRig, customer: string): number {
-  const resolver = customerResolver(r.db);
-  const m = countedByCustomerHour(r.db, (s, h) => resolver.resolve(s, h))[customer] ?? {};
+async function countedTotal(r: ReportingRig, customer: string): Promise<number> {
+  const m = (await countedUsage(r.ledger))[customer] ?? {};
   return Object.values(m).reduce((s, v) => s + v, 0);
 }
 
@@ -176,7 +175,7 @@ async function expectInvoices(
   for (const which of ["previous", "current"] as const) {
     const e = exp[which];
     const billed = e.counted + e.lateIn - e.carriedOut;
-    const p = await invoiceParity(sqliteLedger(r.db), r.stripe, b, which);
+    const p = await invoiceParity(r.ledger, r.stripe, b, which);
     expect(p, `${customer} ${which}`).toMatchObject({
       customer,
       period_start: iso(T(e.start)),
@@ -202,7 +201,7 @@ async function expectInvoices(
     } else {
       expect(await previewQuantity(r.stripe, customer)).toBe(billed);
     }
-    const s = await statement(sqliteLedger(r.db), r.stripe, b, which, "period");
+    const s = await statement(r.ledger, r.stripe, b, which, "period");
     expect(
       Object.fromEntries(s.lines.map((l) => [l.sim_sid, l.bytes])),
       `${customer} ${which} statement lines`,
@@ -223,11 +222,11 @@ describe("usage is billed by the customer's own subscription period", () => {
     });
     expect(rig.emu.invoiceGraceSeconds()).toBe(rig.settings.graceSeconds);
     subscribe(rig, "cus_a", { anchor: "2026-11-01T00:00:00Z", startDate: "2026-10-01T00:00:00Z" });
-    assign(rig, SIM_A, "cus_a", T("2026-10-01T00:00:00Z"));
-    assign(rig, SIM_B, "cus_a", T("2026-10-01T00:00:00Z"));
+    await assign(rig, SIM_A, "cus_a", T("2026-10-01T00:00:00Z"));
+    await assign(rig, SIM_B, "cus_a", T("2026-10-01T00:00:00Z"));
 
     // The 30th, before the boundary: stamped inside its hour, on the November period.
-    rig.ingest([
+    await rig.ingest([
       ...session(SIM_A, "2026-11-30T09:05:00Z", [
         ["2026-11-30T09:20:00Z", 1000],
         ["2026-11-30T09:40:00Z", 2500],
@@ -239,7 +238,7 @@ describe("usage is billed by the customer's own subscription period", () => {
     // 00:20 on the 1st: November's draft exists (finalizes at 01:00, 40 min away, more than the
     // 10 min margin). A late reading for 23:00 on the 30th is stamped inside its hour, on the draft.
     rig.now.value = T("2026-12-01T00:20:00Z");
-    rig.ingest(
+    await rig.ingest(
       session(SIM_B, "2026-11-30T23:10:00Z", [
         ["2026-11-30T23:30:00Z", 400],
         ["2026-11-30T23:50:00Z", 1200],
@@ -257,20 +256,20 @@ describe("usage is billed by the customer's own subscription period", () => {
       ["2026-11-30T23:55:00Z", 2000],
       ["2026-12-01T00:40:00Z", 5000],
     ]);
-    rig.ingest(across.slice(1));
+    await rig.ingest(across.slice(1));
     await rig.reportUntilDone();
 
     // 02:00: the draft finalized at 01:00. Its missing update (2000 bytes of 23:00) and a session
     // of 22:00 arrive only now: stamped now, in December, flagged late. Plus new-period usage.
     rig.now.value = T("2026-12-01T02:00:00Z");
-    rig.ingest([
+    await rig.ingest([
       ...across.slice(0, 1),
       ...session(SIM_B, "2026-11-30T22:10:00Z", [["2026-11-30T22:40:00Z", 800]]),
       ...session(SIM_B, "2026-12-01T01:10:00Z", [["2026-12-01T01:50:00Z", 900]]),
     ]);
     await rig.reportUntilDone();
 
-    const rows = rowsOf(rig.db).map((r) => ({
+    const rows = (await rowsOf(rig)).map((r) => ({
       hour: iso(r.hour),
       value: r.value,
       timestamp: iso(r.timestamp * 1000),
@@ -355,12 +354,12 @@ describe("usage is billed by the customer's own subscription period", () => {
       },
     });
     const b = await billingOf(rig, "cus_a");
-    const late = await statement(sqliteLedger(rig.db), rig.stripe, b, "current", "period");
+    const late = await statement(rig.ledger, rig.stripe, b, "current", "period");
     expect(late.late_in).toEqual([
       { hour: "2026-11-30T22:00:00.000Z", bytes: 800 },
       { hour: "2026-11-30T23:00:00.000Z", bytes: 2000 },
     ]);
-    expect(await billedTotal(rig, "cus_a")).toBe(countedTotal(rig, "cus_a"));
+    expect(await billedTotal(rig, "cus_a")).toBe(await countedTotal(rig, "cus_a"));
   });
 
   it("a customer billed on the 15th at 09:30: the boundary hour goes to the period its start lies in, on the draft; later late usage goes to the next invoice", async () => {
@@ -370,16 +369,16 @@ describe("usage is billed by the customer's own subscription period", () => {
       emulator: { autoSubscribe: false },
     });
     subscribe(rig, "cus_15", { anchor: "2026-10-15T09:30:00Z", startDate: "2026-10-15T09:30:00Z" });
-    assign(rig, SIM_A, "cus_15", T("2026-10-01T00:00:00Z"));
-    assign(rig, SIM_B, "cus_15", T("2026-10-01T00:00:00Z"));
+    await assign(rig, SIM_A, "cus_15", T("2026-10-01T00:00:00Z"));
+    await assign(rig, SIM_B, "cus_15", T("2026-10-01T00:00:00Z"));
 
-    rig.ingest(session(SIM_A, "2026-11-15T08:05:00Z", [["2026-11-15T08:30:00Z", 1500]]));
+    await rig.ingest(session(SIM_A, "2026-11-15T08:05:00Z", [["2026-11-15T08:30:00Z", 1500]]));
     await rig.reportUntilDone();
 
     // 09:50, after the 09:30 boundary: the 09:00 hour starts in the old period, so all of it
     // (09:45 included) is stamped at 09:00, on the draft that finalizes at 10:30.
     rig.now.value = T("2026-11-15T09:50:00Z");
-    rig.ingest(
+    await rig.ingest(
       session(SIM_B, "2026-11-15T09:10:00Z", [
         ["2026-11-15T09:20:00Z", 400],
         ["2026-11-15T09:45:00Z", 1000],
@@ -393,13 +392,13 @@ describe("usage is billed by the customer's own subscription period", () => {
 
     // 11:00: finalized. A reading of 07:00 arrives: late, stamped now; and new-period usage.
     rig.now.value = T("2026-11-15T11:00:00Z");
-    rig.ingest([
+    await rig.ingest([
       ...session(SIM_A, "2026-11-15T07:10:00Z", [["2026-11-15T07:40:00Z", 600]]),
       ...session(SIM_B, "2026-11-15T10:05:00Z", [["2026-11-15T10:50:00Z", 2000]]),
     ]);
     await rig.reportUntilDone();
     expect(
-      rowsOf(rig.db).map((r) => [iso(r.hour), r.value, iso(r.timestamp * 1000), r.late]),
+      (await rowsOf(rig)).map((r) => [iso(r.hour), r.value, iso(r.timestamp * 1000), r.late]),
     ).toEqual([
       ["2026-11-15T07:00:00.000Z", 600, "2026-11-15T11:00:00.000Z", 1],
       ["2026-11-15T08:00:00.000Z", 1500, "2026-11-15T08:00:00.000Z", 0],
@@ -425,7 +424,7 @@ describe("usage is billed by the customer's own subscription period", () => {
         sims: { [SIM_B.sid]: 2000 },
       },
     });
-    expect(await billedTotal(rig, "cus_15")).toBe(countedTotal(rig, "cus_15"));
+    expect(await billedTotal(rig, "cus_15")).toBe(await countedTotal(rig, "cus_15"));
   });
 
   it("a customer billed on the 31st: the period ends on Feb 28, so Feb 27 and Feb 28 land on different invoices", async () => {
@@ -435,10 +434,10 @@ describe("usage is billed by the customer's own subscription period", () => {
       emulator: { autoSubscribe: false },
     });
     subscribe(rig, "cus_31", { anchor: "2026-12-31T00:00:00Z", startDate: "2026-12-31T00:00:00Z" });
-    assign(rig, SIM_A, "cus_31", T("2026-12-01T00:00:00Z"));
-    assign(rig, SIM_B, "cus_31", T("2026-12-01T00:00:00Z"));
+    await assign(rig, SIM_A, "cus_31", T("2026-12-01T00:00:00Z"));
+    await assign(rig, SIM_B, "cus_31", T("2026-12-01T00:00:00Z"));
 
-    rig.ingest([
+    await rig.ingest([
       ...session(SIM_A, "2027-02-27T11:00:00Z", [["2027-02-27T11:30:00Z", 3000]]),
       ...session(SIM_B, "2027-02-27T11:10:00Z", [["2027-02-27T12:10:00Z", 500]]),
     ]);
@@ -446,7 +445,7 @@ describe("usage is billed by the customer's own subscription period", () => {
 
     // Feb 28 00:30: Jan 31 – Feb 28 has ended (not the calendar month); its draft is open.
     rig.now.value = T("2027-02-28T00:30:00Z");
-    rig.ingest([
+    await rig.ingest([
       ...session(SIM_B, "2027-02-27T23:05:00Z", [["2027-02-27T23:35:00Z", 250]]),
       ...session(SIM_A, "2027-02-28T00:05:00Z", [["2027-02-28T00:25:00Z", 4000]]),
     ]);
@@ -454,10 +453,10 @@ describe("usage is billed by the customer's own subscription period", () => {
 
     // Feb 28 03:00: finalized; a reading of Feb 27 20:00 is late.
     rig.now.value = T("2027-02-28T03:00:00Z");
-    rig.ingest(session(SIM_A, "2027-02-27T20:00:00Z", [["2027-02-27T20:15:00Z", 111]]));
+    await rig.ingest(session(SIM_A, "2027-02-27T20:00:00Z", [["2027-02-27T20:15:00Z", 111]]));
     await rig.reportUntilDone();
     expect(
-      rowsOf(rig.db).map((r) => [iso(r.hour), r.value, iso(r.timestamp * 1000), r.late]),
+      (await rowsOf(rig)).map((r) => [iso(r.hour), r.value, iso(r.timestamp * 1000), r.late]),
     ).toEqual([
       ["2027-02-27T11:00:00.000Z", 3000, "2027-02-27T11:00:00.000Z", 0],
       ["2027-02-27T12:00:00.000Z", 500, "2027-02-27T12:00:00.000Z", 0],
@@ -484,7 +483,7 @@ describe("usage is billed by the customer's own subscription period", () => {
         sims: { [SIM_A.sid]: 4000 },
       },
     });
-    expect(await billedTotal(rig, "cus_31")).toBe(countedTotal(rig, "cus_31"));
+    expect(await billedTotal(rig, "cus_31")).toBe(await countedTotal(rig, "cus_31"));
   });
 
   it.each<{ attribution: Attribution }>([{ attribution: "end" }, { attribution: "prorate" }])(
@@ -498,11 +497,11 @@ describe("usage is billed by the customer's own subscription period", () => {
       });
       for (const c of ["cus_e1", "cus_e2"])
         subscribe(rig, c, { anchor: "2026-11-01T00:00:00Z", startDate: "2026-10-01T00:00:00Z" });
-      assign(rig, SIM_A, "cus_e1", T("2026-10-01T00:00:00Z"));
-      assign(rig, SIM_B, "cus_e2", T("2026-10-01T00:00:00Z"));
+      await assign(rig, SIM_A, "cus_e1", T("2026-10-01T00:00:00Z"));
+      await assign(rig, SIM_B, "cus_e2", T("2026-10-01T00:00:00Z"));
 
       // Wholly in November, ended and reported before the boundary.
-      rig.ingest(
+      await rig.ingest(
         session(SIM_A, "2026-11-30T10:00:00Z", [
           ["2026-11-30T10:20:00Z", 1000],
           ["2026-11-30T10:45:00Z", 3000],
@@ -520,44 +519,44 @@ describe("usage is billed by the customer's own subscription period", () => {
         ["2026-12-01T00:30:00Z", 2500],
         ["2026-12-01T01:30:00Z", 5000],
       ]);
-      rig.ingest(s1.slice(0, 1));
+      await rig.ingest(s1.slice(0, 1));
       expect((await rig.report()).planned).toBe(0);
 
       // 00:35: s1 ends while November's draft is open (finalizes at 01:00).
       rig.now.value = T("2026-12-01T00:35:00Z");
-      rig.ingest([...s1.slice(1), ...s2.slice(0, 1)]);
+      await rig.ingest([...s1.slice(1), ...s2.slice(0, 1)]);
       await rig.reportUntilDone();
 
       // 01:40: s2 ends after the draft finalized: its November share (prorate) is late.
       rig.now.value = T("2026-12-01T01:40:00Z");
-      rig.ingest([
+      await rig.ingest([
         ...s2.slice(1),
         ...session(SIM_B, "2026-12-01T01:05:00Z", [["2026-12-01T01:35:00Z", 700]]),
       ]);
       await rig.reportUntilDone();
-      expect(pendingReports(rig.db)).toEqual([]);
+      expect(await rig.ledger.outbox.pending()).toEqual([]);
 
-      const rows = rowsOf(rig.db);
+      const rows = await rowsOf(rig);
       for (const c of ["cus_e1", "cus_e2"]) {
-        expect(await billedTotal(rig, c), c).toBe(countedTotal(rig, c));
+        expect(await billedTotal(rig, c), c).toBe(await countedTotal(rig, c));
         const b = await billingOf(rig, c);
         for (const which of ["previous", "current"] as const) {
-          const p = await invoiceParity(sqliteLedger(rig.db), rig.stripe, b, which);
+          const p = await invoiceParity(rig.ledger, rig.stripe, b, which);
           expect(p, `${c} ${which}`).toMatchObject({ difference: 0, unreported: 0, problem: null });
-          const s = await statement(sqliteLedger(rig.db), rig.stripe, b, which, "period");
+          const s = await statement(rig.ledger, rig.stripe, b, which, "period");
           expect(s.total).toBe(p.invoice_quantity);
         }
       }
-      expect(countedTotal(rig, "cus_e1")).toBe(3000 + 9000);
-      expect(countedTotal(rig, "cus_e2")).toBe(5000 + 700);
+      expect(await countedTotal(rig, "cus_e1")).toBe(3000 + 9000);
+      expect(await countedTotal(rig, "cus_e2")).toBe(5000 + 700);
       const e1 = await invoiceParity(
-        sqliteLedger(rig.db),
+        rig.ledger,
         rig.stripe,
         await billingOf(rig, "cus_e1"),
         "previous",
       );
       const e2 = await invoiceParity(
-        sqliteLedger(rig.db),
+        rig.ledger,
         rig.stripe,
         await billingOf(rig, "cus_e2"),
         "previous",
@@ -587,8 +586,8 @@ describe("customers without exactly one subscription item on the meter", () => {
       now: T("2026-11-20T10:30:00Z"),
       emulator: { autoSubscribe: false },
     });
-    assign(rig, SIM_A, "cus_new", T("2026-11-01T00:00:00Z"));
-    rig.ingest(session(SIM_A, "2026-11-20T09:05:00Z", [["2026-11-20T09:40:00Z", 2500]]));
+    await assign(rig, SIM_A, "cus_new", T("2026-11-01T00:00:00Z"));
+    await rig.ingest(session(SIM_A, "2026-11-20T09:05:00Z", [["2026-11-20T09:40:00Z", 2500]]));
 
     const first = await rig.report();
     expect(first).toMatchObject({
@@ -598,7 +597,7 @@ describe("customers without exactly one subscription item on the meter", () => {
       heldBytes: { no_subscription: 2500 },
       fatal: null,
     });
-    expect(loadBilling(rig.db).get("cus_new")?.state).toBe("none");
+    expect((await rig.ledger.billing.load()).get("cus_new")?.state).toBe("none");
 
     // A subscription appears a minute later; the stored lookup is not refreshed yet (300 s).
     rig.now.value = T("2026-11-20T10:31:00Z");
@@ -614,7 +613,7 @@ describe("customers without exactly one subscription item on the meter", () => {
 
     rig.now.value = T("2026-11-20T10:35:00Z");
     await rig.reportUntilDone();
-    const [row] = rowsOf(rig.db);
+    const [row] = await rowsOf(rig);
     expect(row).toMatchObject({
       customer_id: "cus_new",
       value: 2500,
@@ -630,7 +629,7 @@ describe("customers without exactly one subscription item on the meter", () => {
     ]);
     expect(await previewQuantity(rig.stripe, "cus_new")).toBe(2500);
     const p = await invoiceParity(
-      sqliteLedger(rig.db),
+      rig.ledger,
       rig.stripe,
       await billingOf(rig, "cus_new"),
       "current",
@@ -675,10 +674,10 @@ describe("customers without exactly one subscription item on the meter", () => {
       startDate,
     });
     rig.emu.addSubscription({ customer: "cus_one", price: p1.id, anchor, startDate });
-    assign(rig, SIM_A, "cus_two", startDate);
-    assign(rig, SIM_B, "cus_twosubs", startDate);
-    assign(rig, SIMS[0] as Sim, "cus_one", startDate);
-    rig.ingest([
+    await assign(rig, SIM_A, "cus_two", startDate);
+    await assign(rig, SIM_B, "cus_twosubs", startDate);
+    await assign(rig, SIMS[0] as Sim, "cus_one", startDate);
+    await rig.ingest([
       ...session(SIM_A, "2026-11-20T09:05:00Z", [["2026-11-20T09:40:00Z", 2500]]),
       ...session(SIM_B, "2026-11-20T09:05:00Z", [["2026-11-20T09:40:00Z", 1100]]),
       ...session(SIMS[0] as Sim, "2026-11-20T09:05:00Z", [["2026-11-20T09:40:00Z", 42]]),
@@ -693,12 +692,13 @@ describe("customers without exactly one subscription item on the meter", () => {
     });
     expect(rig.emu.events().map((e) => [e.customer, e.value])).toEqual([["cus_one", 42]]);
 
-    const held = planReports({
-      db: rig.db,
-      now: rig.now.value,
-      settings: { graceSeconds: rig.settings.graceSeconds },
-      dryRun: true,
-    }).held;
+    const held = (
+      await rig.ledger.plan({
+        now: rig.now.value,
+        settings: { graceSeconds: rig.settings.graceSeconds },
+        dryRun: true,
+      })
+    ).held;
     expect(held.map((h) => [h.customerId, h.reason, h.bytes])).toEqual([
       ["cus_two", "ambiguous_subscription", 2500],
       ["cus_twosubs", "ambiguous_subscription", 1100],
@@ -709,10 +709,10 @@ describe("customers without exactly one subscription item on the meter", () => {
     for (const sub of [subA, subB])
       expect(twoSubs?.detail).toContain(`${sub.id}/${sub.items.data[0]?.id}`);
 
-    const ambiguous = loadBilling(rig.db).get("cus_two");
+    const ambiguous = (await rig.ledger.billing.load()).get("cus_two");
     if (!ambiguous) throw new Error("no billing state for cus_two");
     expect(ambiguous).toMatchObject({ state: "ambiguous", itemId: null });
-    const parity = await invoiceParity(sqliteLedger(rig.db), rig.stripe, ambiguous, "current");
+    const parity = await invoiceParity(rig.ledger, rig.stripe, ambiguous, "current");
     expect(parity.problem).toContain(two.id);
     expect(parityProblem(parity)).toBe(true);
 
@@ -835,24 +835,100 @@ function proxiedReporter(r: ReportingRig, proxyUrl: string) {
     STRIPE_TIMEOUT_MS: r.settings.timeoutMs,
   });
   const logger = createLogger("silent");
-  const report = (db: Db = r.db) =>
+  const report = (ledger: Ledger = r.ledger) =>
     runReport({
-      ledger: sqliteLedger(db),
+      ledger,
       stripe,
       redis: r.redis,
       logger,
       settings: r.settings,
       now: () => r.now.value,
     });
-  const untilDone = async (maxRuns = 30, db: Db = r.db) => {
+  const untilDone = async (maxRuns = 30, ledger: Ledger = r.ledger) => {
     for (let run = 1; run <= maxRuns; run++) {
-      const s = await report(db);
+      const s = await report(ledger);
       if (s.fatal) throw new Error(s.fatal);
       if (s.stillPending === 0 && s.lockedCustomers === 0) return run;
     }
     throw new Error(`still pending after ${maxRuns} runs`);
   };
   return { stripe, report, untilDone };
+}
+
+type Restarted = { ledger: Ledger; sql: TestLedger["sql"] };
+
+/**
+ * The ledger as a SIGKILL would leave it, taken while the reporter awaits Stripe's answer (it
+ * writes again only after the answer or its timeout), and a restart from it: a new ledger over
+ * that state. SQLite: VACUUM INTO a copy of the file, opened anew. PostgreSQL: every table copied
+ * in one repeatable-read transaction, written back over the tables once the killed reporter's
+ * run has ended (its writes after the snapshot are what the kill loses), then a new pool on it.
+ */
+async function killSnapshot(r: ReportingRig) {
+  let restarted: Ledger | null = null;
+  const closeRestarted = async () => {
+    await restarted?.admin.close();
+    restarted = null;
+  };
+  if (r.backend === "sqlite") {
+    const file = join(r.dir, "killed.db");
+    return {
+      take: async () => {
+        r.db.$client.exec(`VACUUM INTO '${file}'`);
+      },
+      restart: async (): Promise<Restarted> => {
+        const db = openDb(file);
+        restarted = sqliteLedger(db);
+        const sql = async <R>(text: string, ...params: unknown[]) =>
+          db.$client.prepare(text).all(...params) as R[];
+        return { ledger: restarted, sql: sql as TestLedger["sql"] };
+      },
+      close: async () => {
+        await closeRestarted();
+        rmSync(file, { force: true });
+      },
+    };
+  }
+  const url = r.env.DATABASE_URL as string;
+  const tables = (
+    await r.sql<{ t: string }>(
+      "select tablename as t from pg_tables where schemaname = 'public' order by tablename",
+    )
+  ).map(({ t }) => t);
+  // connected before the reporter starts: the snapshot is one round trip
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  return {
+    take: async () => {
+      await client.query(
+        [
+          "begin isolation level repeatable read",
+          "create schema killed",
+          ...tables.map((t) => `create table killed."${t}" as table public."${t}"`),
+          "commit",
+        ].join(";\n"),
+      );
+    },
+    restart: async (): Promise<Restarted> => {
+      await client.query(
+        [
+          "begin",
+          ...tables.flatMap((t) => [
+            `delete from public."${t}"`,
+            `insert into public."${t}" select * from killed."${t}"`,
+          ]),
+          "drop schema killed cascade",
+          "commit",
+        ].join(";\n"),
+      );
+      restarted = pgLedger(createPool(url, { role: "test", max: 4 }), url);
+      return { ledger: restarted, sql: r.sql };
+    },
+    close: async () => {
+      await closeRestarted();
+      await client.end();
+    },
+  };
 }
 
 describe("one row, one request: retries across a period boundary", () => {
@@ -868,8 +944,8 @@ describe("one row, one request: retries across a period boundary", () => {
       emulator: { autoSubscribe: false, faults: { delayAfterRecordRate: 1, delayMs: 1200 } },
     });
     subscribe(r, "cus_k", { anchor: "2026-11-01T00:00:00Z", startDate: "2026-10-01T00:00:00Z" });
-    assign(r, SIM_A, "cus_k", T("2026-10-01T00:00:00Z"));
-    r.ingest(session(SIM_A, "2026-11-30T23:05:00Z", [["2026-11-30T23:35:00Z", 4000]]));
+    await assign(r, SIM_A, "cus_k", T("2026-10-01T00:00:00Z"));
+    await r.ingest(session(SIM_A, "2026-11-30T23:05:00Z", [["2026-11-30T23:35:00Z", 4000]]));
     const proxy = await recordingProxy(r.emu);
     cleanups.push(() => proxy.close());
     r.settings.attemptsPerRun = 1;
@@ -882,7 +958,7 @@ describe("one row, one request: retries across a period boundary", () => {
     const first = await reporter.report();
     expect(first).toMatchObject({ planned: 1, sent: 0, stillPending: 1 });
     await waitFor(() => proxy.calls.length === 1, "the delayed answer");
-    expect(rowsOf(r.db)).toMatchObject([{ attempts: 1, state: "pending", late: 0 }]);
+    expect(await rowsOf(r)).toMatchObject([{ attempts: 1, state: "pending", late: 0 }]);
 
     // Under the old rule the row would now be stamped late; its parameters are fixed instead.
     r.now.value = T(AFTER);
@@ -891,7 +967,7 @@ describe("one row, one request: retries across a period boundary", () => {
     await reporter.untilDone();
 
     const id = `v1:cus_k:${HOUR / 1000}:0`;
-    expect(rowsOf(r.db)).toMatchObject([
+    expect(await rowsOf(r)).toMatchObject([
       { identifier: id, state: "sent", late: 0, timestamp: HOUR / 1000, value: 4000 },
     ]);
     expect(proxy.calls.map((c) => [c.identifier, c.key, c.status])).toEqual([
@@ -914,25 +990,22 @@ describe("one row, one request: retries across a period boundary", () => {
     const { r, proxy, reporter } = await delayedCallRig();
     rig = r;
     // The reporter is killed while its call is at Stripe: what is on disk at that instant is the
-    // row written before the call, nothing after it. Snapshot the file then (as SIGKILL would).
-    const snapshot = join(r.dir, "killed.db");
+    // row written before the call, nothing after it. Snapshot the ledger then (as SIGKILL would).
+    const killed = await killSnapshot(r);
+    cleanups.push(() => killed.close());
     const running = reporter.report();
-    await waitFor(() => r.emu.events().length === 1, "the call to reach Stripe");
-    r.db.$client.exec(`VACUUM INTO '${snapshot}'`);
+    await waitFor(() => r.emu.events().length === 1, "the call to reach Stripe", 30_000, 10);
+    await killed.take();
     await running;
     await waitFor(() => proxy.calls.length === 1, "the delayed answer");
-    cleanups.push(() => rmSync(snapshot, { force: true }));
 
-    // Restarted from that file after the boundary, once November's draft has finalized.
-    const restarted = openDb(snapshot);
-    cleanups.push(() => {
-      restarted.$client.close();
-    });
-    expect(rowsOf(restarted)).toMatchObject([{ attempts: 0, state: "pending", late: 0 }]);
+    // Restarted from that snapshot after the boundary, once November's draft has finalized.
+    const restarted = await killed.restart();
+    expect(await rowsOf(restarted)).toMatchObject([{ attempts: 0, state: "pending", late: 0 }]);
     r.now.value = T(AFTER);
     r.emu.setFaults({});
     r.settings.attemptsPerRun = 6;
-    await reporter.untilDone(30, restarted);
+    await reporter.untilDone(30, restarted.ledger);
 
     const id = `v1:cus_k:${HOUR / 1000}:0`;
     expect(idempotencyErrors(proxy.calls)).toBe(0);
@@ -943,7 +1016,7 @@ describe("one row, one request: retries across a period boundary", () => {
     expect.soft(await billedTotal(r, "cus_k"), "billed in all (counted: 4000)").toBe(4000);
     expect
       .soft(
-        rowsOf(restarted).map((x) => [x.identifier, x.state, x.late]),
+        (await rowsOf(restarted)).map((x) => [x.identifier, x.state, x.late]),
         "the interrupted row is retried, not superseded by a new identifier",
       )
       .toEqual([[id, "sent", 0]]);
@@ -987,7 +1060,7 @@ describe("the Stripe-fault drill across a period boundary", () => {
       interval: "day",
     });
     for (const [i, sim] of SIMS.entries())
-      assign(r, sim, customers[i % 3] as string, T("2026-10-01T00:00:00Z"));
+      await assign(r, sim, customers[i % 3] as string, T("2026-10-01T00:00:00Z"));
 
     // Seeded sessions from 18:00 to 02:30; each reading arrives soon, or up to 3 h late.
     let seed = 0x5eed;
@@ -1035,14 +1108,14 @@ describe("the Stripe-fault drill across a period boundary", () => {
       r.now.value = T(step);
       const due = pending.filter((p) => p.arrival <= r.now.value || step === steps.at(-1));
       for (const p of due) pending.splice(pending.indexOf(p), 1);
-      if (due.length > 0) r.ingest(due.map((p) => p.event));
+      if (due.length > 0) await r.ingest(due.map((p) => p.event));
       runs += await reporter.untilDone(40);
     }
     expect(pending).toEqual([]);
 
     const stats = r.emu.stats();
     console.log(
-      `period-boundary drill: ${rowsOf(r.db).length} rows, ${proxy.calls.length} calls in ${runs} runs, ${stats.injected500} 500s, ${stats.injected429} 429s, ${stats.injectedDelays} delayed, ${stats.duplicateIdentifiers} duplicates, ${rowsOf(r.db).filter((x) => x.late).length} late rows`,
+      `period-boundary drill: ${(await rowsOf(r)).length} rows, ${proxy.calls.length} calls in ${runs} runs, ${stats.injected500} 500s, ${stats.injected429} 429s, ${stats.injectedDelays} delayed, ${stats.duplicateIdentifiers} duplicates, ${(await rowsOf(r)).filter((x) => x.late).length} late rows`,
     );
     expect(stats.injected500).toBeGreaterThan(0);
     expect(stats.injected429).toBeGreaterThan(0);
@@ -1052,12 +1125,12 @@ describe("the Stripe-fault drill across a period boundary", () => {
     expectOneBodyPer(proxy.calls);
     expectEachIdentifierOnce(r);
     expect(stats.concurrencyViolations).toBe(0);
-    expect(rowsOf(r.db).filter((x) => x.state !== "sent")).toEqual([]);
+    expect((await rowsOf(r)).filter((x) => x.state !== "sent")).toEqual([]);
     for (const c of customers) {
-      expect(await billedTotal(r, c), `${c} billed in all`).toBe(countedTotal(r, c));
+      expect(await billedTotal(r, c), `${c} billed in all`).toBe(await countedTotal(r, c));
       const b = await billingOf(r, c);
       for (const which of ["previous", "current"] as const) {
-        const p = await invoiceParity(sqliteLedger(r.db), r.stripe, b, which);
+        const p = await invoiceParity(r.ledger, r.stripe, b, which);
         expect(p, `${c} ${which}`).toMatchObject({ difference: 0, unreported: 0, problem: null });
       }
     }

@@ -6,16 +6,19 @@ import { Redis } from "ioredis";
 import { afterAll, describe, expect, inject, it } from "vitest";
 import { startRedis } from "../../scripts/lib/redis-server.ts";
 import { startStripeEmulator } from "../../scripts/stripe-emulator.ts";
-import { openDb } from "../../src/db/client.ts";
-import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
 import { createStripe } from "../../src/reporting/stripe.ts";
 import { ensureMeter } from "../../src/reporting/stripe-setup.ts";
 import { defaultSettings } from "../helpers/db.ts";
+import { openTestLedger, type TestLedger, testBackend } from "../helpers/ledger.ts";
 import { startSimmeter, tempDir, waitFor } from "../helpers/process.ts";
 
-// `simmeter doctor` as a real child process against real SQLite files, the private Redis (or one
-// started for the test), and the Stripe emulator. It exits 1 when a check fails, --strict counts
-// warnings as failures, and --json prints only { ok, checks: [{ name, status, detail, … }] }.
+// `simmeter doctor` as a real child process against the vitest project's ledger (a SQLite file or
+// a PostgreSQL database: its checks of PostgreSQL itself are cli-doctor-pg.test.ts's), the private
+// Redis (or one started for the test), and the Stripe emulator. It exits 1 when a check fails,
+// --strict counts warnings as failures, and --json prints only { ok, checks: [{ name, status,
+// detail, … }] }.
+
+const backend = testBackend();
 
 const BIN = resolve(import.meta.dirname, "../../bin/simmeter.mjs");
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -37,11 +40,21 @@ afterAll(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-function workspace() {
+/**
+ * A migrated, empty ledger (closed when the test finishes), and doctor's env on it. PostgreSQL:
+ * its database with synchronous_commit on (the test cluster runs with it off, which doctor rightly
+ * warns about: cli-doctor-pg.test.ts), so that only what a test sets up warns.
+ */
+async function workspace() {
   const dir = tempDir("simmeter-doctor-");
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const t = await openTestLedger({ file: true });
+  if (t.env.DATABASE_URL)
+    await t.sql(
+      `alter database "${new URL(t.env.DATABASE_URL).pathname.slice(1)}" set synchronous_commit = on`,
+    );
   const env: Record<string, string | undefined> = {
-    DATABASE_PATH: join(dir, "simmeter.db"),
+    ...t.env,
     REDIS_URL: inject("redisUrl"),
     REDIS_PREFIX: `dr${randomUUID().slice(0, 8)}`,
     LOG_LEVEL: "warn",
@@ -74,7 +87,7 @@ function workspace() {
     const byName = (name: string) => report.checks.find((c) => c.name === name);
     return { code: r.code, report, check: byName };
   };
-  return { dir, env, run, json };
+  return { dir, t, env, run, json };
 }
 
 const fixture = () =>
@@ -83,7 +96,7 @@ const fixture = () =>
   )[0] as Record<string, unknown>;
 
 /** A counted session of the fixture's SIM, unmapped (1536 bytes), and `broken` quarantined events. */
-function seed(dbPath: string, broken: number): void {
+async function seed(t: TestLedger, broken: number): Promise<void> {
   const events: unknown[] = [fixture()];
   for (let i = 0; i < broken; i++) {
     const e = JSON.parse(
@@ -95,42 +108,40 @@ function seed(dbPath: string, broken: number): void {
     e.data.data_total = -5;
     events.push(e);
   }
-  const db = openDb(dbPath);
-  const s = ingestDeliveries(
-    {
-      db,
-      stmts: prepareIngest(db),
-      settings: { ...defaultSettings, retentionDays: 100_000 },
-      now: Date.now,
-    },
+  const s = await t.ledger.ingestJob(
     { v: 1, deliveries: [{ id: "seed", receivedAt: Date.now(), source: "replay", events }] },
+    { ...defaultSettings, retentionDays: 100_000 },
+    Date.now,
   );
-  db.$client.close();
   expect(s).toMatchObject({ counted: 1, quarantined: broken });
 }
 
 describe("simmeter doctor (CLI)", { timeout: 120_000 }, () => {
-  it("a missing database fails the database check and exits 1, and no database or directory is created", async () => {
-    const w = workspace();
-    const dbPath = join(w.dir, "mistyped", "simmeter.db");
-    const r = await w.run([], { DATABASE_PATH: dbPath });
-    expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(
-      new RegExp(`\\ndatabase +fail +no database at ${dbPath}: check DATABASE_PATH`),
-    );
-    const j = await w.json([], { DATABASE_PATH: dbPath });
-    expect(j.code).toBe(1);
-    expect(j.report.ok).toBe(false);
-    expect(j.check("database")).toMatchObject({ status: "fail", path: dbPath });
-    // The checks that need no database still ran.
-    expect(j.check("redis")?.status).toBe("ok");
-    expect(j.check("webhook")?.status).toBe("ok");
-    expect(existsSync(join(w.dir, "mistyped"))).toBe(false);
-  });
+  // A missing SQLite file; PostgreSQL's counterpart, a DATABASE_URL naming a database that does
+  // not exist, is cli-doctor-pg.test.ts's ("a database that does not exist …").
+  it.runIf(backend === "sqlite")(
+    "a missing database fails the database check and exits 1, and no database or directory is created",
+    async () => {
+      const w = await workspace();
+      const dbPath = join(w.dir, "mistyped", "simmeter.db");
+      const r = await w.run([], { DATABASE_PATH: dbPath });
+      expect(r.code).toBe(1);
+      expect(r.stdout).toMatch(
+        new RegExp(`\\ndatabase +fail +no database at ${dbPath}: check DATABASE_PATH`),
+      );
+      const j = await w.json([], { DATABASE_PATH: dbPath });
+      expect(j.code).toBe(1);
+      expect(j.report.ok).toBe(false);
+      expect(j.check("database")).toMatchObject({ status: "fail", path: dbPath });
+      // The checks that need no database still ran.
+      expect(j.check("redis")?.status).toBe("ok");
+      expect(j.check("webhook")?.status).toBe("ok");
+      expect(existsSync(join(w.dir, "mistyped"))).toBe(false);
+    },
+  );
 
   it("--json prints only JSON: ok, and each check's name, status and detail in snake_case", async () => {
-    const w = workspace();
-    openDb(w.env.DATABASE_PATH as string).$client.close();
+    const w = await workspace();
     const r = await w.run(["--json"]);
     const report = JSON.parse(r.stdout) as Report & Record<string, unknown>;
     expect(Object.keys(report)).toEqual(["ok", "strict", "version", "checked_at", "checks"]);
@@ -141,15 +152,18 @@ describe("simmeter doctor (CLI)", { timeout: 120_000 }, () => {
       expect(typeof c.detail).toBe("string");
       for (const k of Object.keys(c)) expect(k).toMatch(/^[a-z]+(_[a-z]+)*$/);
     }
-    expect(report.checks.find((c) => c.name === "database")).toMatchObject({
+    expect(report.checks.find((c) => c.name === "database")?.status).toBe("ok");
+    // SQLite counts the migrations in the database check, PostgreSQL in its own one.
+    const migrations = backend === "sqlite" ? "database" : "postgres migrations";
+    expect(report.checks.find((c) => c.name === migrations)).toMatchObject({
       status: "ok",
       migrations_applied: expect.any(Number),
     });
   });
 
   it("without STRIPE_SECRET_KEY, warns that reporting is disabled instead of failing or crashing; events in quarantine and unmapped usage are warnings naming the count and the command; exits 0, and 1 with --strict", async () => {
-    const w = workspace();
-    seed(w.env.DATABASE_PATH as string, 2);
+    const w = await workspace();
+    await seed(w.t, 2);
     const r = await w.run([]);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/\n\d+ warnings\n$/);
@@ -181,8 +195,7 @@ describe("simmeter doctor (CLI)", { timeout: 120_000 }, () => {
   it("fails a Redis that may evict keys and warns about one without AOF", async () => {
     const redis = await startRedis({ evictionPolicy: "allkeys-lru", persistence: false });
     cleanups.push(() => redis.stop());
-    const w = workspace();
-    openDb(w.env.DATABASE_PATH as string).$client.close();
+    const w = await workspace();
     const j = await w.json([], { REDIS_URL: redis.url });
     expect(j.code).toBe(1);
     expect(j.check("redis")?.status).toBe("ok");
@@ -193,8 +206,7 @@ describe("simmeter doctor (CLI)", { timeout: 120_000 }, () => {
   });
 
   it("fails when Redis cannot be reached, hiding its password, and still runs the other checks", async () => {
-    const w = workspace();
-    openDb(w.env.DATABASE_PATH as string).$client.close();
+    const w = await workspace();
     const j = await w.json([], { REDIS_URL: "redis://:s3cret@127.0.0.1:1" });
     expect(j.code).toBe(1);
     expect(j.check("redis")?.status).toBe("fail");
@@ -233,8 +245,7 @@ describe("simmeter doctor (CLI)", { timeout: 120_000 }, () => {
       "differs from BASIC_AUTH",
     ],
   ])("the webhook check reports %s", async (_what, extra, status, detail) => {
-    const w = workspace();
-    openDb(w.env.DATABASE_PATH as string).$client.close();
+    const w = await workspace();
     const j = await w.json([], extra);
     expect(j.check("webhook")?.status).toBe(status);
     expect(j.check("webhook")?.detail).toContain(detail);
@@ -252,14 +263,13 @@ describe("simmeter doctor (CLI)", { timeout: 120_000 }, () => {
       }),
       "supersim_data_bytes",
     );
-    const w = workspace();
+    const w = await workspace();
     const stripeEnv = {
       STRIPE_SECRET_KEY: emu.apiKey,
       STRIPE_API_BASE: emu.url,
       STRIPE_TIMEOUT_MS: "5000",
     };
     // Before any worker ran: no schedule in Redis.
-    openDb(w.env.DATABASE_PATH as string).$client.close();
     const before = await w.json([], stripeEnv);
     expect(before.check("reporting")?.status).toBe("warn");
     expect(before.check("reporting")?.detail).toContain("no report schedule in Redis");

@@ -2,19 +2,14 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { HOUR_MS } from "../../src/accounting/buckets.ts";
-import {
-  assignCustomer,
-  importCustomersCsv,
-  listAssignments,
-} from "../../src/customers/customers.ts";
-import { openDb } from "../../src/db/client.ts";
-import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
+import { assignCustomer, importCustomersCsv } from "../../src/customers/customers.ts";
 import { cli, tempDirsRemovedAfterAll } from "../helpers/cli.ts";
-import { ingestFixture } from "../helpers/seed.ts";
+import { openTestLedger } from "../helpers/ledger.ts";
+import { ingestFixtureVia } from "../helpers/seed.ts";
 
-// `simmeter customers import` as a real child process against a real SQLite file: every bad row
-// in one pass, nothing imported when any row is bad, and a second import of the same file adds
-// nothing ("0 new, 4 unchanged").
+// `simmeter customers import` as a real child process against the vitest project's ledger (a
+// SQLite file or a PostgreSQL database): every bad row in one pass, nothing imported when any row
+// is bad, and a second import of the same file adds nothing ("0 new, 4 unchanged").
 
 const SIM_A = "HS0123456789abcdef0123456789abcdef";
 const SIM_B = "HSfedcba9876543210fedcba9876543210";
@@ -26,39 +21,32 @@ const FIXTURE_ICCID = "89883070000005381783";
 
 const freshDir = tempDirsRemovedAfterAll("simmeter-import-");
 
-function workspace() {
+async function workspace() {
   const dir = freshDir();
-  const dbPath = join(dir, "simmeter.db");
-  openDb(dbPath).$client.close();
+  const t = await openTestLedger({ file: true });
   const file = (name: string, text: string) => {
     const path = join(dir, name);
     writeFileSync(path, text);
     return path;
   };
-  const assignments = () => {
-    const db = openDb(dbPath, { mode: "read" });
-    try {
-      return listAssignments(db).map((a) => ({
-        id: a.targetId,
-        customer: a.customerId,
-        from: new Date(a.effectiveFrom).toISOString(),
-      }));
-    } finally {
-      db.$client.close();
-    }
-  };
+  const assignments = async () =>
+    (await t.ledger.assignments.list()).map((a) => ({
+      id: a.targetId,
+      customer: a.customerId,
+      from: new Date(a.effectiveFrom).toISOString(),
+    }));
   return {
     dir,
-    dbPath,
+    ledger: t.ledger,
     file,
-    cli: (args: string[]) => cli(args, { DATABASE_PATH: dbPath }),
+    cli: (args: string[]) => cli(args, t.env),
     assignments,
   };
 }
 
 describe("simmeter customers import (CLI)", () => {
   it("reports every bad row in one pass, each with its line and reason, and imports nothing", async () => {
-    const w = workspace();
+    const w = await workspace();
     const csv = w.file(
       "bad.csv",
       [
@@ -89,11 +77,11 @@ describe("simmeter customers import (CLI)", () => {
     );
     expect(r.stderr).toContain(`${csv}:8: 1 field(s), the header has 3`);
     expect(r.stderr).toContain("nothing imported: 6 bad row(s)");
-    expect(w.assignments()).toEqual([]);
+    expect(await w.assignments()).toEqual([]);
   });
 
   it("a broken quote is reported with its line, beside the bad rows before it", async () => {
-    const w = workspace();
+    const w = await workspace();
     const csv = w.file(
       "quote.csv",
       `sim_sid,stripe_customer_id\nHSnope,cus_A1\n${SIM_A},cus_B2\n"${SIM_B},cus_C3\n${SIM_C},cus_D4\n`,
@@ -102,11 +90,11 @@ describe("simmeter customers import (CLI)", () => {
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`${csv}:2: "HSnope" is not a Super SIM SID`);
     expect(r.stderr).toMatch(new RegExp(`${csv}:4: Quote Not Closed`));
-    expect(w.assignments()).toEqual([]);
+    expect(await w.assignments()).toEqual([]);
   });
 
   it('importing the same file again adds nothing ("0 new, 4 unchanged"); changing one row adds only that row', async () => {
-    const w = workspace();
+    const w = await workspace();
     const rows = [
       "sim_sid,stripe_customer_id,effective_from",
       `${SIM_A},cus_A1,2026-11-01T00:00:00Z`,
@@ -121,7 +109,7 @@ describe("simmeter customers import (CLI)", () => {
     expect(first.stdout).toBe(
       "3 new, 1 unchanged; effective from 2026-11-01T00:00:00.000Z (the earliest of 3 effective times)\n",
     );
-    const imported = w.assignments();
+    const imported = await w.assignments();
     expect(imported).toHaveLength(3);
     const nextHour = Date.parse(imported.find((a) => a.id === SIM_C)?.from ?? "");
     expect(nextHour % HOUR_MS).toBe(0);
@@ -130,7 +118,7 @@ describe("simmeter customers import (CLI)", () => {
     const second = await w.cli(["customers", "import", csv]);
     expect(second.code, second.stderr).toBe(0);
     expect(second.stdout).toBe("0 new, 4 unchanged; nothing changed\n");
-    expect(w.assignments()).toEqual(imported);
+    expect(await w.assignments()).toEqual(imported);
 
     // SIM_B moves to another customer from the same time: one new assignment.
     const changed = w.file(
@@ -140,11 +128,11 @@ describe("simmeter customers import (CLI)", () => {
     const third = await w.cli(["customers", "import", changed]);
     expect(third.code, third.stderr).toBe(0);
     expect(third.stdout).toBe("1 new, 2 unchanged; effective from 2026-11-10T09:00:00.000Z\n");
-    expect(w.assignments()).toHaveLength(4);
+    expect(await w.assignments()).toHaveLength(4);
   });
 
   it("--json prints a snake_case summary, and the bad rows with their lines when refused", async () => {
-    const w = workspace();
+    const w = await workspace();
     const good = w.file(
       "good.csv",
       `fleet_sid,stripe_customer_id,effective_from\nHF0123456789abcdef0123456789abcdef,cus_A1,2026-11-01\n`,
@@ -179,11 +167,10 @@ describe("simmeter customers import (CLI)", () => {
   });
 
   it("keeps the re-bill rule: a row that would move counted usage is refused, naming it, unless --rebill", async () => {
-    const w = workspace();
-    ingestFixture(w.dbPath, "f");
-    const db = openDb(w.dbPath);
+    const w = await workspace();
+    await ingestFixtureVia(w.ledger, "f");
     await assignCustomer({
-      ledger: sqliteLedger(db),
+      ledger: w.ledger,
       now: Date.now(),
       input: {
         targetType: "sim",
@@ -192,7 +179,6 @@ describe("simmeter customers import (CLI)", () => {
         effectiveFrom: Date.parse("2022-12-01T00:00:00Z"),
       },
     });
-    db.$client.close();
     const csv = w.file(
       "move.csv",
       `sim_sid,stripe_customer_id,effective_from\n${FIXTURE_SIM},cus_old,2022-12-01\n${FIXTURE_SIM},cus_new,2022-12-14T13:00:00Z\n`,
@@ -203,58 +189,47 @@ describe("simmeter customers import (CLI)", () => {
     expect(refused.stderr).toContain("would move 1536 counted bytes in 1 SIM-hour(s)");
     expect(refused.stderr).toContain(moved);
     expect(refused.stderr).toContain("--rebill");
-    expect(w.assignments().map((a) => a.customer)).toEqual(["cus_old"]);
+    expect((await w.assignments()).map((a) => a.customer)).toEqual(["cus_old"]);
 
     const rebilled = await w.cli(["customers", "import", csv, "--rebill"]);
     expect(rebilled.code, rebilled.stderr).toBe(0);
     expect(rebilled.stdout).toBe(
       `re-billed: ${moved}\n1 new, 1 unchanged; effective from 2022-12-14T13:00:00.000Z\n`,
     );
-    expect(w.assignments().map((a) => a.customer)).toEqual(["cus_old", "cus_new"]);
+    expect((await w.assignments()).map((a) => a.customer)).toEqual(["cus_old", "cus_new"]);
   });
 });
 
 describe("importCustomersCsv: what counts as unchanged", () => {
   it("a SIM row that would override its ICCID's later assignment is new, not unchanged", async () => {
-    const dbPath = join(freshDir(), "simmeter.db");
-    ingestFixture(dbPath, "f");
-    const db = openDb(dbPath);
-    try {
-      const now = Date.parse("2026-11-20T10:30:00Z");
-      const csv = `sim_sid,stripe_customer_id\n${FIXTURE_SIM},cus_A1\n`;
-      expect(await importCustomersCsv({ ledger: sqliteLedger(db), csv, now })).toMatchObject({
-        imported: 1,
-        unchanged: 0,
-      });
-      expect(
-        await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: now + HOUR_MS }),
-      ).toMatchObject({
-        imported: 0,
-        unchanged: 1,
-      });
-      // The SIM's ICCID goes to another customer later on: importing the SIM row again now
-      // would take the SIM back from that customer, so it is a change.
-      await assignCustomer({
-        ledger: sqliteLedger(db),
-        now: now + 2 * HOUR_MS,
-        input: { targetType: "iccid", targetId: FIXTURE_ICCID, customerId: "cus_B2" },
-      });
-      expect(
-        await importCustomersCsv({ ledger: sqliteLedger(db), csv, now: now + 5 * HOUR_MS }),
-      ).toMatchObject({
-        imported: 1,
-        unchanged: 0,
-      });
-      // An earlier effective time than the assignment in effect is a change too.
-      const earlier = `sim_sid,stripe_customer_id,effective_from\n${FIXTURE_SIM},cus_A1,2026-11-01\n`;
-      expect(
-        await importCustomersCsv({ ledger: sqliteLedger(db), csv: earlier, now }),
-      ).toMatchObject({
-        imported: 1,
-        unchanged: 0,
-      });
-    } finally {
-      db.$client.close();
-    }
+    const { ledger } = await openTestLedger();
+    await ingestFixtureVia(ledger, "f");
+    const now = Date.parse("2026-11-20T10:30:00Z");
+    const csv = `sim_sid,stripe_customer_id\n${FIXTURE_SIM},cus_A1\n`;
+    expect(await importCustomersCsv({ ledger, csv, now })).toMatchObject({
+      imported: 1,
+      unchanged: 0,
+    });
+    expect(await importCustomersCsv({ ledger, csv, now: now + HOUR_MS })).toMatchObject({
+      imported: 0,
+      unchanged: 1,
+    });
+    // The SIM's ICCID goes to another customer later on: importing the SIM row again now
+    // would take the SIM back from that customer, so it is a change.
+    await assignCustomer({
+      ledger,
+      now: now + 2 * HOUR_MS,
+      input: { targetType: "iccid", targetId: FIXTURE_ICCID, customerId: "cus_B2" },
+    });
+    expect(await importCustomersCsv({ ledger, csv, now: now + 5 * HOUR_MS })).toMatchObject({
+      imported: 1,
+      unchanged: 0,
+    });
+    // An earlier effective time than the assignment in effect is a change too.
+    const earlier = `sim_sid,stripe_customer_id,effective_from\n${FIXTURE_SIM},cus_A1,2026-11-01\n`;
+    expect(await importCustomersCsv({ ledger, csv: earlier, now })).toMatchObject({
+      imported: 1,
+      unchanged: 0,
+    });
   });
 });

@@ -3,10 +3,11 @@ import { randomUUID } from "node:crypto";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, inject, it } from "vitest";
-import { readDb, tempDir } from "../helpers/process.ts";
+import { openTestLedger } from "../helpers/ledger.ts";
+import { tempDir } from "../helpers/process.ts";
 
 // `simmeter replay` as a real child process (with its own in-process worker), the private Redis and
-// a real SQLite file: it exits 1 when nothing of the file was counted, and with --strict when any
+// the vitest project's ledger (a SQLite file or a PostgreSQL database): it exits 1 when nothing of the file was counted, and with --strict when any
 // event was quarantined. Events counted before (duplicates) are not a failure.
 
 const BIN = resolve(import.meta.dirname, "../../bin/simmeter.mjs");
@@ -43,13 +44,14 @@ function broken(n: number): Record<string, unknown> {
   return e;
 }
 
-function workspace() {
+async function workspace() {
   const dir = tempDir("simmeter-replay-cli-");
   dirs.push(dir);
+  const t = await openTestLedger({ file: true });
   const env = {
     REDIS_URL: inject("redisUrl"),
     REDIS_PREFIX: `rp${randomUUID().slice(0, 8)}`,
-    DATABASE_PATH: join(dir, "simmeter.db"),
+    ...t.env,
     RETENTION_DAYS: "100000", // the fixture is from 2022
     LOG_LEVEL: "warn",
   };
@@ -79,14 +81,14 @@ function workspace() {
         );
       },
     );
-  const quarantined = () =>
-    readDb<{ n: number }>(env.DATABASE_PATH, "select count(*) as n from quarantine")[0]?.n;
+  const quarantined = async () =>
+    (await t.sql<{ n: number }>("select count(*) as n from quarantine"))[0]?.n;
   return { dir, env, file, replay, quarantined };
 }
 
 describe("simmeter replay exit status", { timeout: 120_000 }, () => {
   it("exits 1 when every event of the file was quarantined, saying nothing was counted", async () => {
-    const w = workspace();
+    const w = await workspace();
     const path = w.file("broken.jsonl", [broken(1), broken(2)]);
     const r = await w.replay([path]);
     expect(r.code).toBe(1);
@@ -94,11 +96,11 @@ describe("simmeter replay exit status", { timeout: 120_000 }, () => {
     expect(r.stderr).toContain(
       `nothing counted: all 2 event(s) of ${path} that could be billed were quarantined (see simmeter quarantine)`,
     );
-    expect(w.quarantined()).toBe(2);
+    expect(await w.quarantined()).toBe(2);
   });
 
   it("exits 1 for a file with no events", async () => {
-    const w = workspace();
+    const w = await workspace();
     const path = w.file("empty.jsonl", []);
     const r = await w.replay([path]);
     expect(r.code).toBe(1);
@@ -107,7 +109,7 @@ describe("simmeter replay exit status", { timeout: 120_000 }, () => {
   });
 
   it("exits 0 when a second replay of the same file finds every event already counted", async () => {
-    const w = workspace();
+    const w = await workspace();
     const path = w.file("good.jsonl", [ended(1), ended(2)]);
     const first = await w.replay([path]);
     expect(first.code, first.stderr).toBe(0);
@@ -119,7 +121,7 @@ describe("simmeter replay exit status", { timeout: 120_000 }, () => {
   });
 
   it("with some events quarantined exits 0 and says so; --strict exits 1", async () => {
-    const w = workspace();
+    const w = await workspace();
     const path = w.file("mixed.jsonl", [ended(1), broken(2)]);
     const lax = await w.replay([path]);
     expect(lax.code, lax.stderr).toBe(0);

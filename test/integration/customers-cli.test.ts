@@ -2,10 +2,11 @@ import { spawn } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { openDb } from "../../src/db/client.ts";
+import { openTestLedger } from "../helpers/ledger.ts";
 import { tempDir } from "../helpers/process.ts";
 
-// `simmeter customers …` as a real child process against a SQLite file; these commands need no Redis.
+// `simmeter customers …` as a real child process against the vitest project's ledger (a SQLite
+// file or a PostgreSQL database, its env given to every run); these commands need no Redis.
 
 const BIN = resolve(import.meta.dirname, "../../bin/simmeter.mjs");
 const SIM = "HS0123456789abcdef0123456789abcdef";
@@ -18,18 +19,18 @@ afterAll(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-function workspace() {
+async function workspace() {
   const dir = tempDir("simmeter-customers-cli-");
   dirs.push(dir);
-  const env = { DATABASE_PATH: join(dir, "simmeter.db"), LOG_LEVEL: "warn" };
-  // customers commands refuse a missing database (the worker creates it): create it as it would.
-  openDb(env.DATABASE_PATH).$client.close();
+  // customers commands refuse a missing database (the worker creates it): a migrated ledger.
+  const t = await openTestLedger({ file: true });
+  const env = { ...t.env, LOG_LEVEL: "warn" };
   const file = (name: string, text: string) => {
     const path = join(dir, name);
     writeFileSync(path, text);
     return path;
   };
-  const cli = (args: string[], extraEnv: Record<string, string> = {}) =>
+  const cli = (args: string[], extraEnv: Record<string, string | undefined> = {}) =>
     simmeter(args, { ...env, ...extraEnv });
   const list = async () => {
     const r = await cli(["customers", "list", "--json"]);
@@ -58,7 +59,7 @@ function workspace() {
 
 function simmeter(
   args: string[],
-  env: Record<string, string>,
+  env: Record<string, string | undefined>,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((done, fail) => {
     const child = spawn(process.execPath, [BIN, ...args], {
@@ -80,7 +81,7 @@ function simmeter(
 
 describe("simmeter customers (CLI)", () => {
   it("assign prints the mapping and the whole hour it takes effect from", async () => {
-    const w = workspace();
+    const w = await workspace();
     const r = await w.cli([
       "customers",
       "assign",
@@ -100,7 +101,7 @@ describe("simmeter customers (CLI)", () => {
   });
 
   it("assign without --from takes effect from the next whole hour", async () => {
-    const w = workspace();
+    const w = await workspace();
     const before = Date.now();
     const r = await w.cli(["customers", "assign", FLEET, "--fleet", "--customer", "cus_A1"]);
     const after = Date.now();
@@ -115,7 +116,7 @@ describe("simmeter customers (CLI)", () => {
   });
 
   it("assign takes a --from time without an offset as UTC, as its help says, whatever the machine's zone", async () => {
-    const w = workspace();
+    const w = await workspace();
     const r = await w.cli(
       [
         "customers",
@@ -134,7 +135,7 @@ describe("simmeter customers (CLI)", () => {
   });
 
   it("assign with two kinds of target exits non-zero, says to give exactly one, and stores nothing", async () => {
-    const w = workspace();
+    const w = await workspace();
     const r = await w.cli(["customers", "assign", SIM, "--sim", "--fleet", "--customer", "cus_A1"]);
     expect(r.code).not.toBe(0);
     expect(r.stdout).toBe("");
@@ -143,14 +144,14 @@ describe("simmeter customers (CLI)", () => {
   });
 
   it("assign with no kind of target exits non-zero and says to give exactly one", async () => {
-    const w = workspace();
+    const w = await workspace();
     const r = await w.cli(["customers", "assign", SIM, "--customer", "cus_A1"]);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain("give exactly one of --sim, --iccid, --fleet");
   });
 
   it("assign of a malformed SIM SID exits 1 with a message naming it", async () => {
-    const w = workspace();
+    const w = await workspace();
     const r = await w.cli(["customers", "assign", "HS123", "--sim", "--customer", "cus_A1"]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('"HS123" is not a Super SIM SID');
@@ -158,7 +159,7 @@ describe("simmeter customers (CLI)", () => {
   });
 
   it("import of a CSV with a bad row exits 1, prints file:LINE: message, and imports nothing", async () => {
-    const w = workspace();
+    const w = await workspace();
     const csv = w.file(
       "bad.csv",
       `sim_sid,stripe_customer_id\n${SIM},cus_A1\nHSnope,cus_B2\n${SIM2},cus_C3\n`,
@@ -172,7 +173,7 @@ describe("simmeter customers (CLI)", () => {
   });
 
   it("import of a CSV with a bad header exits 1 and reports line 1", async () => {
-    const w = workspace();
+    const w = await workspace();
     const csv = w.file("header.csv", `sim,customer\n${SIM},cus_A1\n`);
     const r = await w.cli(["customers", "import", csv]);
     expect(r.code).toBe(1);
@@ -181,7 +182,7 @@ describe("simmeter customers (CLI)", () => {
   });
 
   it("a good import prints the count and list --json shows the rows", async () => {
-    const w = workspace();
+    const w = await workspace();
     const csv = w.file(
       "good.csv",
       [
@@ -205,7 +206,7 @@ describe("simmeter customers (CLI)", () => {
   });
 
   it("list without --json prints a table of the assignments", async () => {
-    const w = workspace();
+    const w = await workspace();
     const empty = await w.cli(["customers", "list"]);
     expect(empty.code).toBe(0);
     expect(empty.stdout).toContain("no assignments");

@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { join } from "node:path";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
@@ -7,7 +6,11 @@ import { type RedisHandle, startRedis } from "../../scripts/lib/redis-server.ts"
 import { INGEST_JOB, INGEST_QUEUE } from "../../src/ingest/job.ts";
 import { INGEST_JOB_OPTIONS } from "../../src/ingest/queue.ts";
 import { fleet, sortKeys } from "../helpers/fleet.ts";
-import { startSimmeter, tempDir, usageOf, waitFor } from "../helpers/process.ts";
+import { openTestLedger } from "../helpers/ledger.ts";
+import { startSimmeter, waitFor } from "../helpers/process.ts";
+
+// Redis outages and killed workers, with real simmeter processes on a ledger of the vitest
+// project (a SQLite file or a PostgreSQL database, its `env` given to the process).
 
 describe("fault drills", () => {
   const redisServers: RedisHandle[] = [];
@@ -18,10 +21,10 @@ describe("fault drills", () => {
   it("with Redis stopped the receiver answers 503; the sender's retry after Redis is back is counted", async () => {
     const redis = await startRedis();
     redisServers.push(redis);
-    const dbPath = join(tempDir(), "s.db");
+    const t = await openTestLedger({ file: true });
     const app = await startSimmeter("start", {
       REDIS_URL: redis.url,
-      DATABASE_PATH: dbPath,
+      ...t.env,
       ALLOW_UNSIGNED: "true",
       RETENTION_DAYS: "100000",
     });
@@ -49,12 +52,12 @@ describe("fault drills", () => {
         );
       }
       await waitFor(
-        () => JSON.stringify(usageOf(dbPath)) === JSON.stringify(sortKeys(expected)),
+        async () => JSON.stringify(await t.usage()) === JSON.stringify(sortKeys(expected)),
         "usage equals ground truth",
         30_000,
         200,
       );
-      expect(usageOf(dbPath)).toEqual(expected);
+      expect(await t.usage()).toEqual(expected);
     } finally {
       await app.stop();
     }
@@ -63,10 +66,10 @@ describe("fault drills", () => {
   it("a worker killed with SIGKILL mid-batch loses and double-counts nothing after restart", async () => {
     const redis = await startRedis();
     redisServers.push(redis);
-    const dbPath = join(tempDir(), "k.db");
+    const t = await openTestLedger({ file: true });
     const env = {
       REDIS_URL: redis.url,
-      DATABASE_PATH: dbPath,
+      ...t.env,
       RETENTION_DAYS: "100000",
       // Short locks so the killed worker's job is recovered in seconds, not 30 s.
       WORKER_LOCK_MS: "2000",
@@ -120,7 +123,7 @@ describe("fault drills", () => {
         60_000,
         200,
       );
-      expect(usageOf(dbPath)).toEqual(expected);
+      expect(await t.usage()).toEqual(expected);
     } finally {
       await worker.stop();
       await queue.close();

@@ -5,15 +5,10 @@ import { describe, expect, inject, it } from "vitest";
 import { z } from "zod";
 import { freePort } from "../../scripts/lib/redis-server.ts";
 import { runToEnd } from "../helpers/cli.ts";
-import {
-  readDb,
-  type SimmeterProcess,
-  startSimmeter,
-  tempDir,
-  waitFor,
-} from "../helpers/process.ts";
+import { openTestLedger, type TestLedger, testBackend } from "../helpers/ledger.ts";
+import { type SimmeterProcess, startSimmeter, tempDir, waitFor } from "../helpers/process.ts";
 import { EVENT_NAME } from "../helpers/reporting.ts";
-import { assignSimInFile, recentSession } from "../helpers/seed.ts";
+import { assignSimVia, recentSession } from "../helpers/seed.ts";
 import { emulatorWithMeter, stripeEnv } from "../helpers/stripe.ts";
 
 // The observability pack (deploy/prometheus, deploy/grafana, docs/observability.md) against the
@@ -23,6 +18,12 @@ import { emulatorWithMeter, stripeEnv } from "../helpers/stripe.ts";
 // `work` are scraped too: each shows the metrics of its own role only.
 //
 // A missing promtool fails these tests (never skips them): CI must install it.
+//
+// The live processes run on a ledger of the vitest project (a SQLite file or a PostgreSQL
+// database, its `env` given to the process): the ledger gauges are each adapter's own queries.
+// The checks of the deploy files involve no ledger and run in the sqlite project only.
+
+const backend = testBackend();
 
 const ROOT = resolve(import.meta.dirname, "../..");
 const RULES = join(ROOT, "deploy/prometheus/simmeter-rules.yml");
@@ -257,7 +258,8 @@ async function checkMetrics(text: string): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------
 
-describe("Prometheus rules (deploy/prometheus)", () => {
+// no ledger involved
+describe.runIf(backend === "sqlite")("Prometheus rules (deploy/prometheus)", () => {
   it("promtool check rules passes", async () => {
     const r = await promtool(["check", "rules", RULES]);
     expect(r.status, r.stdout + r.stderr).toBe(0);
@@ -317,77 +319,81 @@ describe("Prometheus rules (deploy/prometheus)", () => {
   });
 });
 
-describe("Grafana dashboard (deploy/grafana/simmeter-dashboard.json)", () => {
-  it("loads: Grafana's dashboard model, the data source a DS_PROMETHEUS variable, panels on a 24-column grid", () => {
-    const d = loadDashboard();
-    const ds = d.templating.list.find((v) => v.name === "DS_PROMETHEUS");
-    expect(ds).toMatchObject({ type: "datasource", query: "prometheus" });
-    const ids = d.panels.map((p) => p.id);
-    expect(new Set(ids).size).toBe(ids.length);
-    // No two panels overlap, none runs off the grid.
-    const cells = new Set<string>();
-    for (const p of d.panels) {
-      const g = p.gridPos;
-      expect(g.x + g.w, p.title).toBeLessThanOrEqual(24);
-      for (let x = g.x; x < g.x + g.w; x++)
-        for (let y = g.y; y < g.y + g.h; y++) {
-          const cell = `${x},${y}`;
-          expect(cells.has(cell), `${p.title} overlaps at ${cell}`).toBe(false);
-          cells.add(cell);
-        }
-    }
-    for (const p of d.panels) {
-      if (p.type === "row") continue;
-      const refs = p.targets.map((t) => t.refId);
-      expect(new Set(refs).size, p.title).toBe(refs.length);
-    }
-    const titles = d.panels.map((p) => p.title.toLowerCase()).join("\n");
-    for (const wanted of [
-      "deliveries by outcome",
-      "ingested",
-      "ingest lag p50 / p99",
-      "queue depth",
-      "unreported, unmapped and unbilled bytes",
-      "last successful report",
-      "stopped outbox rows",
-      "quarantine rows",
-      "stripe calls by outcome",
-      "resident memory",
-      "event loop lag",
-    ])
-      expect(titles).toContain(wanted);
-  });
+// no ledger involved
+describe.runIf(backend === "sqlite")(
+  "Grafana dashboard (deploy/grafana/simmeter-dashboard.json)",
+  () => {
+    it("loads: Grafana's dashboard model, the data source a DS_PROMETHEUS variable, panels on a 24-column grid", () => {
+      const d = loadDashboard();
+      const ds = d.templating.list.find((v) => v.name === "DS_PROMETHEUS");
+      expect(ds).toMatchObject({ type: "datasource", query: "prometheus" });
+      const ids = d.panels.map((p) => p.id);
+      expect(new Set(ids).size).toBe(ids.length);
+      // No two panels overlap, none runs off the grid.
+      const cells = new Set<string>();
+      for (const p of d.panels) {
+        const g = p.gridPos;
+        expect(g.x + g.w, p.title).toBeLessThanOrEqual(24);
+        for (let x = g.x; x < g.x + g.w; x++)
+          for (let y = g.y; y < g.y + g.h; y++) {
+            const cell = `${x},${y}`;
+            expect(cells.has(cell), `${p.title} overlaps at ${cell}`).toBe(false);
+            cells.add(cell);
+          }
+      }
+      for (const p of d.panels) {
+        if (p.type === "row") continue;
+        const refs = p.targets.map((t) => t.refId);
+        expect(new Set(refs).size, p.title).toBe(refs.length);
+      }
+      const titles = d.panels.map((p) => p.title.toLowerCase()).join("\n");
+      for (const wanted of [
+        "deliveries by outcome",
+        "ingested",
+        "ingest lag p50 / p99",
+        "queue depth",
+        "unreported, unmapped and unbilled bytes",
+        "last successful report",
+        "stopped outbox rows",
+        "quarantine rows",
+        "stripe calls by outcome",
+        "resident memory",
+        "event loop lag",
+      ])
+        expect(titles).toContain(wanted);
+    });
 
-  it("every query is valid PromQL (promtool, as recording rules)", async () => {
-    const queries = dashboardQueries(loadDashboard());
-    const rules = [
-      "groups:",
-      "  - name: dashboard",
-      "    rules:",
-      ...queries.flatMap((q, i) => [
-        `      - record: dashboard_query_${i}`,
-        `        expr: ${JSON.stringify(asPromQL(q.expr))}`,
-      ]),
-    ].join("\n");
-    const dir = tempDir("simmeter-dash-");
-    writeFileSync(join(dir, "dashboard-rules.yml"), `${rules}\n`);
-    const r = await promtool(["check", "rules", "dashboard-rules.yml"], { cwd: dir });
-    expect(r.status, r.stdout + r.stderr).toBe(0);
-    expect(r.stdout).toContain(`SUCCESS: ${queries.length} rules found`);
-  });
+    it("every query is valid PromQL (promtool, as recording rules)", async () => {
+      const queries = dashboardQueries(loadDashboard());
+      const rules = [
+        "groups:",
+        "  - name: dashboard",
+        "    rules:",
+        ...queries.flatMap((q, i) => [
+          `      - record: dashboard_query_${i}`,
+          `        expr: ${JSON.stringify(asPromQL(q.expr))}`,
+        ]),
+      ].join("\n");
+      const dir = tempDir("simmeter-dash-");
+      writeFileSync(join(dir, "dashboard-rules.yml"), `${rules}\n`);
+      const r = await promtool(["check", "rules", "dashboard-rules.yml"], { cwd: dir });
+      expect(r.status, r.stdout + r.stderr).toBe(0);
+      expect(r.stdout).toContain(`SUCCESS: ${queries.length} rules found`);
+    });
 
-  it("extracts metric names from PromQL (the helper the live check relies on)", () => {
-    expect(
-      metricNames(
-        'histogram_quantile(0.99, sum by (le, job) (rate(a_bucket{job=~"$job",x="y{z}"}[$__rate_interval]))) > on (instance) b and c offset 5m or time() - d',
-      ),
-    ).toEqual(["a_bucket", "b", "c", "d"]);
-    expect(metricNames("simmeter:ingest_lag_seconds:p99_5m > 900")).toEqual([
-      "simmeter:ingest_lag_seconds:p99_5m",
-    ]);
-    expect(metricNames('up{job="simmeter"} == 0')).toEqual(["up"]);
-  });
-});
+    it("extracts metric names from PromQL (the helper the live check relies on)", () => {
+      expect(
+        metricNames(
+          'histogram_quantile(0.99, sum by (le, job) (rate(a_bucket{job=~"$job",x="y{z}"}[$__rate_interval]))) > on (instance) b and c offset 5m or time() - d',
+        ),
+      ).toEqual(["a_bucket", "b", "c", "d"]);
+      expect(metricNames("simmeter:ingest_lag_seconds:p99_5m > 900")).toEqual([
+        "simmeter:ingest_lag_seconds:p99_5m",
+      ]);
+      expect(metricNames('up{job="simmeter"} == 0')).toEqual(["up"]);
+    });
+  },
+);
 
 // ---------------------------------------------------------------------------------------------
 // Live scrapes
@@ -395,25 +401,27 @@ describe("Grafana dashboard (deploy/grafana/simmeter-dashboard.json)", () => {
 const HOUR = 3_600_000;
 const ADMIN_TOKEN = `obs-${randomUUID()}`;
 
-type Live = { app: SimmeterProcess; adminUrl: string; dbPath: string };
+type Live = { app: SimmeterProcess; adminUrl: string; t: TestLedger };
 
+/** `simmeter <role>` on `t` (default: a new ledger of its own, closed when the test finishes) */
 async function startRole(
   role: "start" | "serve" | "work",
   env: Record<string, string>,
+  ledger?: TestLedger,
 ): Promise<Live> {
   const adminPort = await freePort();
-  const dbPath = env.DATABASE_PATH ?? join(tempDir(), `${role}.db`);
+  const t = ledger ?? (await openTestLedger({ file: true }));
   const app = await startSimmeter(role, {
     REDIS_URL: inject("redisUrl"),
     REDIS_PREFIX: `obs${role}${randomUUID().slice(0, 8)}`,
-    DATABASE_PATH: dbPath,
+    ...t.env,
     ALLOW_UNSIGNED: "true",
     ADMIN_HOST: "127.0.0.1",
     ADMIN_PORT: String(adminPort),
     ADMIN_TOKEN,
     ...env,
   });
-  return { app, adminUrl: `http://127.0.0.1:${adminPort}`, dbPath };
+  return { app, adminUrl: `http://127.0.0.1:${adminPort}`, t };
 }
 
 async function scrape(live: Live): Promise<string> {
@@ -438,18 +446,14 @@ describe("a live /metrics", () => {
   const emu = emulatorWithMeter();
 
   it("simmeter start: passes promtool check metrics and has every metric the rules and the dashboard query", async () => {
-    const dbPath = join(tempDir(), "obs-start.db");
+    const t = await openTestLedger({ file: true });
     const simSid = `HS${"4".repeat(32)}`;
-    assignSimInFile(dbPath, {
+    await assignSimVia(t.ledger, {
       sim: simSid,
       customer: "cus_obs",
       effectiveFrom: Date.now() - 48 * HOUR,
     });
-    const live = await startRole("start", {
-      DATABASE_PATH: dbPath,
-      ...stripeEnv(emu()),
-      REPORT_INTERVAL_SECONDS: "1",
-    });
+    const live = await startRole("start", { ...stripeEnv(emu()), REPORT_INTERVAL_SECONDS: "1" }, t);
     try {
       const events = recentSession(simSid, 3);
       const res = await fetch(`${live.app.url}/webhooks/event-streams`, {
@@ -458,8 +462,8 @@ describe("a live /metrics", () => {
       });
       expect(res.status).toBe(200);
       await waitFor(
-        () =>
-          (readDb<{ n: number }>(dbPath, "select count(*) as n from seen_events")[0]?.n ?? 0) === 3,
+        async () =>
+          ((await t.sql<{ n: number }>("select count(*) as n from seen_events"))[0]?.n ?? 0) === 3,
         "the delivery's events counted",
         30_000,
         100,

@@ -2,17 +2,17 @@ import { existsSync } from "node:fs";
 import { afterEach, describe, expect, it } from "vitest";
 import type { StripeEmulatorOptions } from "../../scripts/stripe-emulator.ts";
 import { HOUR_MS, hourStart } from "../../src/accounting/buckets.ts";
-import { openDb } from "../../src/db/client.ts";
-import { ingestDeliveries, prepareIngest } from "../../src/ingest/ingest.ts";
 import { findMeter } from "../../src/reporting/stripe-setup.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { stripeCliWorkspace } from "../helpers/cli.ts";
 import { defaultSettings } from "../helpers/db.ts";
+import { openTestLedger, type TestLedger, testBackend } from "../helpers/ledger.ts";
 import { EVENT_NAME } from "../helpers/reporting.ts";
-import { assignSim, sessionInHour } from "../helpers/seed.ts";
+import { assignSimVia, sessionInHour } from "../helpers/seed.ts";
 
 // `simmeter stripe setup`, `doctor` and `report` as real child processes, each test against its
-// own SQLite file and its own in-process Stripe emulator (runCli does not block this process, so
+// own ledger (SQLite: a file; PostgreSQL: a database, by SIMMETER_TEST_BACKEND) and its own
+// in-process Stripe emulator (runCli does not block this process, so
 // the emulator keeps answering while the CLI runs), with the shared test Redis under a fresh prefix.
 
 const ACCOUNT = "ACe7ea554f7fc0fad65e689bb5899bb6c3";
@@ -27,42 +27,72 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-const workspace = (emulator: StripeEmulatorOptions = {}) =>
-  stripeCliWorkspace({
+const backend = testBackend();
+
+/**
+ * stripeCliWorkspace with a ledger of the test's backend: every `cli` call runs with its env
+ * (DATABASE_PATH or DATABASE_URL). `dbPath` stays the workspace's SQLite path, never created.
+ * PostgreSQL: its database with synchronous_commit on (the test cluster runs with it off, which
+ * doctor rightly warns about, as cli-doctor.test.ts does), so that only what a test sets up warns.
+ */
+async function workspace(emulator: StripeEmulatorOptions = {}) {
+  const w = await stripeCliWorkspace({
     dirPrefix: "simmeter-stripe-cli-",
     redisPrefix: "cli",
     emulator: { autoSubscribe: true, ...emulator },
     cleanup: (close) => cleanups.push(close),
   });
+  const t = await openTestLedger({ file: true, autoClose: false });
+  cleanups.push(() => t.close());
+  if (t.env.DATABASE_URL)
+    await t.sql(
+      `alter database "${new URL(t.env.DATABASE_URL).pathname.slice(1)}" set synchronous_commit = on`,
+    );
+  const cli: typeof w.cli = (args, extraEnv = {}) => w.cli(args, { ...t.env, ...extraEnv });
+  const json = async <T>(args: string[]) => JSON.parse((await cli(args)).stdout) as T;
+  return { ...w, t, env: { ...w.env, ...t.env }, cli, json };
+}
 
 /** An hour bucket that ended a while ago by the real clock (the CLI reads the real clock). */
 const pastHour = (hoursAgo: number) => hourStart(Date.now()) - hoursAgo * HOUR_MS;
 const hex32 = (n: number) => n.toString(16).padStart(32, "0");
 
-/** Writes counted usage and SIM → customer assignments into the workspace's database file. */
-function seed(
-  dbPath: string,
+/** Writes counted usage and SIM → customer assignments into the workspace's ledger. */
+async function seed(
+  t: TestLedger,
   o: {
     events?: unknown[];
     assign?: { sim: string; customer: string }[];
   },
-): void {
-  const db = openDb(dbPath);
-  try {
-    if (o.events) {
-      const ctx = { db, stmts: prepareIngest(db), settings: defaultSettings, now: Date.now };
-      const s = ingestDeliveries(ctx, {
+): Promise<void> {
+  if (o.events) {
+    const s = await t.ledger.ingestJob(
+      {
         v: 1,
         deliveries: [{ id: "seed", receivedAt: Date.now(), source: "replay", events: o.events }],
-      });
-      expect(s.quarantined).toBe(0);
-      expect(s.counted).toBe(o.events.length);
-    }
-    for (const a of o.assign ?? [])
-      assignSim(db, { sim: a.sim, customer: a.customer, effectiveFrom: pastHour(48) });
-  } finally {
-    db.$client.close();
+      },
+      defaultSettings,
+      Date.now,
+    );
+    expect(s.quarantined).toBe(0);
+    expect(s.counted).toBe(o.events.length);
   }
+  for (const a of o.assign ?? [])
+    await assignSimVia(t.ledger, {
+      sim: a.sim,
+      customer: a.customer,
+      effectiveFrom: pastHour(48),
+    });
+}
+
+/** every table of the ledger's public schema with its rows (PostgreSQL) */
+async function tableContents(t: TestLedger): Promise<Record<string, unknown[]>> {
+  const tables = await t.sql<{ t: string }>(
+    "select tablename as t from pg_tables where schemaname = 'public' order by tablename",
+  );
+  const out: Record<string, unknown[]> = {};
+  for (const { t: name } of tables) out[name] = await t.sql(`select * from "${name}"`);
+  return out;
 }
 
 /** Parses the CLI's aligned table (two or more spaces between columns) into rows of cells. */
@@ -154,7 +184,7 @@ describe("simmeter doctor (CLI)", () => {
     const w = await workspace();
     w.emu.addCustomer("cus_alpha");
     w.emu.addCustomer("cus_beta");
-    seed(w.dbPath, {
+    await seed(w.t, {
       assign: [
         { sim: SIM_A, customer: "cus_alpha" },
         { sim: SIM_B, customer: "cus_beta" },
@@ -172,6 +202,17 @@ describe("simmeter doctor (CLI)", () => {
     const checks = doctorChecks(r.stdout);
     expect(Object.keys(checks)).toEqual([
       "database",
+      // PostgreSQL's own checks follow the connection's (cli-doctor-pg.test.ts tests each)
+      ...(backend === "postgres"
+        ? [
+            "postgres version",
+            "postgres migrations",
+            "postgres read-only",
+            "postgres synchronous_commit",
+            "postgres timeouts",
+            "postgres connections",
+          ]
+        : []),
       "redis",
       "redis eviction",
       "redis persistence",
@@ -199,7 +240,7 @@ describe("simmeter doctor (CLI)", () => {
   it("warns, naming the customer, when a mapped customer is unknown to Stripe, and still exits 0", async () => {
     const w = await workspace();
     w.emu.addCustomer("cus_alpha");
-    seed(w.dbPath, {
+    await seed(w.t, {
       assign: [
         { sim: SIM_A, customer: "cus_alpha" },
         { sim: SIM_B, customer: "cus_ghost" },
@@ -219,7 +260,6 @@ describe("simmeter doctor (CLI)", () => {
   it("in ended-only mode, fails the billing-mode check naming schema version 2 when ended events without cumulative totals were refused", async () => {
     const w = await workspace();
     expect((await w.cli(["stripe", "setup"])).status).toBe(0);
-    const db = openDb(w.dbPath);
     const t = pastHour(2);
     const v1Ended = buildCloudEvent({
       eventSid: `EZ${hex32(77)}`,
@@ -237,15 +277,15 @@ describe("simmeter doctor (CLI)", () => {
       schemaVersion: 1,
     });
     const settings = { ...defaultSettings, billingMode: "ended-only" as const };
-    ingestDeliveries(
-      { db, stmts: prepareIngest(db), settings, now: Date.now },
+    await w.t.ledger.ingestJob(
       {
         v: 1,
         deliveries: [{ id: "v1", receivedAt: Date.now(), source: "replay", events: [v1Ended] }],
       },
+      settings,
+      Date.now,
     );
-    expect(db.$client.prepare("select count(*) as n from usage_hourly").get()).toEqual({ n: 0 });
-    db.$client.close();
+    expect(await w.t.sql("select count(*) as n from usage_hourly")).toEqual([{ n: 0 }]);
 
     const ok = await w.cli(["doctor"]);
     expect(doctorChecks(ok.stdout)["billing mode"]).toBeUndefined();
@@ -277,7 +317,7 @@ describe("simmeter report (CLI)", () => {
     const w = await workspace({ acceptAnyCustomer: true });
     const h1 = pastHour(3);
     const h2 = pastHour(2);
-    seed(w.dbPath, {
+    await seed(w.t, {
       events: [
         ...sessionInHour(SIM_A, ICCID_A, 1, h1, 4200),
         ...sessionInHour(SIM_A, ICCID_A, 2, h2, 1000),
@@ -347,7 +387,7 @@ describe("simmeter report (CLI)", () => {
   it("a customer unknown to Stripe is held, not sent: report and --status exit 1 and name it", async () => {
     const w = await workspace();
     const hour = pastHour(2);
-    seed(w.dbPath, {
+    await seed(w.t, {
       events: sessionInHour(SIM_A, ICCID_A, 1, hour, 5000),
       assign: [{ sim: SIM_A, customer: "cus_ghost" }],
     });
@@ -384,7 +424,7 @@ describe("simmeter report (CLI)", () => {
       acceptAnyCustomer: true,
     });
     const hour = pastHour(2);
-    seed(w.dbPath, {
+    await seed(w.t, {
       events: sessionInHour(SIM_A, ICCID_A, 1, hour, 5000),
       assign: [{ sim: SIM_A, customer: "cus_gone" }],
     });
@@ -414,7 +454,7 @@ describe("simmeter report (CLI)", () => {
 
   it("with a key Stripe refuses, stops the run, exits 1 with a message about STRIPE_SECRET_KEY and keeps the rows pending", async () => {
     const w = await workspace({ acceptAnyCustomer: true });
-    seed(w.dbPath, {
+    await seed(w.t, {
       events: sessionInHour(SIM_A, ICCID_A, 1, pastHour(2), 900),
       assign: [{ sim: SIM_A, customer: "cus_alpha" }],
     });
@@ -435,15 +475,40 @@ describe("simmeter report (CLI)", () => {
     expect(w.emu.events().map((e) => e.value)).toEqual([900]);
   });
 
-  it.each([{ command: "report" }, { command: "stripe setup" }, { command: "reconcile" }])(
+  const noKeyCommands = [
+    { command: "report" },
+    { command: "stripe setup" },
+    { command: "reconcile" },
+  ];
+
+  // SQLite: "touches nothing" is that the ledger file is not even created (a path with no file).
+  it.runIf(backend === "sqlite").each(noKeyCommands)(
     "without STRIPE_SECRET_KEY, `simmeter $command` exits 2 with a message naming STRIPE_SECRET_KEY and touches nothing",
     async ({ command }) => {
       const w = await workspace();
-      const r = await w.cli(command.split(" "), { STRIPE_SECRET_KEY: undefined });
+      const r = await w.cli(command.split(" "), {
+        STRIPE_SECRET_KEY: undefined,
+        DATABASE_PATH: w.dbPath,
+      });
       expect(r.status).toBe(2);
       expect(r.stdout).toBe("");
       expect(r.stderr).toContain("STRIPE_SECRET_KEY is required");
       expect(existsSync(w.dbPath)).toBe(false);
+      expect(w.emu.stats().requests).toBe(0);
+    },
+  );
+
+  // PostgreSQL: the database exists (migrated); "touches nothing" is that no row of it changed.
+  it.runIf(backend === "postgres").each(noKeyCommands)(
+    "without STRIPE_SECRET_KEY, `simmeter $command` exits 2 with a message naming STRIPE_SECRET_KEY and touches nothing (PostgreSQL)",
+    async ({ command }) => {
+      const w = await workspace();
+      const before = await tableContents(w.t);
+      const r = await w.cli(command.split(" "), { STRIPE_SECRET_KEY: undefined });
+      expect(r.status).toBe(2);
+      expect(r.stdout).toBe("");
+      expect(r.stderr).toContain("STRIPE_SECRET_KEY is required");
+      expect(await tableContents(w.t)).toEqual(before);
       expect(w.emu.stats().requests).toBe(0);
     },
   );

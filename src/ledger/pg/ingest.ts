@@ -73,6 +73,16 @@ export function applySighting(row: SimRow, s: SimSighting): SimRow {
   };
 }
 
+/**
+ * A sender's text as PostgreSQL can store it (SQLite stores it as is): a text value cannot hold
+ * U+0000 ("invalid byte sequence for encoding UTF8: 0x00", a job that failed on every retry), so
+ * it becomes U+FFFD. A raw event with a literal NUL is not JSON (JSON escapes it) and stays not
+ * JSON, so requeueing it quarantines it again, as on SQLite.
+ */
+function pgText<T extends string | null>(s: T): T {
+  return (s?.includes("\u0000") ? s.replaceAll("\u0000", "\uFFFD") : s) as T;
+}
+
 /** quarantine rows once per (delivery, position): the first row's columns, the latest reason */
 function foldQuarantine(rows: readonly QuarantineRow[]): QuarantineRow[] {
   const byKey = new Map<string, QuarantineRow>();
@@ -294,9 +304,9 @@ async function writeAll(client: Q, w: IngestWrites): Promise<void> {
         rows.map((q) => q.source),
         rows.map((q) => q.deliveryId),
         rows.map((q) => q.position),
-        rows.map((q) => q.eventSid),
-        rows.map((q) => q.reason),
-        rows.map((q) => q.raw),
+        rows.map((q) => pgText(q.eventSid)),
+        rows.map((q) => pgText(q.reason)),
+        rows.map((q) => pgText(q.raw)),
       ],
     );
   }
@@ -416,7 +426,7 @@ async function writeAll(client: Q, w: IngestWrites): Promise<void> {
         rows.map((a) => a.sessionSid),
         rows.map((a) => a.eventSid),
         rows.map((a) => a.kind),
-        rows.map((a) => a.detail),
+        rows.map((a) => pgText(a.detail)),
         now,
       ],
     );
