@@ -3,9 +3,15 @@ import { defineConfig } from "vitest/config";
 import { JsonReporter, type TestModule } from "vitest/node";
 
 // The files that run on PostgreSQL too: each opens its ledger through test/helpers/ledger.ts
-// (openTestLedger, testIngest), which SIMMETER_TEST_BACKEND switches. This list grows until it
-// covers every file that opens a ledger (docs/design/postgres-ledger.md §6.3); the files that
-// never open one (signatures, config, simulate, …) stay SQLite-project only.
+// (openTestLedger, testIngest), which SIMMETER_TEST_BACKEND switches. Every file that opens a
+// ledger is here except those whose subject is one ledger (docs/design/postgres-ledger.md §6.3):
+//  - SQLite itself: sqlite-busy (file locks), steps (the synchronous driver on :memory:),
+//    cli-options and config (DATABASE_PATH parsing), deploy-files (the shipped SQLite units),
+//    drills/demo (`npm run demo` builds the demo's SQLite ledger, which migrate-ledger copies);
+//  - both ledgers side by side, PostgreSQL always: pg-* (differential tests against SQLite),
+//    migrate-ledger, cli-doctor-pg, drills/pg-workers.
+// The files that open no ledger (signatures, simulate, the emulator, packaging, …) are
+// SQLite-project only: running them twice would test nothing new.
 const BOTH_BACKENDS = [
   "test/integration/ingest.test.ts",
   "test/integration/ingest-guards.test.ts",
@@ -29,6 +35,22 @@ const BOTH_BACKENDS = [
   "test/integration/outbox-durability.test.ts",
   "test/integration/report-crash.test.ts",
   "test/integration/report-missing-meter.test.ts",
+  "test/integration/billing-periods.test.ts",
+  "test/integration/stripe-cli.test.ts",
+  "test/integration/billing-cli.test.ts",
+  "test/integration/cli-import.test.ts",
+  "test/integration/cli-replay.test.ts",
+  "test/integration/customers-cli.test.ts",
+  "test/integration/cli-doctor.test.ts",
+  "test/integration/cli-readonly.test.ts",
+  "test/integration/observability.test.ts",
+  "test/integration/logs-json.test.ts",
+  "test/integration/faults.test.ts",
+  "test/unit/plan-resolver.test.ts",
+  "test/unit/customer-history.property.test.ts",
+  "test/drills/hostile.test.ts",
+  "test/drills/kill.test.ts",
+  "test/browser/console.test.ts",
 ];
 
 // Projects do not inherit the root's test options (no `extends: true`: that would also copy

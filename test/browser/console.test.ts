@@ -10,9 +10,8 @@ import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createAdminApp } from "../../src/admin/app.ts";
 import { mountConsole } from "../../src/console/mount.ts";
-import { openDb } from "../../src/db/client.ts";
-import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createLogger } from "../../src/lib/logger.ts";
+import { openTestLedger, type TestLedger } from "../helpers/ledger.ts";
 import { runCli, tempDir } from "../helpers/process.ts";
 import { type ConsoleRig, consoleRig, launchChromium, login, shoot } from "./rig.ts";
 
@@ -556,22 +555,20 @@ describe("the console with ADMIN_TOKEN", { timeout: 90_000 }, () => {
 describe("the console without ADMIN_TOKEN (loopback only)", () => {
   let server: Server;
   let url: string;
+  let t: TestLedger;
   const SIM = "HS0000000000000000000000000000abcd";
 
   beforeAll(async () => {
-    const db = openDb(join(tempDir(), "open.db"));
+    t = await openTestLedger({ autoClose: false });
     const hour = Math.floor(Date.now() / HOUR_MS) * HOUR_MS - 2 * HOUR_MS;
-    db.$client
-      .prepare(
-        "insert into sims (sim_sid, iccid, fleet_sid, account_sid, first_seen_at, last_event_at) values (?, '89010000000000000001', null, 'AC1', 0, 0)",
-      )
-      .run(SIM);
-    db.$client
-      .prepare("insert into usage_hourly (sim_sid, hour, bytes) values (?, ?, 4242)")
-      .run(SIM, hour);
+    await t.sql(
+      "insert into sims (sim_sid, iccid, fleet_sid, account_sid, first_seen_at, last_event_at) values (?, '89010000000000000001', null, 'AC1', 0, 0)",
+      SIM,
+    );
+    await t.sql("insert into usage_hourly (sim_sid, hour, bytes) values (?, ?, 4242)", SIM, hour);
     const logger = createLogger("silent");
     const api = {
-      ledger: sqliteLedger(db),
+      ledger: t.ledger,
       now: Date.now,
       planSettings: { graceSeconds: 3600 },
     };
@@ -587,7 +584,10 @@ describe("the console without ADMIN_TOKEN (loopback only)", () => {
     });
     url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
   });
-  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+  afterAll(async () => {
+    if (server) await new Promise<void>((r) => server.close(() => r()));
+    await t?.close();
+  });
 
   it("opens without a login, says reporting is disabled, and still refuses forged and cross-origin forms; a Host that is not loopback is refused", async () => {
     const ctx = await browser.newContext({ colorScheme: "light" });

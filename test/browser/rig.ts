@@ -7,17 +7,15 @@
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import Database from "better-sqlite3";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { freePort } from "../../scripts/lib/redis-server.ts";
 import { type StripeEmulator, startStripeEmulator } from "../../scripts/stripe-emulator.ts";
 import { importCustomersCsv } from "../../src/customers/customers.ts";
-import { openDb } from "../../src/db/client.ts";
-import { sqliteLedger } from "../../src/ledger/sqlite/index.ts";
 import { createStripe } from "../../src/reporting/stripe.ts";
 import { ensureMeter } from "../../src/reporting/stripe-setup.ts";
 import { simulateFleet } from "../../src/simulate/fleet.ts";
 import { sendDeliveries, writeCustomersCsv } from "../../src/simulate/output.ts";
+import { openTestLedger, type TestLedger } from "../helpers/ledger.ts";
 import {
   runCli,
   type SimmeterProcess,
@@ -44,10 +42,14 @@ export type ConsoleRig = {
   app: SimmeterProcess;
   adminUrl: string;
   token: string;
-  dbPath: string;
+  /**
+   * the ledger simmeter writes, on the backend SIMMETER_TEST_BACKEND names (SQLite: a temp file;
+   * scripts/screenshots.ts, outside vitest, always gets that); closed by stop()
+   */
+  ledger: TestLedger;
   emu: StripeEmulator;
   /** the env a CLI command needs to read this ledger (and Stripe, and Redis) */
-  env: Record<string, string>;
+  env: Record<string, string | undefined>;
   cli: (args: string[]) => Promise<unknown>;
   customers: string[];
   /** the customer whose meter events Stripe refused until the test lifts the fault */
@@ -59,7 +61,8 @@ export type ConsoleRig = {
   /** the event quarantined as older than the retention, and its bytes */
   oldEvent: { sid: string; bytes: number; sim: string };
   brokenEventSid: string;
-  count: (sql: string) => number;
+  /** a `select … as n` on the ledger */
+  count: (sql: string) => Promise<number>;
   stop: () => Promise<void>;
 };
 
@@ -80,7 +83,7 @@ export async function consoleRig(o: {
 }): Promise<ConsoleRig> {
   const log = o.log ?? (() => {});
   const dir = tempDir("simmeter-console-");
-  const dbPath = join(dir, "simmeter.db");
+  const ledger = await openTestLedger({ file: true, autoClose: false });
   const emu = await startStripeEmulator({ acceptAnyCustomer: true, autoSubscribe: true });
   const to = Math.floor(Date.now() / 60_000) * 60_000;
   const fleet = {
@@ -112,26 +115,24 @@ export async function consoleRig(o: {
 
   const csv = join(dir, "customers.csv");
   await writeCustomersCsv(csv, mapped);
-  const db = openDb(dbPath);
   const imp = await importCustomersCsv({
-    ledger: sqliteLedger(db),
+    ledger: ledger.ledger,
     csv: readFileSync(csv, "utf8"),
     now: Date.now(),
   });
   if (imp.errors.length) throw new Error(`import: ${JSON.stringify(imp.errors)}`);
-  db.$client.close();
 
   const port = await freePort();
   const adminPort = await freePort();
   const publicUrl = `http://127.0.0.1:${port}/webhooks/event-streams`;
-  const env: Record<string, string> = {
+  const env: Record<string, string | undefined> = {
     PORT: String(port),
     ADMIN_PORT: String(adminPort),
     ADMIN_HOST: "127.0.0.1",
     ADMIN_TOKEN,
     PUBLIC_URL: publicUrl,
     TWILIO_AUTH_TOKEN: TWILIO_TOKEN,
-    DATABASE_PATH: dbPath,
+    ...ledger.env,
     REDIS_URL: o.redisUrl,
     REDIS_PREFIX: `console${Math.random().toString(36).slice(2, 8)}`,
     STRIPE_SECRET_KEY: emu.apiKey,
@@ -196,7 +197,7 @@ export async function consoleRig(o: {
   Object.assign(old.data, {
     event_sid: oldSid,
     sim_sid: mappedSim,
-    sim_iccid: (await simIccid(dbPath, mappedSim)) ?? old.data.sim_iccid,
+    sim_iccid: (await simIccid(ledger, mappedSim)) ?? old.data.sim_iccid,
     timestamp: iso(oldAt),
     data_session_sid: `QE${hex32(0xbeef)}`,
     data_session_start_time: iso(oldAt - 20 * 60_000),
@@ -220,29 +221,23 @@ export async function consoleRig(o: {
   broken.id = brokenSid;
   await send([old, broken]);
 
-  const count = (sql: string) => {
-    const r = new Database(dbPath, { readonly: true, fileMustExist: true });
-    try {
-      return (r.prepare(sql).get() as { n: number }).n;
-    } finally {
-      r.close();
-    }
-  };
+  const count = async (sql: string) => Number((await ledger.sql<{ n: number }>(sql))[0]?.n);
   const distinct = truth.events - truth.duplicates + 2;
   await waitFor(
-    () =>
-      count("select (select count(*) from seen_events) + (select count(*) from quarantine) as n") >=
-      distinct,
+    async () =>
+      (await count(
+        "select (select count(*) from seen_events) + (select count(*) from quarantine) as n",
+      )) >= distinct,
     "every event counted or quarantined",
     60_000,
     100,
   );
   // Reported: nothing pending, the refused customer's rows stopped.
   await waitFor(
-    () =>
-      count("select count(*) as n from meter_reports where state = 'pending'") === 0 &&
-      count("select count(*) as n from meter_reports where state = 'failed'") > 0 &&
-      count("select count(*) as n from meter_reports where state = 'sent'") > 0,
+    async () =>
+      (await count("select count(*) as n from meter_reports where state = 'pending'")) === 0 &&
+      (await count("select count(*) as n from meter_reports where state = 'failed'")) > 0 &&
+      (await count("select count(*) as n from meter_reports where state = 'sent'")) > 0,
     "the reporter to send every customer but the refused one",
     60_000,
     200,
@@ -265,7 +260,7 @@ export async function consoleRig(o: {
     app,
     adminUrl: app.adminUrl,
     token: ADMIN_TOKEN,
-    dbPath,
+    ledger,
     emu,
     env,
     cli,
@@ -280,26 +275,17 @@ export async function consoleRig(o: {
     stop: async () => {
       await app.stop();
       await emu.close();
+      await ledger.close();
     },
   };
 }
 
-async function simIccid(dbPath: string, sim: string): Promise<string | null> {
+async function simIccid(ledger: TestLedger, sim: string): Promise<string | null> {
   // The SIM row exists once its first event is counted; wait for it.
   return await waitFor(
-    () => {
-      if (!existsSync(dbPath)) return null;
-      const r = new Database(dbPath, { readonly: true, fileMustExist: true });
-      try {
-        return (
-          (r.prepare("select iccid from sims where sim_sid = ?").pluck().get(sim) as
-            | string
-            | undefined) ?? null
-        );
-      } finally {
-        r.close();
-      }
-    },
+    async () =>
+      (await ledger.sql<{ iccid: string }>("select iccid from sims where sim_sid = ?", sim))[0]
+        ?.iccid ?? null,
     `SIM ${sim} to be recorded`,
     30_000,
     100,

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import type { GroundTruth } from "../../src/simulate/fleet.ts";
-import { readDb, usageOf, waitFor } from "../helpers/process.ts";
+import type { TestLedger } from "../helpers/ledger.ts";
+import { waitFor } from "../helpers/process.ts";
 
 /** Resident and peak resident set size of a live process, in MB, from /proc/<pid>/status. */
 export function memoryOf(pid: number | undefined): { rssMb: number; hwmMb: number } {
@@ -40,19 +41,25 @@ export async function queueDepth(adminUrl: string): Promise<Record<string, numbe
 
 /**
  * Waits until the queue holds nothing waiting, active or delayed and the database has stopped
- * changing (usage and quarantine identical over two consecutive polls).
+ * changing (usage and quarantine identical over two consecutive polls), on either backend.
  */
-export async function waitDrained(adminUrl: string, dbPath: string, timeoutMs: number) {
+export async function waitDrained(
+  adminUrl: string,
+  ledger: Pick<TestLedger, "sql" | "usage">,
+  timeoutMs: number,
+) {
   let last = "";
+  let depth: Record<string, number> = {};
   await waitFor(
     async () => {
       const d = await queueDepth(adminUrl);
+      depth = d;
       if (d.waiting === undefined || d.active === undefined) return false;
       const idle = d.waiting === 0 && d.active === 0 && (d.delayed ?? 0) === 0;
       const snapshot = JSON.stringify([
-        usageOf(dbPath),
-        readDb(dbPath, "select count(*) as n from quarantine"),
-        readDb(dbPath, "select count(*) as n from seen_events"),
+        await ledger.usage(),
+        await ledger.sql("select count(*) as n from quarantine"),
+        await ledger.sql("select count(*) as n from seen_events"),
       ]);
       const stable = idle && snapshot === last;
       last = idle ? snapshot : "";
@@ -61,5 +68,7 @@ export async function waitDrained(adminUrl: string, dbPath: string, timeoutMs: n
     "queue drained and usage stable",
     timeoutMs,
     300,
-  );
+  ).catch((err: Error) => {
+    throw new Error(`${err.message} (queue depth last seen: ${JSON.stringify(depth)})`);
+  });
 }

@@ -1,6 +1,5 @@
 import { randomUUID } from "node:crypto";
 import net from "node:net";
-import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -8,13 +7,8 @@ import { type RedisHandle, startRedis } from "../../scripts/lib/redis-server.ts"
 import { signTwilio } from "../../src/receive/twilio-signature.ts";
 import { buildCloudEvent } from "../../src/simulate/cloud-event.ts";
 import { Rng, simulateFleet } from "../../src/simulate/fleet.ts";
-import {
-  readDb,
-  type SimmeterProcess,
-  startSimmeter,
-  tempDir,
-  usageOf,
-} from "../helpers/process.ts";
+import { openTestLedger, type TestLedger, type TestLedgerEnv } from "../helpers/ledger.ts";
+import { type SimmeterProcess, startSimmeter } from "../helpers/process.ts";
 import { memoryOf, truthRecord, waitDrained } from "./drill-helpers.ts";
 import {
   HOSTILE_EVENT_BYTES,
@@ -33,10 +27,13 @@ const SEED = 20_250_601;
 const FROM = Date.UTC(2025, 0, 6);
 const MB = 1024 * 1024;
 
-const receiverEnv = (redisUrl: string, dbPath: string): Record<string, string> => ({
+const receiverEnv = (
+  redisUrl: string,
+  ledger: TestLedgerEnv,
+): Record<string, string | undefined> => ({
   REDIS_URL: redisUrl,
   REDIS_PREFIX: `hostile${randomUUID().slice(0, 8)}`,
-  DATABASE_PATH: dbPath,
+  ...ledger,
   PUBLIC_URL,
   TWILIO_AUTH_TOKEN: TOKEN,
   KORE_WEBHOOK_SECRET: KORE_SECRET,
@@ -150,8 +147,9 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
     const truth = truthRecord(sim.truth());
     const plan = planHostile(fleetEvents, 10_000, SEED);
 
-    const dbPath = join(tempDir(), "hostile.db");
-    const app = await startSimmeter("start", receiverEnv(inject("redisUrl"), dbPath));
+    // closed in the finally below, after the process has stopped (PostgreSQL drops the database)
+    const t = await openTestLedger({ file: true, autoClose: false });
+    const app = await startSimmeter("start", receiverEnv(inject("redisUrl"), t.env));
     const pid = app.child.pid;
     try {
       const memBefore = memoryOf(pid);
@@ -233,7 +231,7 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
 
       const memAfterOversized = memoryOf(pid);
       const healthz = (await fetch(`${app.adminUrl}/healthz`)).status;
-      await waitDrained(app.adminUrl, dbPath, 60_000);
+      await waitDrained(app.adminUrl, t, 60_000);
       const memAfter = memoryOf(pid);
 
       // ---- answers --------------------------------------------------------------------------
@@ -286,8 +284,7 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
       });
 
       // ---- quarantine: exactly the rows expected, delivery by delivery, position by position --
-      const rows = readDb<{ delivery_id: string; position: number; reason: string }>(
-        dbPath,
+      const rows = await t.sql<{ delivery_id: string; position: number; reason: string }>(
         "select delivery_id, position, reason from quarantine",
       );
       const actual = new Map<string, Map<number, string>>();
@@ -312,14 +309,14 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
       for (const [id] of actual) quarantine.add("quarantine rows of an unknown delivery", id);
 
       // ---- billing ----------------------------------------------------------------------------
-      const usage = usageOf(dbPath);
+      const usage = await t.usage();
       const fleetUsage = Object.fromEntries(
         Object.entries(usage).filter(([k]) => !k.startsWith(`${HOSTILE_SIM}@`)),
       );
       const hostileUsage = Object.fromEntries(
         Object.entries(usage).filter(([k]) => k.startsWith(`${HOSTILE_SIM}@`)),
       );
-      const seen = readDb<{ event_sid: string }>(dbPath, "select event_sid from seen_events");
+      const seen = await t.sql<{ event_sid: string }>("select event_sid from seen_events");
       // Billing-field faults are never counted; descriptive oddities always are.
       const counted = problemLog();
       const oddNotCounted = new Map(expectedOdd);
@@ -331,8 +328,7 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
       const uncounted = problemLog();
       for (const [sid, c] of oddNotCounted) uncounted.add(c.label, sid);
       // ... each with one odd_field anomaly naming its odd fields, and no other made-up event has one.
-      const oddRows = readDb<{ event_sid: string; detail: string }>(
-        dbPath,
+      const oddRows = await t.sql<{ event_sid: string; detail: string }>(
         "select event_sid, detail from anomalies where kind = 'odd_field' and event_sid like ?",
         `${HOSTILE_SID_PREFIX}%`,
       );
@@ -357,6 +353,7 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
       const seenFleet = seen.filter((s) => fleetSids.has(s.event_sid)).length;
 
       const summary = {
+        backend: t.backend,
         requests: requests.length + oversized.length + 4,
         kinds: plan.kinds,
         sendSeconds: Math.round(sendMs / 100) / 10,
@@ -432,6 +429,7 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
       expect(memAfter.rssMb).toBeLessThan(600);
     } finally {
       await app.stop();
+      await t.close();
     }
   }, 90_000);
 });
@@ -441,14 +439,15 @@ describe("10,000 hostile deliveries against one simmeter process", () => {
 describe("hostile inputs one at a time, through a private Redis", () => {
   let redis: RedisHandle;
   let app: SimmeterProcess;
-  let dbPath: string;
+  let t: TestLedger;
   beforeAll(async () => {
     redis = await startRedis();
-    dbPath = join(tempDir(), "hostile-one.db");
-    app = await startSimmeter("start", receiverEnv(redis.url, dbPath));
+    t = await openTestLedger({ file: true, autoClose: false });
+    app = await startSimmeter("start", receiverEnv(redis.url, t.env));
   });
   afterAll(async () => {
     await app?.stop();
+    await t?.close();
     await redis?.stop();
   });
 
@@ -462,8 +461,7 @@ describe("hostile inputs one at a time, through a private Redis", () => {
     return { status: res.status, json: (await res.json()) as { deliveryId?: string } };
   };
   const rowsOf = (deliveryId: string | undefined) =>
-    readDb<{ position: number; reason: string }>(
-      dbPath,
+    t.sql<{ position: number; reason: string }>(
       "select position, reason from quarantine where delivery_id = ?",
       deliveryId ?? "",
     );
@@ -495,8 +493,18 @@ describe("hostile inputs one at a time, through a private Redis", () => {
     const body = `${"[".repeat(5000)}${"]".repeat(5000)}`;
     const res = await post(body);
     expect(res.status, JSON.stringify(res.json)).toBe(200);
-    await waitDrained(app.adminUrl, dbPath, 20_000);
-    expect(rowsOf(res.json.deliveryId)).toHaveLength(1);
+    await waitDrained(app.adminUrl, t, 20_000);
+    expect(await rowsOf(res.json.deliveryId)).toHaveLength(1);
+  }, 60_000);
+
+  it("an authenticated body with a NUL byte is answered 200 and quarantined, and its job completes instead of failing on every retry", async () => {
+    // PostgreSQL's text cannot hold U+0000: the quarantine row once failed to insert, forever.
+    const res = await post("[\u0000]");
+    expect(res.status).toBe(200);
+    await waitDrained(app.adminUrl, t, 20_000);
+    const rows = await rowsOf(res.json.deliveryId);
+    expect(rows.map((r) => r.position)).toEqual([-1]);
+    expect(rows[0]?.reason).toMatch(/^body is not valid JSON/);
   }, 60_000);
 
   it("deliveries that share a queue job with a 5,000-level nested delivery are still answered 200", async () => {
@@ -530,14 +538,14 @@ describe("hostile inputs one at a time, through a private Redis", () => {
     );
     const res = await post(text);
     expect(res.status).toBe(200);
-    await waitDrained(app.adminUrl, dbPath, 20_000);
-    expect(rowsOf(res.json.deliveryId), "quarantine rows of the delivery").toHaveLength(1);
+    await waitDrained(app.adminUrl, t, 20_000);
+    expect(await rowsOf(res.json.deliveryId), "quarantine rows of the delivery").toHaveLength(1);
     expect(
-      readDb(dbPath, "select event_sid from seen_events where event_sid = ?", sid),
+      await t.sql("select event_sid from seen_events where event_sid = ?", sid),
       "the event counted",
     ).toEqual([]);
     expect(
-      Object.entries(usageOf(dbPath)).filter(([k]) => k.startsWith(`${HOSTILE_SIM}@2025-01-06T03`)),
+      Object.entries(await t.usage()).filter(([k]) => k.startsWith(`${HOSTILE_SIM}@2025-01-06T03`)),
       "usage billed to the SIM",
     ).toEqual([]);
   }, 60_000);
@@ -547,14 +555,14 @@ describe("hostile inputs one at a time, through a private Redis", () => {
     const ev = hostileUpdate(sid, { data_session_end_time: "12" }, true);
     const res = await post(JSON.stringify([ev]));
     expect(res.status).toBe(200);
-    await waitDrained(app.adminUrl, dbPath, 20_000);
-    expect(rowsOf(res.json.deliveryId), "quarantine rows of the delivery").toHaveLength(1);
+    await waitDrained(app.adminUrl, t, 20_000);
+    expect(await rowsOf(res.json.deliveryId), "quarantine rows of the delivery").toHaveLength(1);
     expect(
-      readDb(dbPath, "select event_sid from seen_events where event_sid = ?", sid),
+      await t.sql("select event_sid from seen_events where event_sid = ?", sid),
       "the event counted",
     ).toEqual([]);
     expect(
-      Object.entries(usageOf(dbPath)).filter(([k]) => k.startsWith(`${HOSTILE_SIM}@2001`)),
+      Object.entries(await t.usage()).filter(([k]) => k.startsWith(`${HOSTILE_SIM}@2001`)),
       "usage billed to the SIM in 2001",
     ).toEqual([]);
   }, 60_000);

@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { join } from "node:path";
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { describe, expect, inject, it } from "vitest";
@@ -7,13 +6,8 @@ import { freePort } from "../../scripts/lib/redis-server.ts";
 import { INGEST_QUEUE } from "../../src/ingest/job.ts";
 import { simulateFleet } from "../../src/simulate/fleet.ts";
 import { type SendProgress, type SendResult, sendDeliveries } from "../../src/simulate/output.ts";
-import {
-  readDb,
-  type SimmeterProcess,
-  startSimmeter,
-  tempDir,
-  usageOf,
-} from "../helpers/process.ts";
+import { openTestLedger } from "../helpers/ledger.ts";
+import { type SimmeterProcess, startSimmeter } from "../helpers/process.ts";
 import { memoryOf, queueDepth, truthRecord, waitDrained } from "./drill-helpers.ts";
 
 const TOKEN = "kill-drill-token-0123456789abcdef";
@@ -38,12 +32,13 @@ describe("SIGKILL of the simmeter process mid-load, then a restart on the same p
     const distinctSids = new Set(events.map((e) => (e.data as { event_sid: string }).event_sid));
 
     const prefix = `kill${randomUUID().slice(0, 8)}`;
-    const dbPath = join(tempDir(), "kill.db");
+    // closed in the finally below, after the process has stopped (PostgreSQL drops the database)
+    const t = await openTestLedger({ file: true, autoClose: false });
     const env = {
       PORT: String(await freePort()),
       REDIS_URL: inject("redisUrl"),
       REDIS_PREFIX: prefix,
-      DATABASE_PATH: dbPath,
+      ...t.env,
       PUBLIC_URL,
       TWILIO_AUTH_TOKEN: TOKEN,
       KORE_WEBHOOK_SECRET: KORE_SECRET,
@@ -115,17 +110,18 @@ describe("SIGKILL of the simmeter process mid-load, then a restart on the same p
       const sendMs = performance.now() - t0;
       expect(restarted, "the process was killed during the run").toBeDefined();
       await restarted;
-      await waitDrained(app.adminUrl, dbPath, 60_000);
+      await waitDrained(app.adminUrl, t, 60_000);
       const depth = await queueDepth(app.adminUrl);
       const memoryAfter = memoryOf(app.child.pid);
-      const usage = usageOf(dbPath);
-      const seen = readDb<{ n: number }>(dbPath, "select count(*) as n from seen_events")[0]?.n;
-      const quarantined = readDb<{ n: number }>(dbPath, "select count(*) as n from quarantine")[0]
+      const usage = await t.usage();
+      const seen = (await t.sql<{ n: number }>("select count(*) as n from seen_events"))[0]?.n;
+      const quarantined = (await t.sql<{ n: number }>("select count(*) as n from quarantine"))[0]
         ?.n;
 
       console.log(
         `kill drill summary: ${JSON.stringify(
           {
+            backend: t.backend,
             events: events.length,
             distinctEvents: distinctSids.size,
             killAtEvents: killAt,
@@ -163,6 +159,7 @@ describe("SIGKILL of the simmeter process mid-load, then a restart on the same p
       await app.stop();
       await queue.close();
       connection.disconnect();
+      await t.close();
     }
   }, 240_000);
 });

@@ -1,11 +1,26 @@
-import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { freePort, type RedisHandle, startRedis } from "../../scripts/lib/redis-server.ts";
-import { runCli, startSimmeter, tempDir, waitFor } from "../helpers/process.ts";
+import { openTestLedger, type TestLedger, type TestLedgerEnv } from "../helpers/ledger.ts";
+import { runCli, startSimmeter, waitFor } from "../helpers/process.ts";
 import { emulatorWithMeter, stripeEnv } from "../helpers/stripe.ts";
+
+// Real simmeter processes on a ledger of the vitest project (a SQLite file or a PostgreSQL
+// database, its `env` given to the process).
 
 const TWILIO_TOKEN = "a-twilio-auth-token-that-must-never-be-logged";
 const ADMIN_TOKEN = "an-admin-token-that-must-never-be-logged";
+const DB_PASSWORD = "a-database-password-that-must-never-be-logged";
+
+/**
+ * The ledger's env, a PostgreSQL URL given a password (the test cluster trusts every local
+ * connection and never asks for it): a secret of DATABASE_URL the logs must not show either.
+ */
+function ledgerEnv(t: TestLedger): TestLedgerEnv {
+  if (!t.env.DATABASE_URL) return t.env;
+  const url = new URL(t.env.DATABASE_URL);
+  url.password = DB_PASSWORD;
+  return { ...t.env, DATABASE_URL: url.toString() };
+}
 
 /** stderr lines that are not a JSON object (the whole output must be structured logs) */
 function notJson(output: string): string[] {
@@ -27,10 +42,11 @@ describe("logs are JSON on every path", () => {
 
   for (const role of ["start", "serve", "work"] as const) {
     it(`simmeter ${role} keeps writing JSON lines while Redis is down and after it returns`, async () => {
+      const t = await openTestLedger({ file: true });
       const redis: RedisHandle = await startRedis();
       const app = await startSimmeter(role, {
         REDIS_URL: redis.url,
-        DATABASE_PATH: join(tempDir(), "simmeter.db"),
+        ...ledgerEnv(t),
         LOG_LEVEL: "info",
         PUBLIC_URL: "https://billing.example.com/webhooks/event-streams",
         TWILIO_AUTH_TOKEN: TWILIO_TOKEN,
@@ -76,6 +92,7 @@ describe("logs are JSON on every path", () => {
       expect(out).not.toContain(TWILIO_TOKEN);
       expect(out).not.toContain(ADMIN_TOKEN);
       expect(out).not.toContain(emu().apiKey);
+      expect(out).not.toContain(DB_PASSWORD);
       // The outage is in the log, but not one line per reconnect attempt.
       expect(lines.some((l) => /redis connection error/.test(String(l.msg)))).toBe(true);
       expect(
@@ -85,11 +102,12 @@ describe("logs are JSON on every path", () => {
   }
 
   it("warns loudly at start with ALLOW_UNSIGNED, and refuses it next to a live Stripe key", async () => {
+    const t = await openTestLedger({ file: true });
     const redis = await startRedis();
     try {
       const app = await startSimmeter("serve", {
         REDIS_URL: redis.url,
-        DATABASE_PATH: join(tempDir(), "simmeter.db"),
+        ...ledgerEnv(t),
         ALLOW_UNSIGNED: "true",
         LOG_LEVEL: "info",
       });
@@ -103,7 +121,7 @@ describe("logs are JSON on every path", () => {
       expect(warn[0]?.msg).toMatch(/UNSIGNED deliveries from anyone/);
       const live = await runCli(["serve"], {
         REDIS_URL: redis.url,
-        DATABASE_PATH: join(tempDir(), "simmeter.db"),
+        ...ledgerEnv(t),
         ALLOW_UNSIGNED: "true",
         STRIPE_SECRET_KEY: "sk_live_notarealkey",
         PORT: String(await freePort()),
