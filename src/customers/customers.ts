@@ -5,11 +5,11 @@ import { type Assignment, assignments, sims, usageHourly } from "../db/schema.ts
 import type { AssignmentsPort } from "../ledger/assignments-port.ts";
 import { calls, type Steps } from "../ledger/steps.ts";
 import { parseUtcTime } from "../lib/time.ts";
+import { type FleetSource, loadedFleets, type SimInfo, sqliteFleets } from "./fleets.ts";
 import {
   type AssignmentLike,
   coveringCustomer,
   effectiveHour,
-  type FleetObservation,
   firstCoverage,
   type SimHistory,
   type TargetType,
@@ -332,8 +332,6 @@ export function listAssignments(db: Db): Assignment[] {
     .all();
 }
 
-export type SimInfo = { simSid: string; iccid: string; fleetSid: string | null };
-
 /** An assignment as the resolver reads it. */
 export type DirectoryAssignment = Pick<
   Assignment,
@@ -349,25 +347,6 @@ export type CustomerDirectory = {
   sims: readonly SimInfo[];
 };
 
-/**
- * The fleet side of the customer history, synchronous: over the ledger's statements (SQLite,
- * lazily) or over what was loaded for the SIMs in question (loadedFleets). A source must never
- * answer for a SIM it was not given: a lookup outside what it holds throws.
- */
-export interface FleetSource {
-  /** the row of a SIM absent from the directory (first seen after it was read); undefined: none */
-  sim(simSid: string): SimInfo | undefined;
-  /**
-   * the observations fleetAt consults for `hour` (the latest observed hour at or before it, and
-   * the one before); null: use the SIM's whole history
-   */
-  near(simSid: string, hour: number): readonly FleetObservation[] | null;
-  /** every observation of the SIM, by hour then fleet */
-  history(simSid: string): readonly FleetObservation[];
-  /** every SIM ever observed in the fleet */
-  simsInFleet(fleetSid: string): readonly string[];
-}
-
 /** Every assignment and SIM row of a SQLite ledger. */
 export function sqliteDirectory(db: Db): CustomerDirectory {
   return {
@@ -376,102 +355,6 @@ export function sqliteDirectory(db: Db): CustomerDirectory {
       .select({ simSid: sims.simSid, iccid: sims.iccid, fleetSid: sims.fleetSid })
       .from(sims)
       .all(),
-  };
-}
-
-/**
- * The fleet history of a SQLite ledger, read per SIM and hour (two indexed lookups); a SIM's whole
- * history is read only when asked for. `only`: the SIMs it may be asked about (anything else
- * throws, as a loaded source would).
- */
-export function sqliteFleets(db: Db, only?: ReadonlySet<string>): FleetSource {
-  const c = db.$client;
-  const latestAtOrBefore = c.prepare<[string, number], { hour: number | null }>(
-    "select max(hour) as hour from sim_fleet_hours where sim_sid = ? and hour <= ?",
-  );
-  const latestBefore = c.prepare<[string, number], { hour: number | null }>(
-    "select max(hour) as hour from sim_fleet_hours where sim_sid = ? and hour < ?",
-  );
-  const firstObserved = c.prepare<[string], { hour: number | null }>(
-    "select min(hour) as hour from sim_fleet_hours where sim_sid = ?",
-  );
-  const atHour = c.prepare<[string, number], { fleetSid: string }>(
-    "select fleet_sid as fleetSid from sim_fleet_hours where sim_sid = ? and hour = ?",
-  );
-  const wholeHistory = c.prepare<[string], FleetObservation>(
-    "select hour, fleet_sid as fleetSid from sim_fleet_hours where sim_sid = ? order by hour, fleet_sid",
-  );
-  const simsInFleet = c
-    .prepare<[string], string>(
-      "select distinct sim_sid from sim_fleet_hours where fleet_sid = ? order by sim_sid",
-    )
-    .pluck();
-  const simRow = c.prepare<[string], SimInfo>(
-    "select sim_sid as simSid, iccid, fleet_sid as fleetSid from sims where sim_sid = ?",
-  );
-  const check = (simSid: string) => {
-    if (only && !only.has(simSid)) throw new Error(`fleet history of ${simSid} was not loaded`);
-  };
-  return {
-    sim(simSid) {
-      check(simSid);
-      return simRow.get(simSid);
-    },
-    near(simSid, hour) {
-      check(simSid);
-      const at =
-        latestAtOrBefore.get(simSid, hour)?.hour ?? firstObserved.get(simSid)?.hour ?? null;
-      if (at === null) return [];
-      const prev = latestBefore.get(simSid, at)?.hour ?? null;
-      const before = prev === null ? [] : atHour.all(simSid, prev);
-      const here = atHour.all(simSid, at);
-      // Two move hours in a row (a SIM flapping between fleets): fleetAt walks the chain back.
-      if (here.length > 1 && before.length > 1) return null;
-      const out: FleetObservation[] = [];
-      for (const r of before) out.push({ hour: prev as number, fleetSid: r.fleetSid });
-      for (const r of here) out.push({ hour: at, fleetSid: r.fleetSid });
-      return out;
-    },
-    history(simSid) {
-      check(simSid);
-      return wholeHistory.all(simSid);
-    },
-    simsInFleet(fleetSid) {
-      return simsInFleet.all(fleetSid);
-    },
-  };
-}
-
-/**
- * A fleet source over loaded data: the whole fleet histories of some SIMs (and their SIM rows,
- * null where the SIM has none), and the members of some fleets. Asking about anything else
- * throws: a planner that forgot to load a SIM must fail, never answer "no fleet".
- */
-export function loadedFleets(o: {
-  histories?: ReadonlyMap<string, readonly FleetObservation[]>;
-  sims?: ReadonlyMap<string, SimInfo | null>;
-  fleetMembers?: ReadonlyMap<string, readonly string[]>;
-}): FleetSource {
-  const histories = o.histories ?? new Map<string, readonly FleetObservation[]>();
-  const simsLoaded = o.sims ?? new Map<string, SimInfo | null>();
-  const members = o.fleetMembers ?? new Map<string, readonly string[]>();
-  return {
-    sim(simSid) {
-      const s = simsLoaded.get(simSid);
-      if (s === undefined) throw new Error(`the SIM row of ${simSid} was not loaded`);
-      return s ?? undefined;
-    },
-    near: () => null,
-    history(simSid) {
-      const h = histories.get(simSid);
-      if (!h) throw new Error(`fleet history of ${simSid} was not loaded`);
-      return h;
-    },
-    simsInFleet(fleetSid) {
-      const m = members.get(fleetSid);
-      if (!m) throw new Error(`the SIMs of fleet ${fleetSid} were not loaded`);
-      return m;
-    },
   };
 }
 
@@ -540,6 +423,24 @@ export function resolverOver(dir: CustomerDirectory, fleets: FleetSource) {
       const near = fleets.near(simSid, hour) ?? history(simSid).fleets;
       const covering = coveringCustomer({ own: mine, fleets: near, fleetAssignments }, hour);
       return covering ?? beforeFirstCoverage(simSid, hour);
+    },
+    /**
+     * The SIMs among `pairs` whose resolve would read a whole history the source does not hold:
+     * a SIM flapping between fleets at the hour, or an hour no assignment covers (rule 3 looks for
+     * the SIM's first coverage). Load those (withHistories) before resolving the pairs.
+     */
+    historiesWanted(pairs: readonly { simSid: string; hour: number }[]): string[] {
+      const out = new Set<string>();
+      for (const { simSid, hour } of pairs) {
+        if (out.has(simSid) || fleets.hasHistory(simSid)) continue;
+        const near = fleets.near(simSid, hour);
+        if (
+          near === null ||
+          !coveringCustomer({ own: own(simSid), fleets: near, fleetAssignments }, hour)
+        )
+          out.add(simSid);
+      }
+      return [...out].sort(byText);
     },
     /** the customers of many hours of one SIM, from its whole history read once */
     resolveHours(simSid: string, hours: readonly number[]): (string | null)[] {

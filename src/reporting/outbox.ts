@@ -2,7 +2,8 @@ import { and, asc, eq, sql } from "drizzle-orm";
 import { DAY_MS, hourStart } from "../accounting/buckets.ts";
 import { type CustomerBilling, STRIPE_BACKDATE_MS } from "../billing/periods.ts";
 import { loadBilling } from "../billing/subscriptions.ts";
-import { sqliteDirectory, sqliteFleets } from "../customers/customers.ts";
+import { sqliteDirectory } from "../customers/customers.ts";
+import { sqliteFleets } from "../customers/fleets.ts";
 import type { Db } from "../db/client.ts";
 import { type MeterReport, meterReports, reportDirtyHours } from "../db/schema.ts";
 import { runSync } from "../ledger/steps.ts";
@@ -44,7 +45,7 @@ const json = (values: readonly unknown[]) => JSON.stringify(values);
 
 /**
  * The SQLite side of planning (src/reporting/plan-steps.ts): raw prepared statements, arrays
- * through json_each. fleetsOf answers from the ledger lazily (today's per SIM-hour lookups):
+ * through json_each. fleetsNear and fleetsOf answer from the ledger lazily (per SIM-hour lookups):
  * every op runs inside the step's synchronous transaction, so nothing can change underneath.
  */
 export function sqlitePlanOps(db: Db): PlanOps {
@@ -134,6 +135,7 @@ export function sqlitePlanOps(db: Db): PlanOps {
     },
     usageCounts: (hours) => new Map(hours.map((h) => [h, st.usageCount.get(h) ?? 0])),
     usageOfHours: (hours) => hours.flatMap((h) => st.usageAt.all(h)),
+    fleetsNear: (pairs) => sqliteFleets(db, new Set(pairs.map((p) => p.simSid))),
     fleetsOf: (sims) => sqliteFleets(db, new Set(sims)),
     reportedOfHours: (hours) => hours.flatMap((h) => st.reportedAt.all(h)),
     insertReports: (rows) => {

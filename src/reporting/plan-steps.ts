@@ -7,11 +7,11 @@ import {
 } from "../billing/periods.ts";
 import {
   type CustomerDirectory,
+  type CustomerResolver,
   type DirectoryAssignment,
-  type FleetSource,
-  loadedFleets,
   resolverOver,
 } from "../customers/customers.ts";
+import { type FleetSource, loadedFleets, withHistories } from "../customers/fleets.ts";
 import type { MeterReport } from "../db/schema.ts";
 import { calls, type Steps } from "../ledger/steps.ts";
 import { MAX_METER_VALUE, meterEventIdentifier, planHour } from "./plan.ts";
@@ -120,8 +120,14 @@ export interface PlanOps {
   /** the usage rows of these hours, by hour then sim_sid (binary order) */
   usageOfHours(hours: readonly number[]): UsageRow[];
   /**
-   * the fleet history of these SIMs (and their SIM rows), as a synchronous source that answers
-   * for them only: PostgreSQL loads their whole histories, SQLite reads lazily in the transaction
+   * the fleets around these (SIM, hour) pairs (and their SIMs' rows), as a synchronous source
+   * that answers for them only: PostgreSQL loads the hours `near` reads for each pair, SQLite reads
+   * lazily in the transaction (and holds every whole history too)
+   */
+  fleetsNear(pairs: readonly { simSid: string; hour: number }[]): FleetSource;
+  /**
+   * the whole fleet histories of these SIMs (and their SIM rows), as a source that answers for
+   * them only: the SIMs whose pairs the rules resolve over their whole history
    */
   fleetsOf(sims: readonly string[]): FleetSource;
   /** the outbox of these hours, per (hour, customer, state), by hour, customer, state */
@@ -252,6 +258,24 @@ export function chunkHours(
   return out;
 }
 
+/**
+ * A resolver for these (SIM, hour) pairs: the fleets around each pair's hour, then the whole
+ * histories of the few SIMs whose pairs the rules resolve over them (a SIM flapping between
+ * fleets, an hour no assignment covers) (docs/design/postgres-ledger.md §4.7). On SQLite both
+ * loads are lazy sources and the second is never asked for.
+ */
+export function* resolverSteps(
+  directory: CustomerDirectory,
+  pairs: readonly { simSid: string; hour: number }[],
+): Steps<Pick<PlanOps, "fleetsNear" | "fleetsOf">, CustomerResolver> {
+  let fleets = pairs.length > 0 ? yield* near("fleetsNear", pairs) : loadedFleets({});
+  const wanted = resolverOver(directory, fleets).historiesWanted(pairs);
+  if (wanted.length > 0) fleets = withHistories(fleets, yield* near("fleetsOf", wanted));
+  return resolverOver(directory, fleets);
+}
+
+const near = calls<Pick<PlanOps, "fleetsNear" | "fleetsOf">>();
+
 /** Step 2: the outbox rows for some dirty hours (one transaction per chunk of hours). */
 export function* chunkSteps(
   o: PlanInput,
@@ -260,9 +284,7 @@ export function* chunkSteps(
 ): Steps<PlanOps, Chunk> {
   const out: Chunk = { rows: [], heldBack: [], held: [], unmappedBytes: 0, problems: [] };
   const usage = yield* op("usageOfHours", hours);
-  const sims = [...new Set(usage.map((u) => u.simSid))].sort();
-  const fleets = sims.length > 0 ? yield* op("fleetsOf", sims) : loadedFleets({});
-  const resolver = resolverOver(directory, fleets);
+  const resolver = yield* resolverSteps(directory, usage);
   const reported = yield* op("reportedOfHours", hours);
   const usageAt = groupBy(usage);
   const reportedAt = groupBy(reported);

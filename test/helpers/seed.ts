@@ -1,12 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import {
-  type AssignInput,
-  loadedFleets,
-  resolverOver,
-  type SimInfo,
-} from "../../src/customers/customers.ts";
+import { type AssignInput, resolverOver } from "../../src/customers/customers.ts";
+import { loadedFleets, type SimInfo } from "../../src/customers/fleets.ts";
 import type { FleetObservation } from "../../src/customers/resolve.ts";
 import { type Db, openDb } from "../../src/db/client.ts";
 import type { Assignment } from "../../src/db/schema.ts";

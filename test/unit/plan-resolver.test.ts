@@ -1,6 +1,7 @@
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadedFleets, resolverOver, type SimInfo } from "../../src/customers/customers.ts";
+import { resolverOver } from "../../src/customers/customers.ts";
+import { loadedFleets, type SimInfo } from "../../src/customers/fleets.ts";
 import type { FleetObservation } from "../../src/customers/resolve.ts";
 import { openTestLedger, type TestLedger } from "../helpers/ledger.ts";
 

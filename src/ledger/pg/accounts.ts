@@ -1,8 +1,11 @@
 import type pg from "pg";
-import { loadedFleets, resolverOver } from "../../customers/customers.ts";
+import { resolverOver } from "../../customers/customers.ts";
+import { loadedFleets } from "../../customers/fleets.ts";
 import { installInt8Parser } from "../../db/pg/client.ts";
 import type { MeterReport, Sim } from "../../db/schema.ts";
+import { resolverSteps } from "../../reporting/plan-steps.ts";
 import type { AssignmentTarget, OwnedUsage } from "../port.ts";
+import { runAsync } from "../steps.ts";
 import { touchingOn } from "./outbox.ts";
 import { pgPlanOps } from "./plan.ts";
 import { withTx } from "./tx.ts";
@@ -24,8 +27,7 @@ async function usageOwnedOn(c: Q, from: number, to: number): Promise<OwnedUsage[
   );
   if (usage.rows.length === 0) return [];
   const ops = pgPlanOps(c);
-  const simSids = [...new Set(usage.rows.map((u) => u.simSid))];
-  const resolver = resolverOver(await ops.directory(), await ops.fleetsOf(simSids));
+  const resolver = await runAsync(resolverSteps(await ops.directory(), usage.rows), ops);
   return usage.rows.map((u) => ({ ...u, customer: resolver.resolve(u.simSid, u.hour) }));
 }
 

@@ -1,5 +1,11 @@
 import type pg from "pg";
-import { loadedFleets, type SimInfo } from "../../customers/customers.ts";
+import {
+  loadedFleets,
+  nearKey,
+  nearLoaded,
+  nearObservations,
+  type SimInfo,
+} from "../../customers/fleets.ts";
 import type { FleetObservation } from "../../customers/resolve.ts";
 import { installInt8Parser } from "../../db/pg/client.ts";
 import type { MeterReport } from "../../db/schema.ts";
@@ -31,6 +37,21 @@ type Q = Pick<pg.PoolClient, "query">;
 /** text sorted as PostgreSQL's "C" collation and SQLite's BINARY compare it (code units) */
 const byText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 const byNumber = (a: number, b: number) => a - b;
+
+/** (SIM, hour) pairs per fleetsNear statement */
+const NEAR_PAGE = 5_000;
+
+/** the SIM rows of these SIMs (null: the SIM has none), every SIM asked for a key */
+async function simRows(client: Q, sims: readonly string[]): Promise<Map<string, SimInfo | null>> {
+  const s = await client.query<SimInfo>(
+    `select sim_sid as "simSid", iccid, fleet_sid as "fleetSid" from sims
+      where sim_sid = any($1::text[])`,
+    [[...sims]],
+  );
+  const rows = new Map<string, SimInfo | null>(sims.map((x) => [x, null]));
+  for (const x of s.rows) rows.set(x.simSid, x);
+  return rows;
+}
 
 /** The ops of one planning transaction on one client. */
 export function pgPlanOps(client: Q): Async<PlanOps> {
@@ -166,26 +187,59 @@ export function pgPlanOps(client: Q): Async<PlanOps> {
       return r.rows;
     },
 
+    async fleetsNear(pairs) {
+      // Per pair, the two observed hours `near` reads (§4.7), by the table's key (sim_sid, hour,
+      // fleet_sid): four index probes and two short range reads, whatever the SIM's history
+      // length. The whole histories the rules still need are loaded by fleetsOf afterwards.
+      // Pages of NEAR_PAGE pairs keep each statement's arrays small (a period page can hold
+      // every SIM-hour of a month).
+      const near = new Map<string, FleetObservation[] | null>();
+      for (let from = 0; from < pairs.length; from += NEAR_PAGE) {
+        const page = pairs.slice(from, from + NEAR_PAGE);
+        const r = await client.query<{
+          sim_sid: string;
+          hour: number;
+          at: number | null;
+          prev: number | null;
+          at_fleets: string[] | null;
+          prev_fleets: string[] | null;
+        }>(
+          `select q.sim_sid, q.hour, a.at, p.prev,
+           (select array_agg(f.fleet_sid order by f.fleet_sid collate "C") from sim_fleet_hours f
+             where f.sim_sid = q.sim_sid and f.hour = a.at) as at_fleets,
+           (select array_agg(f.fleet_sid order by f.fleet_sid collate "C") from sim_fleet_hours f
+             where f.sim_sid = q.sim_sid and f.hour = p.prev) as prev_fleets
+           from unnest($1::text[], $2::bigint[]) as q(sim_sid, hour)
+           cross join lateral (select coalesce(
+             (select max(f.hour) from sim_fleet_hours f where f.sim_sid = q.sim_sid and f.hour <= q.hour),
+             (select min(f.hour) from sim_fleet_hours f where f.sim_sid = q.sim_sid)) as at) a
+           cross join lateral (select max(f.hour) as prev from sim_fleet_hours f
+             where f.sim_sid = q.sim_sid and f.hour < a.at) p`,
+          [page.map((x) => x.simSid), page.map((x) => x.hour)],
+        );
+        for (const x of r.rows)
+          near.set(
+            nearKey(x.sim_sid, x.hour),
+            nearObservations(x.at, x.at_fleets ?? [], x.prev, x.prev_fleets ?? []),
+          );
+      }
+      const sims = await simRows(client, [...new Set(pairs.map((x) => x.simSid))]);
+      return nearLoaded({ near, sims });
+    },
+
     async fleetsOf(sims) {
-      // Whole histories, as the resolver's rules may walk back over move hours or look for the
-      // first coverage; every SIM asked for is loaded (an empty history, a null row: none).
+      // Whole histories, for the SIMs whose rules walk back over move hours or look for the first
+      // coverage; every SIM asked for is loaded (an empty history, a null row: none).
       const f = await client.query<{ sim_sid: string; hour: number; fleet_sid: string }>(
         `select sim_sid, hour, fleet_sid from sim_fleet_hours
           where sim_sid = any($1::text[])
           order by sim_sid collate "C", hour, fleet_sid collate "C"`,
         [[...sims]],
       );
-      const s = await client.query<SimInfo>(
-        `select sim_sid as "simSid", iccid, fleet_sid as "fleetSid" from sims
-          where sim_sid = any($1::text[])`,
-        [[...sims]],
-      );
       const histories = new Map<string, FleetObservation[]>(sims.map((x) => [x, []]));
       for (const x of f.rows)
         histories.get(x.sim_sid)?.push({ hour: x.hour, fleetSid: x.fleet_sid });
-      const rows = new Map<string, SimInfo | null>(sims.map((x) => [x, null]));
-      for (const x of s.rows) rows.set(x.simSid, x);
-      return loadedFleets({ histories, sims: rows });
+      return loadedFleets({ histories, sims: await simRows(client, sims) });
     },
 
     async reportedOfHours(hours) {

@@ -6,8 +6,8 @@ import {
   listAssignments,
   previewSteps,
   sqliteDirectory,
-  sqliteFleets,
 } from "../../customers/customers.ts";
+import { sqliteFleets } from "../../customers/fleets.ts";
 import type { Db } from "../../db/client.ts";
 import { type Assignment, assignments } from "../../db/schema.ts";
 import {
