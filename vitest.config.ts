@@ -23,6 +23,7 @@ const BOTH_BACKENDS = [
   "test/integration/customers.test.ts",
   "test/integration/customer-history.test.ts",
   "test/integration/requeue.test.ts",
+  "test/integration/worker-commit.test.ts",
   "test/integration/admin-listener.test.ts",
   "test/integration/clock-skew.test.ts",
   "test/integration/billing-periods.property.test.ts",

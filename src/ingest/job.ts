@@ -25,3 +25,8 @@ export type IngestJobData = { v: 1; deliveries: Delivery[] };
 
 export const INGEST_QUEUE = "ingest";
 export const INGEST_JOB = "deliveries";
+/**
+ * a job `simmeter requeue` adds: the worker counts it in a transaction of its own (never grouped
+ * with others, src/ingest/commit-group.ts), as requeue reads each job's own result
+ */
+export const REQUEUED_JOB = "requeued";

@@ -7,9 +7,9 @@ import { createLogger } from "../lib/logger.ts";
 import {
   type Delivery,
   type DeliverySource,
-  INGEST_JOB,
   INGEST_QUEUE,
   type IngestJobData,
+  REQUEUED_JOB,
 } from "./job.ts";
 import { INGEST_JOB_OPTIONS } from "./queue.ts";
 
@@ -184,7 +184,7 @@ export async function enqueueRequeue(o: {
     const seenBefore = await ledger.reads.countedSids(
       items.flatMap((it) => (it.eventSid === null ? [] : [it.eventSid])),
     );
-    const job = await queue.add(INGEST_JOB, { v: 1, deliveries }, INGEST_JOB_OPTIONS);
+    const job = await queue.add(REQUEUED_JOB, { v: 1, deliveries }, INGEST_JOB_OPTIONS);
     const jobId = job.id as string;
     o.onJob?.(jobId);
     await ledger.reads.markRequeued(

@@ -4,7 +4,8 @@ import type { Ledger } from "../ledger/port.ts";
 import { logBullmqErrors } from "../lib/bullmq-errors.ts";
 import type { Logger } from "../lib/logger.ts";
 import type { Metrics } from "../lib/metrics.ts";
-import { INGEST_QUEUE, type IngestJobData } from "./job.ts";
+import { createCommitGroup } from "./commit-group.ts";
+import { INGEST_QUEUE, type IngestJobData, REQUEUED_JOB } from "./job.ts";
 import type { IngestSettings } from "./unit-of-work.ts";
 
 export type IngestWorkerOptions = {
@@ -17,37 +18,59 @@ export type IngestWorkerOptions = {
   metrics: Metrics;
   lockDurationMs: number;
   stalledIntervalMs: number;
+  /** most queue jobs per ledger transaction (WORKER_COMMIT_JOBS) */
+  commitJobs: number;
 };
 
+/** most delivery text per commit (UTF-16 code units, about 16 MB): a larger job commits alone */
+const COMMIT_MAX_CHARS = 16 * 1024 * 1024;
 /**
- * Thin transport: one job → one ingest transaction, concurrency 1. (Concurrency 2, so that BullMQ
- * fetches the next job while one runs, was measured in 2026-12 and made no measurable difference
- * end to end: BENCHMARKS.md.)
+ * A commit waits for the jobs BullMQ is still fetching while they keep coming (one every few ms
+ * under load): until none has joined for COMMIT_GAP_MS, at most COMMIT_MAX_WAIT_MS in all.
+ */
+const COMMIT_GAP_MS = 10;
+const COMMIT_MAX_WAIT_MS = 250;
+
+/**
+ * Thin transport: the jobs BullMQ hands over share ledger transactions of up to `commitJobs`
+ * jobs (src/ingest/commit-group.ts). BullMQ fetches twice that many, so the next commit fills while
+ * one runs; each job is locked, completed or failed (and retried) on its own as before.
  */
 export function createIngestWorker(o: IngestWorkerOptions): Worker<IngestJobData> {
-  const worker = new Worker<IngestJobData>(
-    INGEST_QUEUE,
-    async (job) => {
-      const s = await o.ledger.ingestJob(job.data, o.settings, o.now);
-      const m = o.metrics;
+  const m = o.metrics;
+  const group = createCommitGroup({
+    maxJobs: o.commitJobs,
+    maxChars: COMMIT_MAX_CHARS,
+    gapMs: COMMIT_GAP_MS,
+    maxWaitMs: COMMIT_MAX_WAIT_MS,
+    commit: (data) => o.ledger.ingestJob(data, o.settings, o.now),
+    onCommit: (jobs, s) => {
+      m.commitJobs.observe(jobs);
       for (const [kind, n] of Object.entries(s.byKind))
         m.ingestedEvents.inc({ outcome: "counted", kind }, n);
       if (s.duplicates) m.ingestedEvents.inc({ outcome: "duplicate", kind: "any" }, s.duplicates);
       if (s.quarantined) {
         m.ingestedEvents.inc({ outcome: "quarantined", kind: "any" }, s.quarantined);
         m.quarantined.inc(s.quarantined);
-        o.logger.warn(
-          { jobId: job.id, quarantined: s.quarantined },
-          "events quarantined (simmeter quarantine)",
-        );
       }
       for (const lag of s.lagsMs) m.ingestLag.observe(lag / 1000);
-      return { counted: s.counted, duplicates: s.duplicates, quarantined: s.quarantined };
+    },
+  });
+  const worker = new Worker<IngestJobData>(
+    INGEST_QUEUE,
+    async (job) => {
+      const r = await group.add(String(job.id), job.data, job.name === REQUEUED_JOB);
+      if (r.quarantined)
+        o.logger.warn(
+          { jobId: job.id, quarantined: r.quarantined },
+          "events quarantined (simmeter quarantine)",
+        );
+      return r;
     },
     {
       connection: o.connection,
       prefix: o.prefix,
-      concurrency: 1,
+      concurrency: 2 * o.commitJobs,
       lockDuration: o.lockDurationMs,
       stalledInterval: o.stalledIntervalMs,
       // A job whose worker was killed comes back; a few kills in a row must not park it as failed.

@@ -554,6 +554,7 @@ describe("a live /metrics", () => {
         "simmeter_ingested_events_total",
         "simmeter_quarantined_events_total",
         "simmeter_ingest_lag_seconds",
+        "simmeter_ingest_commit_jobs",
         "simmeter_stripe_calls_total",
         "simmeter_report_failed_rows",
         "simmeter_report_last_success_timestamp_seconds",

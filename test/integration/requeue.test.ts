@@ -103,6 +103,7 @@ function readOnlyWorker(t: TestLedger, redisUrl: string, prefix: string) {
     metrics: createMetrics(),
     lockDurationMs: 30_000,
     stalledIntervalMs: 30_000,
+    commitJobs: 16,
   });
   return {
     close: async () => {
