@@ -69,7 +69,7 @@ export const envSchema = z.object({
   MAX_BYTES_PER_SECOND: intFrom(1, Number.MAX_SAFE_INTEGER).default(250_000_000),
   BODY_LIMIT_BYTES: intFrom(10 * 1024 * 1024, 1024 * 1024 * 1024).default(10 * 1024 * 1024),
   BATCH_MAX_EVENTS: intFrom(1, 100_000).default(2000),
-  WORKER_COMMIT_JOBS: intFrom(1, 256).default(16),
+  WORKER_COMMIT_JOBS: intFrom(1, 256).default(8),
   WORKER_LOCK_MS: intFrom(1000, 600_000).default(30_000),
   WORKER_STALLED_INTERVAL_MS: intFrom(500, 600_000).default(30_000),
   SHUTDOWN_TIMEOUT_MS: intFrom(100, 600_000).default(10_000),

@@ -22,8 +22,12 @@ export type IngestWorkerOptions = {
   commitJobs: number;
 };
 
-/** most delivery text per commit (UTF-16 code units, about 16 MB): a larger job commits alone */
-const COMMIT_MAX_CHARS = 16 * 1024 * 1024;
+/**
+ * most delivery text per commit (UTF-16 code units: about 8,000 events, 0.6 s of SQLite on this
+ * machine, during which the worker's event loop, and so its /healthz, waits); a larger job commits
+ * alone
+ */
+const COMMIT_MAX_CHARS = 8 * 1024 * 1024;
 /**
  * A commit waits for the jobs BullMQ is still fetching while they keep coming (one every few ms
  * under load): until none has joined for COMMIT_GAP_MS, at most COMMIT_MAX_WAIT_MS in all.

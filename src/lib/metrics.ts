@@ -61,6 +61,12 @@ export function createMetrics(role: MetricsRole = "all") {
       help: "Authenticated events that failed validation and were quarantined by this process (simmeter quarantine)",
       registers: worker,
     }),
+    commitJobs: new Histogram({
+      name: "simmeter_ingest_commit_jobs",
+      help: "Queue jobs counted in one ledger transaction (worker group commit, WORKER_COMMIT_JOBS)",
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+      registers: worker,
+    }),
     ingestLag: new Histogram({
       name: "simmeter_ingest_lag_seconds",
       help: "Event time to counted in SQLite",

@@ -1,7 +1,7 @@
 // `simmeter start` runs the worker role (ingest worker, reporter, prune) in a node:worker_threads
 // Worker, and the receiver on the main thread.
 //
-// Why: an ingest job of up to BATCH_MAX_EVENTS events is one synchronous SQLite transaction, and
+// Why: an ingest commit (up to WORKER_COMMIT_JOBS jobs) is one synchronous SQLite transaction, and
 // so is every planning chunk of the reporter; on one event loop each of them delays every webhook
 // ack and /healthz behind it. A thread has its own event loop (and V8 heap, GC), so the receiver
 // answers while the worker writes.

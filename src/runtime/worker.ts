@@ -61,6 +61,7 @@ export async function startWorker(
     logger,
     metrics,
     lockDurationMs: config.WORKER_LOCK_MS,
+    commitJobs: config.WORKER_COMMIT_JOBS,
     stalledIntervalMs: config.WORKER_STALLED_INTERVAL_MS,
   });
   let pruning: Promise<void> | null = null;
