@@ -38,7 +38,8 @@ const COMMIT_MAX_WAIT_MS = 250;
 /**
  * Thin transport: the jobs BullMQ hands over share ledger transactions of up to `commitJobs`
  * jobs (src/ingest/commit-group.ts). BullMQ fetches twice that many, so the next commit fills while
- * one runs; each job is locked, completed or failed (and retried) on its own as before.
+ * one runs; each job is locked, completed or failed (and retried) on its own as before, and a
+ * retried job commits alone.
  */
 export function createIngestWorker(o: IngestWorkerOptions): Worker<IngestJobData> {
   const m = o.metrics;
@@ -63,7 +64,10 @@ export function createIngestWorker(o: IngestWorkerOptions): Worker<IngestJobData
   const worker = new Worker<IngestJobData>(
     INGEST_QUEUE,
     async (job) => {
-      const r = await group.add(String(job.id), job.data, job.name === REQUEUED_JOB);
+      // Alone: a requeued job (its result is read per job), and a job that has failed before, so
+      // that a job which fails every time (a bug) cannot take the jobs committed with it down too.
+      const alone = job.name === REQUEUED_JOB || job.attemptsMade > 0;
+      const r = await group.add(String(job.id), job.data, alone);
       if (r.quarantined)
         o.logger.warn(
           { jobId: job.id, quarantined: r.quarantined },

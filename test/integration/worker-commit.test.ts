@@ -1,7 +1,8 @@
 // The worker's group commit through the real BullMQ worker, Redis and ledger
 // (src/ingest/worker.ts, src/ingest/commit-group.ts): jobs queued before the worker starts are
 // counted in fewer transactions than jobs, every job completes, a duplicate carried by two jobs of
-// one commit is counted once, and the usage is exactly the sum of the sessions' bytes.
+// one commit is counted once, and the usage is exactly the sum of the sessions' bytes; a job that
+// fails every time fails alone.
 import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, inject, it } from "vitest";
@@ -152,5 +153,78 @@ describe("the ingest worker's group commit", () => {
       .filter((v) => v.labels.outcome === "duplicate")
       .reduce((n, v) => n + v.value, 0);
     expect({ counted, duplicates }).toEqual({ counted: 82, duplicates: 2 });
+  });
+
+  it("a job that fails every time fails alone: the jobs committed with it are retried alone and counted", async () => {
+    const t = await openTestLedger();
+    const prefix = `wp${hex().slice(0, 8)}`;
+    const redis = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
+    cleanup.push(async () => {
+      redis.disconnect();
+    });
+    const queue = createIngestQueue(redis, prefix, createLogger("silent"));
+    cleanup.push(() => queue.close());
+    const t0 = Date.now() - 2 * 3_600_000;
+    const ids = Array.from({ length: 10 }, (_, i) => (i === 3 ? "poison" : `d${i}`));
+    await queue.addBulk(
+      ids.map((id, i) => ({
+        name: INGEST_JOB,
+        data: {
+          v: 1 as const,
+          deliveries: [
+            {
+              id,
+              receivedAt: Date.now(),
+              source: "twilio" as const,
+              body: JSON.stringify(session(t0 + i * 1000, 10, 90)),
+            },
+          ],
+        },
+        opts: { ...INGEST_JOB_OPTIONS, attempts: 3, backoff: { type: "fixed", delay: 50 } },
+      })),
+    );
+    // The ledger, but a commit holding the "poison" delivery throws (as a bug would, every time).
+    const ledger = new Proxy(t.ledger, {
+      get(target, prop, receiver) {
+        if (prop === "ingestJob")
+          return (data: IngestJobData, ...rest: unknown[]) =>
+            data.deliveries.some((d) => d.id === "poison")
+              ? Promise.reject(new Error("a bug in ingest"))
+              : (target.ingestJob as (...a: unknown[]) => Promise<unknown>)(data, ...rest);
+        return Reflect.get(target, prop, receiver);
+      },
+    });
+    const connection = new Redis(inject("redisUrl"), { maxRetriesPerRequest: null });
+    const worker = createIngestWorker({
+      connection,
+      prefix,
+      ledger,
+      settings: defaultSettings,
+      now: Date.now,
+      logger: createLogger("silent"),
+      metrics: createMetrics(),
+      lockDurationMs: 30_000,
+      stalledIntervalMs: 30_000,
+      commitJobs: 8,
+    });
+    cleanup.push(async () => {
+      await worker.close();
+      connection.disconnect();
+    });
+    await waitFor(
+      async () => {
+        const c = await queue.getJobCounts("active", "wait", "delayed", "failed");
+        return c.active === 0 && c.wait === 0 && c.delayed === 0 && c.failed === 1;
+      },
+      "every job done, one failed for good",
+      60_000,
+    );
+    const failed = await queue.getFailed();
+    expect(failed.map((j) => j.data.deliveries[0]?.id)).toEqual(["poison"]);
+    expect(failed[0]?.attemptsMade).toBe(3);
+    const [s] = await t.sql<{ n: number }>("select count(*) as n from seen_events");
+    expect(Number(s?.n)).toBe(9 * 2);
+    const [u] = await t.sql<{ n: number }>("select coalesce(sum(bytes), 0) as n from usage_hourly");
+    expect(Number(u?.n)).toBe(9 * 100);
   });
 });
