@@ -6,12 +6,12 @@ import type { IngestSummary } from "./summary.ts";
 // one ledger transaction. A transaction's cost is dominated by the B-tree pages it dirties (the
 // dedupe index by event_sid and the readings by session are keyed at random), and a page dirtied
 // by one event costs nothing more for the next: on a 4,000-SIM fleet, 10,000 events per commit
-// ingest 1.5x as fast as 2,000, 30,000 twice as fast (BENCHMARKS.md).
+// ingest 1.5x as fast as 2,000 (BENCHMARKS.md).
 //
 // The jobs' deliveries are ingested as one job, in the order the jobs arrived: exactly what the
 // receiver produces when it groups those deliveries itself, so nothing about accounting changes.
-// All jobs of a commit succeed or fail together; a failed commit fails each of them, and each is
-// retried on its own by BullMQ.
+// All jobs of a commit succeed or fail together; a failed commit fails each of them, and BullMQ
+// retries each (the worker commits a retried job alone).
 
 /** what a job reports to BullMQ (replay and requeue sum these over their jobs) */
 export type JobResult = {
@@ -50,7 +50,7 @@ type Waiter = {
   reject: (e: unknown) => void;
 };
 
-/** the delivery text of a job (its weight against maxChars) */
+/** the delivery text of a job (its weight against maxChars; a parsed event counts 1,000) */
 export function jobChars(data: IngestJobData): number {
   let n = 0;
   for (const d of data.deliveries) {

@@ -5,6 +5,7 @@ import { createInterface } from "node:readline";
 import { type Queue, QueueEvents } from "bullmq";
 import type { Redis } from "ioredis";
 import { withoutBom } from "../events/schema.ts";
+import type { JobResult } from "./commit-group.ts";
 import { INGEST_JOB, INGEST_QUEUE, type IngestJobData } from "./job.ts";
 import { INGEST_JOB_OPTIONS } from "./queue.ts";
 
@@ -28,8 +29,6 @@ export type ReplayOptions = {
   maxJobsInFlight?: number;
   onProgress?: (p: ReplayProgress) => void;
 };
-
-type JobResult = { counted: number; duplicates: number; quarantined: number };
 
 /** Reads CloudEvents (JSON array, or JSON lines) and pushes them through the ingest queue. */
 export async function replayFile(o: ReplayOptions): Promise<ReplayProgress> {

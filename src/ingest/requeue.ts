@@ -4,6 +4,7 @@ import type { Ledger } from "../ledger/port.ts";
 import type { QuarantineRow } from "../ledger/reads-port.ts";
 import { logBullmqErrors } from "../lib/bullmq-errors.ts";
 import { createLogger } from "../lib/logger.ts";
+import type { JobResult } from "./commit-group.ts";
 import {
   type Delivery,
   type DeliverySource,
@@ -403,7 +404,6 @@ export async function retryFailedJobs(
 // ---------------------------------------------------------------------------------------------
 // Waiting for jobs
 
-export type JobResult = { counted: number; duplicates: number; quarantined: number };
 export type JobEnd =
   | { state: "completed"; result: JobResult }
   | { state: "failed"; reason: string };
