@@ -74,6 +74,9 @@ describe("fault drills", () => {
       // Short locks so the killed worker's job is recovered in seconds, not 30 s.
       WORKER_LOCK_MS: "2000",
       WORKER_STALLED_INTERVAL_MS: "1000",
+      // Two jobs per commit: commits that group jobs, and enough of them that the kill lands
+      // mid-stream (with 8, the 60 small jobs took 3 commits and could all be done before it).
+      WORKER_COMMIT_JOBS: "2",
     };
     const { events, expected } = fleet(400, 11);
     const conn = new Redis(redis.url, { maxRetriesPerRequest: null });
